@@ -1,0 +1,54 @@
+"""Pieces shared by the white-box attacks: model wrapping, the attack loss, norms, keys.
+
+Conventions (METHODS.md "Attacks"): `model(x) -> [B, C]` log-probabilities (for an
+ensemble, log of the mean member softmax, eq. 1); x is float32 in [0, 1] with any
+shape [B, ...]; y int labels [B]. Samples are independent (evaluation mode), so the
+gradient of the batch-summed loss is each sample's own input gradient.
+"""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+from jax.tree_util import Partial
+
+
+def as_partial(model_fn):
+  """Wraps a model function as a `jax.tree_util.Partial` for the jitted attack cores.
+
+  * a `Partial` is returned as is;
+  * a bound method of a registered pytree (e.g. `Ensemble.log_predict` of a
+    `flax.struct.dataclass`) becomes `Partial(type(obj).method, obj)`: the object's
+    arrays are traced leaves, so another object of the same structure (new
+    parameters) reuses the compiled attack instead of baking parameters in;
+  * any other callable becomes `Partial(model_fn)`; the callable is static, so a new
+    closure compiles anew.
+  """
+  if isinstance(model_fn, Partial):
+    return model_fn
+  if inspect.ismethod(model_fn):
+    obj = model_fn.__self__
+    if not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(obj)):
+      return Partial(model_fn.__func__, obj)
+  return Partial(model_fn)
+
+
+def cross_entropy(model, x, y):
+  """Per-sample attack loss -log p_y(x) [B]."""
+  return -jnp.take_along_axis(model(x), y[:, None], axis=-1)[:, 0]
+
+
+def cross_entropy_grad(model, x, y):
+  """d cross_entropy / dx, same shape as x (grad of the batch-summed loss)."""
+  return jax.grad(lambda x: cross_entropy(model, x, y).sum())(x)
+
+
+def l2_norm(v):
+  """L2 norm over all but the batch axis, shaped [B, 1, ..., 1] to broadcast against v."""
+  return jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True))
+
+
+def sample_keys(key, n):
+  """Key of sample i = fold_in(key, i): sample i gets the same randomness in any batch
+  that holds it at index i, whatever the batch size."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))

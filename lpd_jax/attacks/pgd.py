@@ -1,0 +1,130 @@
+"""Gradient-sign and projected-gradient attacks: FGSM, BIM, PGD (L-inf and L2).
+
+Paper section 5, METHODS.md "Attacks": FGSM (Goodfellow et al. 2015), BIM (Kurakin
+et al. 2017) and PGD (Madry et al. 2018) maximise the cross-entropy -log p_y of the
+model's log-probabilities; 10 steps of eps/10 by default.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from lpd_jax.attacks.common import as_partial, cross_entropy, cross_entropy_grad, l2_norm, sample_keys
+
+NORMS = ('linf', 'l2')
+
+
+def _unit_ball_noise(key, shape, norm):
+  """Uniform noise in the unit ball of `norm`, [B, ...]; sample i from fold_in(key, i)."""
+
+  def one(k):
+    if norm == 'linf':
+      return jax.random.uniform(k, shape[1:], minval=-1.0, maxval=1.0)
+    k_dir, k_rad = jax.random.split(k)
+    direction = jax.random.normal(k_dir, shape[1:])
+    radius = jax.random.uniform(k_rad) ** (1.0 / direction.size)
+    return direction / jnp.linalg.norm(direction) * radius
+
+  return jax.vmap(one)(sample_keys(key, shape[0]))
+
+
+@functools.partial(jax.jit, static_argnames=('steps', 'norm', 'random_start', 'restarts'))
+def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restarts):
+  def project(x_adv):
+    delta = x_adv - x
+    if norm == 'linf':
+      delta = jnp.clip(delta, -eps, eps)
+    else:
+      delta = delta * jnp.minimum(1.0, eps / jnp.maximum(l2_norm(delta), 1e-12))
+    # Clipping into [0, 1] moves each coordinate towards x, so the result stays in the ball.
+    return jnp.clip(x + delta, 0.0, 1.0)
+
+  def step(_, x_adv):
+    g = cross_entropy_grad(model, x_adv, y)
+    if norm == 'linf':
+      direction = jnp.sign(g)
+    else:
+      direction = g / jnp.maximum(l2_norm(g), 1e-12)
+    return project(x_adv + step_size * direction)
+
+  def run(restart):
+    x0 = x
+    if random_start:
+      x0 = project(x + eps * _unit_ball_noise(jax.random.fold_in(key, restart), x.shape, norm))
+    return jax.lax.fori_loop(0, steps, step, x0)
+
+  def score(x_adv):
+    logp = model(x_adv)
+    return jnp.argmax(logp, -1) != y, cross_entropy(model, x_adv, y)
+
+  if restarts == 1:
+    return run(0)
+
+  def keep_worst(restart, best):
+    x_best, wrong_best, loss_best = best
+    x_new = run(restart)
+    wrong_new, loss_new = score(x_new)
+    better = (wrong_new & ~wrong_best) | ((wrong_new == wrong_best) & (loss_new > loss_best))
+    pick = better.reshape((-1,) + (1,) * (x.ndim - 1))
+    return (
+      jnp.where(pick, x_new, x_best),
+      jnp.where(better, wrong_new, wrong_best),
+      jnp.where(better, loss_new, loss_best),
+    )
+
+  x_first = run(0)
+  return jax.lax.fori_loop(1, restarts, keep_worst, (x_first, *score(x_first)))[0]
+
+
+def pgd(
+  model_fn, x, y, *, key=None, eps, steps=10, step_size=None, norm='linf', random_start=True, restarts=1
+):
+  """Projected gradient descent on the cross-entropy (Madry et al. 2018).
+
+  x_{t+1} = Proj_{B(x, eps) ∩ [0,1]}(x_t + step_size * d_t), with d_t = sign(grad) for
+  'linf' and grad / ||grad||_2 for 'l2'; the last iterate is returned.
+
+  Args:
+    model_fn: x [B, ...] -> log-probabilities [B, C] (a function, a bound method of a
+      pytree such as `Ensemble.log_predict`, or a `jax.tree_util.Partial`).
+    x: inputs [B, ...] in [0, 1].
+    y: int labels [B].
+    key: PRNG key; required when random_start.
+    eps: radius of the `norm` ball.
+    steps: number of gradient steps.
+    step_size: default eps / 10 ('linf') or 2.5 * eps / steps ('l2').
+    norm: 'linf' or 'l2'.
+    random_start: start at a uniform random point of the ball (then clipped to [0, 1]);
+      sample i's noise comes from fold_in(fold_in(key, restart), i), so it does not
+      depend on the batch size.
+    restarts: runs per sample; keeps the worst case (misclassified first, else the
+      highest loss).
+
+  Returns:
+    x_adv [B, ...] in [0, 1] and within eps of x in `norm`.
+  """
+  if norm not in NORMS:
+    raise ValueError(f'norm must be one of {NORMS}, got {norm!r}')
+  if random_start and key is None:
+    raise ValueError('pgd with random_start=True needs a key')
+  if step_size is None:
+    step_size = eps / 10 if norm == 'linf' else 2.5 * eps / steps
+  return _pgd(
+    as_partial(model_fn), x, y, key, eps, step_size,
+    steps=steps, norm=norm, random_start=random_start, restarts=restarts,
+  )
+
+
+def bim(model_fn, x, y, *, key=None, eps, steps=10, step_size=None):
+  """Basic iterative method (Kurakin et al. 2017): L-inf PGD from x itself, no random
+  start; step_size defaults to eps / 10. Shapes and conventions as `pgd`; `key` unused."""
+  del key
+  return pgd(model_fn, x, y, eps=eps, steps=steps, step_size=step_size, norm='linf', random_start=False)
+
+
+def fgsm(model_fn, x, y, *, key=None, eps):
+  """Fast gradient sign method (Goodfellow et al. 2015): clip(x + eps * sign(grad), 0, 1),
+  i.e. one L-inf step of size eps. Shapes and conventions as `pgd`; `key` unused."""
+  del key
+  return pgd(model_fn, x, y, eps=eps, steps=1, step_size=eps, norm='linf', random_start=False)

@@ -1,0 +1,34 @@
+"""What `train.py` and `eval.py` share: flags, and one clear line for a user's mistake."""
+
+import sys
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from lpd_jax.checkpoint import CheckpointError
+from lpd_jax.config import ConfigError
+from lpd_jax.data import DataError
+from lpd_jax.train import TrainingError
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError)
+
+
+def define_flags(config_required):
+  config = config_flags.DEFINE_config_file(
+      'config', None, 'Path to an ml_collections config file (configs/*.py).', lock_config=True)
+  workdir = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
+  if config_required:
+    flags.mark_flags_as_required(['config', 'workdir'])
+  else:
+    flags.mark_flags_as_required(['workdir'])
+  return config, workdir
+
+
+def run_reporting_user_errors(fn, *args):
+  """Calls fn(*args); a user error becomes one line on stderr and exit status 1."""
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+  try:
+    return fn(*args)
+  except USER_ERRORS as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)

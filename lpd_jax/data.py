@@ -1,0 +1,198 @@
+"""Host-side datasets and batches: scikit-learn digits, .npz arrays, TFDS, Tiny-ImageNet.
+
+Images are NHWC with pixels in [0, 1] (the paper's scale); uint8 sources stay uint8
+in memory and are scaled per batch. No download ever happens here: a dataset that
+is not on disk raises one `DataError` saying how to prepare it.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+from tqdm.auto import tqdm
+
+TFDS_NAMES = {'cifar10': 'cifar10', 'cifar100': 'cifar100'}
+
+
+class DataError(RuntimeError):
+  """A dataset that is missing or malformed; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Train and test arrays; images [N, H, W, c] (uint8 or float32 in [0, 1]), labels int32 [N]."""
+
+  name: str
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+
+  @property
+  def input_shape(self):
+    return tuple(self.train_images.shape[1:])
+
+
+def to_float(images):
+  """uint8 [0, 255] or float [0, 1] images -> float32 [0, 1]."""
+  if images.dtype == np.uint8:
+    return images.astype(np.float32) / 255.0
+  return images.astype(np.float32)
+
+
+def _digits(split_seed):
+  from sklearn.datasets import load_digits
+  digits = load_digits()
+  images = (digits.images / 16.0).astype(np.float32)[..., None]  # [1797, 8, 8, 1]
+  labels = digits.target.astype(np.int32)
+  order = np.random.default_rng(split_seed).permutation(len(labels))
+  n_train = int(round(0.8 * len(labels)))
+  tr, te = order[:n_train], order[n_train:]
+  return Dataset('digits', images[tr], labels[tr], images[te], labels[te], 10)
+
+
+def _npz(path):
+  if not path or not os.path.isfile(path):
+    raise DataError(f"dataset 'npz': no file at npz_path={path!r}. Give --config.npz_path=FILE.npz "
+                    'holding train_images, train_labels, test_images, test_labels '
+                    '(e.g. ../shared/data/cifar10_subset.npz).')
+  with np.load(path) as f:
+    missing = {'train_images', 'train_labels', 'test_images', 'test_labels'} - set(f.files)
+    if missing:
+      raise DataError(f'{path} lacks arrays {sorted(missing)}')
+    arrays = {k: f[k] for k in ('train_images', 'train_labels', 'test_images', 'test_labels')}
+  for k in ('train_images', 'test_images'):
+    if arrays[k].ndim == 3:
+      arrays[k] = arrays[k][..., None]
+  labels = [arrays[k].astype(np.int32) for k in ('train_labels', 'test_labels')]
+  num_classes = int(max(labels[0].max(), labels[1].max())) + 1
+  return Dataset('npz', arrays['train_images'], labels[0], arrays['test_images'], labels[1],
+                 num_classes)
+
+
+def _tfds_split(name, split, data_dir):
+  import tensorflow_datasets as tfds
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+  except Exception as e:  # TFDS raises several types for "not prepared"
+    where = data_dir or '~/tensorflow_datasets (the TFDS default)'
+    raise DataError(
+        f"dataset {name!r} is not prepared in data_dir {where}. On a machine with internet run\n"
+        f"  tfds build {name} --file_format=array_record"
+        f"{' --data_dir=' + data_dir if data_dir else ''}\n"
+        f"and copy the folder there (random access needs array_record, not tfrecord).\n"
+        f"TFDS said: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+  examples = [source[i] for i in tqdm(range(len(source)), desc=f'{name}:{split}', leave=False)]
+  images = np.stack([ex['image'] for ex in examples]).astype(np.uint8)
+  labels = np.asarray([ex['label'] for ex in examples], np.int32)
+  return images, labels
+
+
+def _tfds(name, data_dir):
+  import tensorflow_datasets as tfds
+  train = _tfds_split(name, 'train', data_dir)
+  test = _tfds_split(name, 'test', data_dir)
+  num_classes = {'cifar10': 10, 'cifar100': 100}.get(name)
+  if num_classes is None:
+    num_classes = tfds.builder(name, data_dir=data_dir or None).info.features['label'].num_classes
+  return Dataset(name, *train, *test, num_classes)
+
+
+def _tiny_imagenet(data_dir):
+  """Tiny-ImageNet from a local `tiny-imagenet-200` folder (train/ and val/ as distributed).
+
+  The labelled `val` split is the test set. Decoded arrays are cached beside the
+  folder's files in `lpd_jax_cache.npz`.
+  """
+  root = os.path.join(data_dir or '.', 'tiny-imagenet-200')
+  if not os.path.isfile(os.path.join(root, 'wnids.txt')):
+    raise DataError(
+        f"dataset 'tiny_imagenet': no tiny-imagenet-200/wnids.txt under data_dir "
+        f"{os.path.abspath(data_dir or '.')}. Download tiny-imagenet-200.zip from the CS231n site, "
+        "unzip it there, and pass --config.data_dir=THAT_FOLDER.")
+  cache = os.path.join(root, 'lpd_jax_cache.npz')
+  if os.path.isfile(cache):
+    with np.load(cache) as f:
+      return Dataset('tiny_imagenet', f['train_images'], f['train_labels'], f['test_images'],
+                     f['test_labels'], 200)
+  from PIL import Image
+
+  def read(path):
+    return np.asarray(Image.open(path).convert('RGB'), np.uint8)
+
+  with open(os.path.join(root, 'wnids.txt')) as f:
+    wnids = [w.strip() for w in f if w.strip()]
+  index = {w: i for i, w in enumerate(wnids)}
+  train = [(os.path.join(root, 'train', w, 'images', fn), index[w]) for w in wnids
+           for fn in sorted(os.listdir(os.path.join(root, 'train', w, 'images')))]
+  with open(os.path.join(root, 'val', 'val_annotations.txt')) as f:
+    val = [(os.path.join(root, 'val', 'images', line.split('\t')[0]), index[line.split('\t')[1]])
+           for line in f if line.strip()]
+  arrays = {}
+  for split, items in (('train', train), ('test', val)):
+    arrays[f'{split}_images'] = np.stack([read(p) for p, _ in tqdm(items, desc=split, leave=False)])
+    arrays[f'{split}_labels'] = np.asarray([y for _, y in items], np.int32)
+  np.savez(cache, **arrays)
+  return Dataset('tiny_imagenet', arrays['train_images'], arrays['train_labels'],
+                 arrays['test_images'], arrays['test_labels'], len(wnids))
+
+
+def load_dataset(config):
+  """config.dataset -> Dataset. Raises DataError when it is not on disk."""
+  if config.dataset == 'digits':
+    return _digits(config.split_seed)
+  if config.dataset == 'npz':
+    return _npz(config.npz_path)
+  if config.dataset in TFDS_NAMES:
+    return _tfds(TFDS_NAMES[config.dataset], config.data_dir)
+  if config.dataset == 'tiny_imagenet':
+    return _tiny_imagenet(config.data_dir)
+  raise DataError(f'unknown dataset {config.dataset!r}')
+
+
+def crop_and_flip(images, rng, pad=4):
+  """Random `pad`-pixel-padded crops and horizontal flips: [B, H, W, c] -> same shape."""
+  b, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='constant')
+  dy = rng.integers(0, 2 * pad + 1, b)
+  dx = rng.integers(0, 2 * pad + 1, b)
+  rows = dy[:, None] + np.arange(h)[None]  # [B, H]
+  cols = dx[:, None] + np.arange(w)[None]  # [B, W]
+  out = padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+  flip = rng.random(b) < 0.5
+  out[flip] = out[flip, :, ::-1]
+  return out
+
+
+def train_batches(ds, batch_size, *, seed, epoch, augment=False):
+  """Yields (x float32 [B, H, W, c], y int32 [B]) for one epoch; drops the last partial batch.
+
+  The order and the augmentation depend only on (seed, epoch), so a resumed run
+  sees exactly the batches an uninterrupted one would.
+  """
+  rng = np.random.default_rng([seed, epoch])
+  order = rng.permutation(len(ds.train_labels))
+  for i in range(len(order) // batch_size):
+    idx = order[i * batch_size:(i + 1) * batch_size]
+    x = ds.train_images[idx]
+    if augment:
+      x = crop_and_flip(x, rng)
+    yield to_float(x), ds.train_labels[idx]
+
+
+def num_train_steps(ds, batch_size):
+  return len(ds.train_labels) // batch_size
+
+
+def eval_batches(images, labels, batch_size):
+  """Yields (x [batch_size, ...], y [batch_size], n_valid): the last batch is zero-padded
+  to a full batch so a jitted function compiles once; only its first n_valid rows count."""
+  for start in range(0, len(labels), batch_size):
+    x = to_float(images[start:start + batch_size])
+    y = labels[start:start + batch_size]
+    n = len(y)
+    if n < batch_size:
+      x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
+      y = np.concatenate([y, np.zeros(batch_size - n, y.dtype)])
+    yield x, y, n

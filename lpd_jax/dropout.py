@@ -1,0 +1,92 @@
+"""Priority dropout keep rates (LPD, PDD) and mask sampling on the feature layer.
+
+Both functions map the stop-gradient features h [K, B, D] of all K members (the
+512-d input of each member's last Dense layer) to keep rates p [K, B, D]. The
+statistics are per sample: one input activates D units in each member. Constants
+and the settled ambiguities are in `shared/design/METHODS.md`.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+def _priority_bins(counts, num_members):
+  """counts [B, M] -> bin indices [K, B] of the K largest counts, ties to the lower bin."""
+  order = jnp.argsort(-counts, axis=-1, stable=True)
+  return order[:, :num_members].T
+
+
+@functools.partial(jax.jit, static_argnames=('num_bins',))
+def lpd_keep_rates(h, *, s=0.1, eps=0.0, gamma=10.0, lam=0.5, alpha=0.85, beta=0.127,
+                   num_bins=64):
+  """Laplace Priority Dropout keep rates (paper eqs. 3-6, Algorithm 1).
+
+  For each sample and member k: a unit is active when v > eps; its bin is
+  m = clip(ceil(v / s), 1, M) with median mu_m = m*s - s/2 (eq. 3); n_k(m) counts the
+  active units of member k in bin m and C_k = sum_m n_k(m). Bins are ranked by
+  N(m) = sum_k n_k(m) (descending, ties to the lower m) and member k gets the k-th
+  bin's median r_k. Then z = gamma * n_k(m)/C_k * (r_k - mu)^2 (eq. 4) and
+  p = alpha/(2*lam) * exp(-z/lam) + beta (eqs. 5-6), clipped to [0, 1]. Inactive
+  units (and so members with C_k = 0) keep p = 1.
+
+  Args:
+    h: features [K, B, D].
+    num_bins: M, static; must be >= K.
+
+  Returns:
+    keep rates p [K, B, D], float32.
+  """
+  num_members = h.shape[0]
+  active = h > eps
+  bins = jnp.clip(jnp.ceil(h / s), 1, num_bins).astype(jnp.int32) - 1  # 0-based m - 1
+  one_hot = jax.nn.one_hot(bins, num_bins, dtype=jnp.float32) * active[..., None]
+  n = one_hot.sum(axis=2)  # [K, B, M]
+  c = n.sum(axis=2, keepdims=True)  # [K, B, 1]
+  priority = _priority_bins(n.sum(axis=0), num_members)  # [K, B]
+  r = (priority + 1).astype(h.dtype)[..., None] * s - s / 2  # [K, B, 1]
+  mu = (bins + 1).astype(h.dtype) * s - s / 2  # [K, B, D]
+  density = jnp.take_along_axis(n, bins, axis=2) / jnp.maximum(c, 1.0)
+  z = gamma * density * (r - mu) ** 2
+  p = jnp.clip(alpha / (2 * lam) * jnp.exp(-z / lam) + beta, 0.0, 1.0)
+  return jnp.where(active, p, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=('num_bins',))
+def pdd_keep_rates(h, *, num_bins=10, alpha=0.9, beta=0.1):
+  """Priority Diversified Dropout keep rates (paper eq. 2, as in the PDD authors' code).
+
+  Per sample, over all K*D units together: bin = floor((v - min) * M / (max - min)),
+  clipped to M - 1. The K most frequent bins (ties to the lower bin) are the
+  priority bins t_k. A unit of member k keeps alpha if it is in t_k, else
+  beta * (1 - n_k(bin) / D), n_k(bin) counting member k's units in that bin. If
+  max == min every unit keeps alpha.
+
+  Args:
+    h: features [K, B, D].
+    num_bins: M, static; must be >= K.
+
+  Returns:
+    keep rates p [K, B, D], float32.
+  """
+  num_members, _, width = h.shape
+  lo = h.min(axis=(0, 2), keepdims=True)
+  hi = h.max(axis=(0, 2), keepdims=True)
+  span = hi - lo
+  scaled = (h - lo) * num_bins / jnp.where(span > 0, span, 1.0)
+  bins = jnp.clip(jnp.floor(scaled), 0, num_bins - 1).astype(jnp.int32)
+  n = jax.nn.one_hot(bins, num_bins, dtype=jnp.float32).sum(axis=2)  # [K, B, M]
+  priority = _priority_bins(n.sum(axis=0), num_members)  # [K, B]
+  in_priority = bins == priority[..., None]
+  other = beta * (1.0 - jnp.take_along_axis(n, bins, axis=2) / width)
+  p = jnp.where(in_priority, alpha, other)
+  return jnp.where(span > 0, p, alpha)
+
+
+def sample_mask(key, keep_rates, *, rescale=False):
+  """Bernoulli(p) masks [K, B, D], independent per (k, b, j); divided by p if `rescale`."""
+  keep = jax.random.bernoulli(key, keep_rates)
+  if rescale:
+    return jnp.where(keep, 1.0 / jnp.maximum(keep_rates, 1e-12), 0.0).astype(keep_rates.dtype)
+  return keep.astype(keep_rates.dtype)

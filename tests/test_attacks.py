@@ -1,0 +1,240 @@
+"""Tests of lpd_jax.attacks against closed forms (linear models) and a small MLP
+trained on scikit-learn's digits (8x8x1, images / 16)."""
+
+import chex
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from sklearn.datasets import load_digits
+
+from lpd_jax.attacks import as_partial, bim, cw_l2, fgsm, jsma, pgd, random_targets, transfer_accuracy
+from lpd_jax.attacks import jsma as jsma_module
+from lpd_jax.attacks import pgd as pgd_module
+
+
+def linear_model(w, b):
+  """log_softmax(W x + b) on flattened x."""
+  return lambda x: jax.nn.log_softmax(x.reshape(x.shape[0], -1) @ w.T + b)
+
+
+def mlp_log_probs(params, x):
+  h = jax.nn.relu(x.reshape(x.shape[0], -1) @ params['w1'] + params['b1'])
+  return jax.nn.log_softmax(h @ params['w2'] + params['b2'])
+
+
+@flax.struct.dataclass
+class MLP:
+  """A pytree model like lpd_jax.ensemble.Ensemble: parameters are leaves."""
+
+  params: dict
+
+  def log_predict(self, x):
+    return mlp_log_probs(self.params, x)
+
+
+def accuracy(model_fn, x, y):
+  return float(jnp.mean(jnp.argmax(model_fn(x), -1) == y))
+
+
+@pytest.fixture(scope='module')
+def digits():
+  """A 64-32-10 MLP trained on 80% of digits; returns (model_fn, x_test, y_test)."""
+  data = load_digits()
+  x = (data.images / 16.0).astype(np.float32)[..., None]
+  y = data.target.astype(np.int32)
+  perm = np.random.default_rng(0).permutation(len(x))
+  train, test = perm[: int(0.8 * len(x))], perm[int(0.8 * len(x)) :]
+  k1, k2 = jax.random.split(jax.random.key(0))
+  params = {
+    'w1': jax.random.normal(k1, (64, 32)) / 8.0, 'b1': jnp.zeros(32),
+    'w2': jax.random.normal(k2, (32, 10)) / np.sqrt(32), 'b2': jnp.zeros(10),
+  }
+  tx = optax.adam(1e-2)
+  loss = lambda p: -jnp.mean(jnp.take_along_axis(mlp_log_probs(p, x[train]), y[train][:, None], 1))
+
+  @jax.jit
+  def train_steps(params, opt_state):
+    def step(carry, _):
+      updates, opt_state = tx.update(jax.grad(loss)(carry[0]), carry[1])
+      return (optax.apply_updates(carry[0], updates), opt_state), None
+
+    return jax.lax.scan(step, (params, opt_state), None, length=300)[0]
+
+  params, _ = train_steps(params, tx.init(params))
+  model = MLP(params)
+  x_test, y_test = jnp.asarray(x[test]), jnp.asarray(y[test])
+  assert accuracy(model.log_predict, x_test, y_test) > 0.9
+  return model, x_test, y_test
+
+
+def test_fgsm_matches_closed_form_on_linear_softmax():
+  rng = np.random.default_rng(0)
+  w, b = rng.normal(size=(5, 12)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+  x = rng.uniform(size=(8, 12)).astype(np.float32)
+  y = rng.integers(0, 5, size=8)
+  logits = x @ w.T + b
+  softmax = np.exp(logits - logits.max(1, keepdims=True))
+  softmax /= softmax.sum(1, keepdims=True)
+  grad = (softmax - np.eye(5)[y]) @ w  # d CE / dx = W^T (softmax - onehot)
+  expected = np.clip(x + 0.1 * np.sign(grad), 0.0, 1.0)
+  x_adv = fgsm(linear_model(jnp.asarray(w), jnp.asarray(b)), jnp.asarray(x), jnp.asarray(y), eps=0.1)
+  np.testing.assert_allclose(x_adv, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize('norm, eps', [('linf', 0.1), ('l2', 1.0)])
+def test_pgd_stays_in_ball_and_box(digits, norm, eps):
+  model, x, y = digits
+  x_adv = pgd(model.log_predict, x, y, key=jax.random.key(1), eps=eps, norm=norm, restarts=2)
+  delta = np.asarray(x_adv - x).reshape(len(x), -1)
+  size = np.abs(delta).max(1) if norm == 'linf' else np.linalg.norm(delta, axis=1)
+  assert size.max() <= eps + 1e-6
+  assert np.mean(size > 0.9 * eps) > 0.5  # the ball is used, not just respected
+  assert 0.0 <= float(x_adv.min()) and float(x_adv.max()) <= 1.0
+  assert accuracy(model.log_predict, x_adv, y) < accuracy(model.log_predict, x, y)
+
+
+@pytest.mark.parametrize('norm, eps, large_eps', [('linf', 0.1, 0.5), ('l2', 1.0, 4.0)])
+def test_pgd_more_steps_never_help_and_large_eps_wins(digits, norm, eps, large_eps):
+  model, x, y = digits
+  attack = lambda eps, steps: pgd(
+    model.log_predict, x, y, eps=eps, steps=steps, step_size=eps / 4, norm=norm, random_start=False
+  )
+  accs = [accuracy(model.log_predict, attack(eps, steps), y) for steps in (1, 5, 20)]
+  assert accs[0] >= accs[1] >= accs[2], accs
+  assert accs[0] > accs[2]
+  assert accuracy(model.log_predict, attack(large_eps, 20), y) == 0.0
+
+
+def test_bim_is_linf_pgd_from_x(digits):
+  model, x, y = digits
+  expected = pgd(model.log_predict, x, y, eps=0.05, step_size=0.005, random_start=False)
+  chex.assert_trees_all_close(bim(model.log_predict, x, y, eps=0.05), expected)
+
+
+def test_cw_finds_minimal_l2_distance_of_linear_binary_model():
+  rng = np.random.default_rng(0)
+  dim = 16
+  w = rng.normal(size=dim).astype(np.float32)
+  x = rng.uniform(0.3, 0.7, size=(64, dim)).astype(np.float32)
+  b = -float(np.median(x @ w))
+  margin = x @ w + b
+  distance = np.abs(margin) / np.linalg.norm(w)
+  projection = x - (margin / np.dot(w, w))[:, None] * w
+  keep = (distance > 0.05) & np.all((projection > 0.01) & (projection < 0.99), axis=1)
+  x, margin, distance = x[keep], margin[keep], distance[keep]
+  assert len(x) >= 20
+  model = linear_model(jnp.stack([jnp.zeros(dim), jnp.asarray(w)]), jnp.array([0.0, b]))
+  y = jnp.asarray((margin > 0).astype(np.int32))
+  x_adv = cw_l2(model, jnp.asarray(x), y, confidence=0.0)
+  assert accuracy(model, x_adv, y) == 0.0
+  found = np.linalg.norm(np.asarray(x_adv) - x, axis=1)
+  np.testing.assert_array_less(distance * (1 - 1e-3), found)
+  np.testing.assert_array_less(found, distance * 1.03)
+
+
+def test_cw_returns_x_where_it_fails():
+  model = linear_model(jnp.array([[0.0], [0.0]]), jnp.array([1.0, 0.0]))  # always class 0
+  x = jnp.array([[0.2], [0.9]])
+  chex.assert_trees_all_equal(cw_l2(model, x, jnp.zeros(2, int), steps=20, binary_search_steps=2), x)
+
+
+def changed_features(x, x_adv):
+  return np.asarray(x_adv != x).reshape(len(x), -1)
+
+
+def assert_jsma_changes(x, x_adv, theta, gamma):
+  """At most floor(gamma * D) features changed, each by +theta or up to 1."""
+  x, x_adv = np.asarray(x).reshape(len(x), -1), np.asarray(x_adv).reshape(len(x), -1)
+  changed = x_adv != x
+  assert changed.sum(1).max() <= int(gamma * x.shape[1])
+  np.testing.assert_allclose(x_adv[changed], np.minimum(x[changed] + theta, 1.0), atol=1e-6)
+
+
+def test_jsma_respects_budget_and_reaches_targets(digits):
+  model, x, y = digits
+  key = jax.random.key(2)
+  targets = random_targets(key, y, 10)
+  assert np.all(targets != y) and len(np.unique(targets)) == 10
+
+  x_adv = jsma(model.log_predict, x, y, key=key, theta=1.0, gamma=0.25)
+  assert_jsma_changes(x, x_adv, 1.0, 0.25)
+  assert np.mean(np.argmax(model.log_predict(x_adv), -1) == targets) > 0.8
+
+  x_adv = jsma(model.log_predict, x, y, key=key)  # the paper's theta = gamma = 0.1
+  assert_jsma_changes(x, x_adv, 0.1, 0.1)
+  assert changed_features(x, x_adv).sum(1).max() == 6
+  assert accuracy(model.log_predict, x_adv, y) < accuracy(model.log_predict, x, y)
+
+
+def test_jsma_with_200_classes_needs_no_per_class_jacobian():
+  k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
+  w, b = 0.05 * jax.random.normal(k1, (200, 3072)), jax.random.normal(k2, (200,))
+  model = linear_model(w, b)
+  x = jax.random.uniform(k3, (16, 32, 32, 3))
+  y = jnp.argmax(model(x), -1)
+  target = (y + 1 + jnp.arange(16) * 7) % 200
+
+  x_adv = jsma(model, x, y, target=target)
+  assert_jsma_changes(x, x_adv, 0.1, 0.1)
+  assert np.mean(np.argmax(model(x_adv), -1) == target) > 0.8
+  # A [B, C, D] Jacobian would need 200 x.nbytes of scratch, a [B, D, D] map 3072 x.nbytes.
+  compiled = jsma_module._jsma.lower(as_partial(model), x, target, 0.1, max_features=307).compile()
+  assert compiled.memory_analysis().temp_size_in_bytes < 10 * x.nbytes
+
+
+ATTACKS = {
+  'fgsm': (fgsm, {'eps': 0.05}),
+  'bim': (bim, {'eps': 0.05}),
+  'pgd_linf': (pgd, {'eps': 0.05, 'restarts': 2}),
+  'pgd_l2': (pgd, {'eps': 0.5, 'norm': 'l2'}),
+  'cw_l2': (cw_l2, {'steps': 30, 'binary_search_steps': 2, 'learning_rate': 0.1}),
+  'jsma': (jsma, {'theta': 0.5}),
+}
+RANDOMISED = ('pgd_linf', 'pgd_l2', 'jsma')
+
+
+@pytest.mark.parametrize('name', list(ATTACKS))
+def test_deterministic_in_the_box_and_independent_of_batch_size(digits, name):
+  attack, params = ATTACKS[name]
+  model, x, y = digits
+  key = jax.random.key(4)
+  x_adv = attack(model.log_predict, x, y, key=key, **params)
+  assert 0.0 <= float(x_adv.min()) and float(x_adv.max()) <= 1.0
+  assert np.any(np.asarray(x_adv != x))
+  chex.assert_trees_all_equal(attack(model.log_predict, x, y, key=key, **params), x_adv)
+  # Sample i's randomness is fold_in(key, i): prefixes of the batch keep it.
+  for n in (1, 7):
+    chex.assert_trees_all_close(attack(model.log_predict, x[:n], y[:n], key=key, **params), x_adv[:n], atol=1e-6)
+  if name in RANDOMISED:
+    other = attack(model.log_predict, x, y, key=jax.random.key(5), **params)
+    assert np.any(np.asarray(other != x_adv))
+  else:  # no randomness: any sample alone gives its row of the batch
+    for i in (3, 100):
+      chex.assert_trees_all_close(attack(model.log_predict, x[i : i + 1], y[i : i + 1], **params), x_adv[i : i + 1], atol=1e-6)
+
+
+def test_pytree_model_is_traced_not_baked_in(digits):
+  model, x, y = digits
+  wrapped = as_partial(model.log_predict)
+  assert len(jax.tree_util.tree_leaves(wrapped)) == 4  # the MLP's parameters are leaves
+  pgd(model.log_predict, x, y, eps=0.1, random_start=False)
+  size = pgd_module._pgd._cache_size()
+  other = MLP(jax.tree_util.tree_map(lambda p: 0.5 * p, model.params))
+  x_adv = pgd(other.log_predict, x, y, eps=0.2, random_start=False)
+  assert pgd_module._pgd._cache_size() == size  # new parameters and eps: no recompile
+  chex.assert_trees_all_close(x_adv, pgd(lambda x: other.log_predict(x), x, y, eps=0.2, random_start=False))
+
+
+def test_transfer_accuracy(digits):
+  model, x, y = digits
+  direct = bim(model.log_predict, x, y, eps=0.05)
+  result = transfer_accuracy(model.log_predict, model.log_predict, bim, x, y, batch_size=100, eps=0.05)
+  chex.assert_trees_all_close(result['x_adv'], np.asarray(direct), atol=1e-6)
+  assert result['accuracy'] == pytest.approx(accuracy(model.log_predict, direct, y))
+  assert result['clean_accuracy'] == pytest.approx(accuracy(model.log_predict, x, y))
+  constant = linear_model(jnp.zeros((10, 64)), jnp.arange(10.0))  # always predicts 9
+  result = transfer_accuracy(model.log_predict, constant, bim, x, y, batch_size=100, eps=0.05)
+  assert result['accuracy'] == result['clean_accuracy'] == pytest.approx(float(np.mean(y == 9)))
