@@ -45,6 +45,8 @@ def base_config():
   c.eval.suite = 'clean'  # comma-separated report names, see lpd_jax.evaluate.SUITES
   c.eval.batch_size = 256
   c.eval.num_examples = -1  # evaluate a prefix of the test set; -1 = all
+  c.eval.probe_examples = 2000  # suite 'probes': L_d, L_s on the first N test images; -1 = all
+  c.eval.probe_float64 = False  # suite 'probes': input gradients and probes in float64
   return c
 
 

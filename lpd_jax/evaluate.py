@@ -64,7 +64,7 @@ def clean_suite(ens, ds, config, workdir):
   return result, table
 
 
-SUITES = {'clean': clean_suite}
+SUITES = {'clean': clean_suite, 'probes': probes.probes_suite}
 
 
 def test_prefix(ds, config):

@@ -8,14 +8,17 @@
   below), optionally in float64.
 - `probe_quantiles`: batched driver giving the 25/50/75% quantiles of L_d and L_s over
   the first N test samples (the paper: the first 2000 CIFAR-10 test images).
+- `probes_suite`: the `eval.py --config.eval.suite=probes` report (Tables 1-3 of one
+  checkpoint, Markdown + JSON); `markdown_tables` renders them for several checkpoints.
 
-All functions but `probe_quantiles` (a host loop) and `input_gradients(..., float64=True)`
+The probes but `probe_quantiles` (a host loop) and `input_gradients(..., float64=True)`
 (switches JAX to 64-bit mode, so it must run outside `jit`) are pure and jittable.
 """
 
 import contextlib
 import dataclasses
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -213,3 +216,105 @@ def probe_quantiles(
   }
   out['per_sample'] = per_sample
   return out
+
+
+# ---------------------------------------------------------------- report (eval.py suite)
+
+QUANTILES = (0.25, 0.5, 0.75)  # the rows of the paper's Tables 2-3
+
+
+def _one_or_all(values):
+  """'a' if all values are equal, else 'a / b / ...' (captions of multi-column tables)."""
+  values = list(dict.fromkeys(values))
+  return ' / '.join(str(v) for v in values)
+
+
+def markdown_tables(columns):
+  """The paper's Tables 1-3 (section 4) for one or several ensembles, as Markdown.
+
+  Args:
+    columns: list of (name, result) pairs, one per ensemble, `result` a dict as
+      `probes_suite` returns it: num_members (K), num_examples and ambiguity_entropy
+      (Table 1), probe_examples (N), float64, and gradient_cosine / gradient_norm
+      mapping the quantile level q (float, or its str) to the quantile (Tables 2-3);
+      optionally dataset.
+
+  Returns:
+    Markdown: Table 1 with a row per ensemble and a column per K (the paper's layout),
+    Tables 2-3 with a row per quantile and a column per ensemble, values in scientific
+    notation like the paper (3.76e-01).
+  """
+  names = [name for name, _ in columns]
+  results = [r for _, r in columns]
+  ks = sorted({r['num_members'] for r in results})
+  datasets = [r['dataset'] for r in results if r.get('dataset')]
+  lines = ['Probes of the ensemble (paper section 4)'
+           + (f' on {_one_or_all(datasets)}.' if datasets else '.'), '']
+
+  n_e = _one_or_all(r['num_examples'] for r in results)
+  lines += [f"Table 1. Ambiguity entropy E (eq. 7) of the members' correctness on the first "
+            f'{n_e} test images; 0 = members always agree, 1 = maximal disagreement.', '',
+            '| Ensemble method | ' + ' | '.join(f'K = {k}' for k in ks) + ' |',
+            '| --- |' + ' --- |' * len(ks)]
+  for name, r in columns:
+    cells = [f"{r['ambiguity_entropy']:.4f}" if r['num_members'] == k else '' for k in ks]
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+
+  n_p = _one_or_all(r['probe_examples'] for r in results)
+  precision = _one_or_all('float64' if r['float64'] else 'float32' for r in results)
+  captions = {
+    'gradient_cosine': 'Table 2. Loss gradient diversity L_d = sum_{i<j} cos<g_i, g_j> '
+                       '(0 = orthogonal input gradients)',
+    'gradient_norm': 'Table 3. Model smoothness L_s = sum_k ||g_k||_2 (smaller is smoother)',
+  }
+  for probe, caption in captions.items():
+    lines += ['', f'{caption}, quantiles over the first {n_p} test images ({precision}).', '',
+              '| Q | ' + ' | '.join(names) + ' |', '| --- |' + ' --- |' * len(names)]
+    levels = list(results[0][probe])
+    for i, level in enumerate(levels):
+      cells = [f'{list(r[probe].values())[i]:.2e}' for r in results]
+      lines.append(f'| {float(level):.0%} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def method_name(method):
+  """Config method -> the paper's column name: 'baseline' -> 'Baseline', 'lpd' -> 'LPD'."""
+  return method.capitalize() if method == 'baseline' else method.upper()
+
+
+def probes_suite(ens, ds, config, workdir):
+  """Suite 'probes' of eval.py: the paper's Tables 1-3 (section 4) for one checkpoint.
+
+  Table 1: ambiguity entropy E (eq. 7) on the evaluated test prefix (eval.num_examples).
+  Tables 2-3: 25/50/75% quantiles of L_d and L_s over the first eval.probe_examples
+  images of that prefix (-1: all of it), in float64 if eval.probe_float64, batched by
+  eval.batch_size. Writes the per-sample L_d and L_s (and the labels) to
+  `workdir/probes_per_sample.npz`.
+
+  Returns:
+    (result dict: dataset, method, num_members, num_examples, ensemble_accuracy,
+     ambiguity_entropy, probe_examples, float64, quantiles, gradient_cosine and
+     gradient_norm {str(q): value}; Markdown of the three tables).
+  """
+  from lpd_jax import config as config_lib, data, evaluate  # evaluate imports this module
+
+  images, labels = evaluate.test_prefix(ds, config)
+  clean = evaluate.clean_accuracy(ens, images, labels, config.eval.batch_size, progress=True)
+  n = config.eval.probe_examples
+  n = len(labels) if n is None or n < 0 else min(n, len(labels))
+  if n < 1:
+    raise config_lib.ConfigError(
+      f'eval.probe_examples must be >= 1 or -1 (all), got {config.eval.probe_examples}')
+  float64 = bool(config.eval.probe_float64)
+  x, y = data.to_float(images[:n]), np.asarray(labels[:n])
+  probed = probe_quantiles(ens, x, y, batch_size=config.eval.batch_size, quantiles=QUANTILES,
+                           float64=float64, progress=True)
+  np.savez(os.path.join(workdir, 'probes_per_sample.npz'), labels=y, **probed['per_sample'])
+  result = dict(
+    dataset=config.dataset, method=config.method, num_members=ens.num_members,
+    num_examples=len(labels), ensemble_accuracy=clean['ensemble_accuracy'],
+    ambiguity_entropy=clean['ambiguity_entropy'], probe_examples=n, float64=float64,
+    quantiles=list(QUANTILES),
+    **{probe: {str(q): v for q, v in probed[probe].items()}
+       for probe in ('gradient_cosine', 'gradient_norm')})
+  return result, markdown_tables([(method_name(config.method), result)])

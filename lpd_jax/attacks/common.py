@@ -33,14 +33,14 @@ def as_partial(model_fn):
   return Partial(model_fn)
 
 
-def cross_entropy(model, x, y):
-  """Per-sample attack loss -log p_y(x) [B]."""
-  return -jnp.take_along_axis(model(x), y[:, None], axis=-1)[:, 0]
+def cross_entropy(log_probs, y):
+  """Per-sample attack loss -log p_y [B] from log-probabilities [B, C]."""
+  return -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
 
 
 def cross_entropy_grad(model, x, y):
-  """d cross_entropy / dx, same shape as x (grad of the batch-summed loss)."""
-  return jax.grad(lambda x: cross_entropy(model, x, y).sum())(x)
+  """d cross_entropy(model(x), y) / dx, shaped as x (grad of the batch-summed loss)."""
+  return jax.grad(lambda x: cross_entropy(model(x), y).sum())(x)
 
 
 def l2_norm(v):

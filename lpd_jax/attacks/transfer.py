@@ -38,8 +38,8 @@ def transfer_accuracy(surrogate_fn, target_fn, attack, x, y, *, key=None, batch_
   x_adv, clean, adv = [], [], []
   for start in range(0, len(x), batch_size):
     n = min(batch_size, len(x) - start)
-    pad = lambda a: np.concatenate([a[start:start + n], np.repeat(a[start + n - 1:start + n], batch_size - n, 0)])
-    xb, yb = jnp.asarray(pad(x)), jnp.asarray(pad(y))
+    index = np.minimum(np.arange(start, start + batch_size), len(x) - 1)  # pads with the last
+    xb, yb = jnp.asarray(x[index]), jnp.asarray(y[index])
     batch_key = None if key is None else jax.random.fold_in(key, start)
     xb_adv = attack(surrogate_fn, xb, yb, key=batch_key, **params)
     x_adv.append(np.asarray(xb_adv[:n]))

@@ -10,7 +10,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lpd_jax.attacks.common import as_partial, cross_entropy, cross_entropy_grad, l2_norm, sample_keys
+from lpd_jax.attacks.common import (
+  as_partial,
+  cross_entropy,
+  cross_entropy_grad,
+  l2_norm,
+  sample_keys,
+)
 
 NORMS = ('linf', 'l2')
 
@@ -56,7 +62,7 @@ def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restart
 
   def score(x_adv):
     logp = model(x_adv)
-    return jnp.argmax(logp, -1) != y, cross_entropy(model, x_adv, y)
+    return jnp.argmax(logp, -1) != y, cross_entropy(logp, y)
 
   if restarts == 1:
     return run(0)
@@ -78,7 +84,8 @@ def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restart
 
 
 def pgd(
-  model_fn, x, y, *, key=None, eps, steps=10, step_size=None, norm='linf', random_start=True, restarts=1
+  model_fn, x, y, *, key=None, eps, steps=10, step_size=None, norm='linf', random_start=True,
+  restarts=1,
 ):
   """Projected gradient descent on the cross-entropy (Madry et al. 2018).
 
@@ -120,7 +127,9 @@ def bim(model_fn, x, y, *, key=None, eps, steps=10, step_size=None):
   """Basic iterative method (Kurakin et al. 2017): L-inf PGD from x itself, no random
   start; step_size defaults to eps / 10. Shapes and conventions as `pgd`; `key` unused."""
   del key
-  return pgd(model_fn, x, y, eps=eps, steps=steps, step_size=step_size, norm='linf', random_start=False)
+  return pgd(
+    model_fn, x, y, eps=eps, steps=steps, step_size=step_size, norm='linf', random_start=False
+  )
 
 
 def fgsm(model_fn, x, y, *, key=None, eps):

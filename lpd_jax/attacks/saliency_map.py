@@ -14,23 +14,27 @@ from lpd_jax.attacks.common import as_partial, sample_keys
 
 def random_targets(key, y, num_classes):
   """A uniform target class != y per sample [B]; sample i's from fold_in(key, i)."""
-  shift = jax.vmap(lambda k: jax.random.randint(k, (), 1, num_classes))(sample_keys(key, y.shape[0]))
-  return (y + shift) % num_classes
+  draw = lambda k: jax.random.randint(k, (), 1, num_classes)
+  return (y + jax.vmap(draw)(sample_keys(key, y.shape[0]))) % num_classes
 
 
 @functools.partial(jax.jit, static_argnames=('max_features',))
 def _jsma(model, x, target, theta, *, max_features):
   batch = x.shape[0]
-  log_p_target = lambda flat: jnp.take_along_axis(model(flat.reshape(x.shape)), target[:, None], 1).sum()
+  picks = min(2, x[0].size)
+
+  def log_p_target(flat):
+    logp = model(flat.reshape(x.shape))
+    return jnp.take_along_axis(logp, target[:, None], 1).sum(), logp
 
   def body(state):
     flat, search, count, _ = state
-    logp = model(flat.reshape(x.shape))
-    saliency = jax.grad(log_p_target)(flat)
+    (_, logp), saliency = jax.value_and_grad(log_p_target, has_aux=True)(flat)
     active = (jnp.argmax(logp, -1) != target) & (count < max_features) & search.any(-1)
-    values, index = jax.lax.top_k(jnp.where(search, saliency, -jnp.inf), 2)
+    values, index = jax.lax.top_k(jnp.where(search, saliency, -jnp.inf), picks)
     # The second pick is dropped when only one feature of the budget is left.
-    use = active[:, None] & (values > -jnp.inf) & (count[:, None] + jnp.arange(2) < max_features)
+    within_budget = count[:, None] + jnp.arange(picks) < max_features
+    use = active[:, None] & (values > -jnp.inf) & within_budget
     chosen = jnp.any(jax.nn.one_hot(index, flat.shape[1], dtype=bool) & use[..., None], axis=1)
     return (
       jnp.where(chosen, jnp.minimum(flat + theta, 1.0), flat),
@@ -51,10 +55,12 @@ def jsma(model_fn, x, y, *, key=None, theta=0.1, gamma=0.1, target=None):
   Per iteration and per sample still active: the saliency of feature i is
   d log p_t(x) / d x_i for the target class t (one gradient of the batch-summed
   target log-probability: no [B, C, D] Jacobian, no [B, D, D] pair map, so 200
-  classes cost what 10 do). With softmax outputs this ranks features as Papernot's
-  single-feature saliency: the other classes' probability gradients sum to exactly
-  -d p_t / dx, so alpha * |beta| = alpha^2 on alpha > 0. The two most salient features
-  of the search space are raised by theta and clipped to 1, as ART does.
+  classes cost what 10 do). ART ranks by the gradient of the classifier's output for
+  t; log p_t ranks features as p_t does (a positive factor per sample), and for
+  softmax outputs that is Papernot's single-feature saliency too: the other classes'
+  probability gradients sum to exactly -d p_t / dx, so alpha * |beta| = alpha^2 on
+  alpha > 0. The two most salient features of the search space are raised by theta
+  and clipped to 1, as ART does.
 
   Differences from ART v1.1, both to honour the paper's meaning of (theta, gamma):
   a changed feature leaves the search space (ART keeps it until it reaches 1, so it
