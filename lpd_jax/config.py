@@ -47,6 +47,24 @@ def base_config():
   c.eval.num_examples = -1  # evaluate a prefix of the test set; -1 = all
   c.eval.probe_examples = 2000  # suite 'probes': L_d, L_s on the first N test images; -1 = all
   c.eval.probe_float64 = False  # suite 'probes': input gradients and probes in float64
+  # Suites 'paper' (Table 4), 'sweep' (Figure 3), 'transfer' (Table 5): lpd_jax.attacks.report.
+  # Defaults are the paper's (METHODS.md "Attacks"); tuples override as '(0.01,0.02)'.
+  c.eval.attacks = 'fgsm,bim,pgd,jsma,cw'  # suite 'paper': the attack rows to run
+  c.eval.fgsm_eps = (0.02, 0.04)  # FGSM L-inf eps
+  c.eval.pgd_eps = ()  # BIM, PGD L-inf eps; () = paper's: 0.01, 0.02 tiny_imagenet, else 0.02, 0.04
+  c.eval.attack_steps = 10  # BIM / PGD steps (L-inf step eps / 10; L2 step 2.5 eps / steps)
+  c.eval.jsma_theta = 0.1  # JSMA: increase per changed feature
+  c.eval.jsma_gamma = (0.05, 0.1)  # JSMA: max fraction of features changed, one row each
+  c.eval.cw_c = 0.1  # C&W L2: initial trade-off constant c (then binary-searched per sample)
+  c.eval.cw_confidence = 0.01  # C&W L2: required margin kappa
+  c.eval.cw_steps = 1000  # C&W L2: Adam steps per binary-search round
+  c.eval.cw_binary_search_steps = 5  # C&W L2: rounds of the search over c
+  c.eval.cw_learning_rate = 0.01  # C&W L2: Adam step size in tanh space (ART's default)
+  c.eval.sweep_norms = 'linf,l2'  # suite 'sweep': PGD norms, one plot panel each
+  c.eval.sweep_linf_eps = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # 0.005 * 2^i
+  c.eval.sweep_l2_eps = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8)  # 0.1 * 2^i
+  c.eval.transfer_workdir = ''  # suite 'transfer': workdir of the surrogate the attacks run on
+  c.eval.transfer_attack = 'pgd'  # suite 'transfer': attacks at their grid (fgsm|bim|pgd|jsma)
   return c
 
 

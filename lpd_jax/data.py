@@ -115,7 +115,7 @@ def _tiny_imagenet(data_dir):
   if os.path.isfile(cache):
     with np.load(cache) as f:
       return Dataset('tiny_imagenet', f['train_images'], f['train_labels'], f['test_images'],
-                     f['test_labels'], 200)
+                     f['test_labels'], int(f['num_classes']))
   from PIL import Image
 
   def read(path):
@@ -133,7 +133,7 @@ def _tiny_imagenet(data_dir):
   for split, items in (('train', train), ('test', val)):
     arrays[f'{split}_images'] = np.stack([read(p) for p, _ in tqdm(items, desc=split, leave=False)])
     arrays[f'{split}_labels'] = np.asarray([y for _, y in items], np.int32)
-  np.savez(cache, **arrays)
+  np.savez(cache, num_classes=len(wnids), **arrays)
   return Dataset('tiny_imagenet', arrays['train_images'], arrays['train_labels'],
                  arrays['test_images'], arrays['test_labels'], len(wnids))
 

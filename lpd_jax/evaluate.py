@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lpd_jax import checkpoint, config as config_lib, data, probes
+from lpd_jax.attacks import report
 
 
 @jax.jit
@@ -64,7 +65,8 @@ def clean_suite(ens, ds, config, workdir):
   return result, table
 
 
-SUITES = {'clean': clean_suite, 'probes': probes.probes_suite}
+SUITES = {'clean': clean_suite, 'probes': probes.probes_suite, 'paper': report.paper_suite,
+          'sweep': report.sweep_suite, 'transfer': report.transfer_suite}
 
 
 def test_prefix(ds, config):

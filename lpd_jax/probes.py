@@ -298,13 +298,12 @@ def probes_suite(ens, ds, config, workdir):
   """
   from lpd_jax import config as config_lib, data, evaluate  # evaluate imports this module
 
-  images, labels = evaluate.test_prefix(ds, config)
-  clean = evaluate.clean_accuracy(ens, images, labels, config.eval.batch_size, progress=True)
   n = config.eval.probe_examples
+  if n == 0:
+    raise config_lib.ConfigError('eval.probe_examples must be >= 1, or -1 for all, got 0')
+  images, labels = evaluate.test_prefix(ds, config)
   n = len(labels) if n is None or n < 0 else min(n, len(labels))
-  if n < 1:
-    raise config_lib.ConfigError(
-      f'eval.probe_examples must be >= 1 or -1 (all), got {config.eval.probe_examples}')
+  clean = evaluate.clean_accuracy(ens, images, labels, config.eval.batch_size, progress=True)
   float64 = bool(config.eval.probe_float64)
   x, y = data.to_float(images[:n]), np.asarray(labels[:n])
   probed = probe_quantiles(ens, x, y, batch_size=config.eval.batch_size, quantiles=QUANTILES,

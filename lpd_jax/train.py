@@ -97,8 +97,13 @@ def train_and_evaluate(config, workdir):
   """
   config_lib.validate(config)
   meta = checkpoint.read_meta(workdir)
+  mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
+  start_epoch = mgr.latest_step() or 0
   if meta is not None:
     checkpoint.check_compatible(workdir, config, meta[0])
+    if start_epoch >= config.num_epochs:
+      print(f'workdir {workdir} already holds the checkpoint of epoch {start_epoch}; nothing to do')
+      return checkpoint.load(workdir, config)
   ds = data.load_dataset(config)
   steps_per_epoch = data.num_train_steps(ds, config.batch_size)
   if steps_per_epoch == 0:
@@ -107,8 +112,6 @@ def train_and_evaluate(config, workdir):
   model = ResNet18(num_classes=ds.num_classes, width=config.width)
   tx, schedule = make_optimizer(config, steps_per_epoch)
   state = init_state(config, model, tx, ds.input_shape)
-  mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
-  start_epoch = mgr.latest_step() or 0
   if start_epoch:
     state = checkpoint.restore(mgr, start_epoch, like_state=state)
     print(f'resuming from the checkpoint of epoch {start_epoch} in {workdir}')

@@ -4,10 +4,19 @@ import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from lpd_jax import train  # noqa: E402
 from lpd_jax.config import base_config  # noqa: E402
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """A persistent XLA cache for the session: identical train steps compile once."""
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def tiny_config(**overrides):

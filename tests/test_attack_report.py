@@ -1,0 +1,209 @@
+"""Tests of the attack reports of eval.py (lpd_jax.attacks.report): suites 'paper',
+'sweep' and 'transfer' on the session's tiny trained ensemble (digits, K = 3, width 4).
+
+The suites run once (module fixture) on the first N = 40 test images in batches of 16,
+so the last batch holds 8 images and 8 rows of padding; C&W is cut to 20 steps and 2
+binary-search steps. Every other setting is the production default (the paper's grid).
+"""
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+import lpd_jax
+from lpd_jax import data, evaluate
+from lpd_jax.attacks import cw, fgsm, gradient, pgd, report, saliency_map, transfer_accuracy
+from lpd_jax.config import ConfigError, base_config
+
+N, BATCH = 40, 16
+PAPER_ROWS = [('none', None), ('fgsm', 0.02), ('fgsm', 0.04), ('bim', 0.02), ('bim', 0.04),
+              ('pgd', 0.02), ('pgd', 0.04), ('jsma', 0.05), ('jsma', 0.1), ('cw', 0.1)]
+
+
+def eval_config(suite, **overrides):
+  return tiny_config(eval=dict(suite=suite, num_examples=N, batch_size=BATCH, cw_steps=20,
+                               cw_binary_search_steps=2, **overrides))
+
+
+@pytest.fixture(scope='module')
+def reports(trained_workdir):
+  """Runs paper, sweep and transfer (surrogate = the target itself) through eval.py's driver.
+
+  Returns (config, {suite: result}, {jitted attack core: compiles it added}).
+  """
+  cores = {'pgd': gradient._pgd, 'cw': cw._cw_l2, 'jsma': saliency_map._jsma,
+           'correct': report._correct}
+  before = {name: f._cache_size() for name, f in cores.items()}
+  config = eval_config('paper,sweep,transfer', transfer_workdir=trained_workdir)
+  results = evaluate.evaluate(config, trained_workdir)
+  compiles = {name: f._cache_size() - before[name] for name, f in cores.items()}
+  return config, results, compiles
+
+
+@pytest.fixture(scope='module')
+def direct(reports, trained_workdir):
+  """The ensemble and the suite's inputs: the first N test images, as float32.
+
+  Loaded with the suite's config, so the Ensemble pytree (its static config included)
+  matches the suite's and the compiled attacks are reused.
+  """
+  ens = lpd_jax.load(trained_workdir, reports[0])
+  ds = data.load_dataset(tiny_config())
+  return ens, data.to_float(ds.test_images[:N]), ds.test_labels[:N]
+
+
+@jax.jit
+def _predict(ens, x):
+  return jnp.argmax(ens.log_predict(x), -1)
+
+
+def batched(fn, x, y):
+  """fn(x_batch, y_batch, start) over batches of BATCH, zero-padded as eval_batches pads."""
+  out = []
+  for start in range(0, len(y), BATCH):
+    xb, yb = x[start:start + BATCH], y[start:start + BATCH]
+    n = len(yb)
+    xb = np.concatenate([xb, np.zeros((BATCH - n, *xb.shape[1:]), xb.dtype)])
+    yb = np.concatenate([yb, np.zeros(BATCH - n, yb.dtype)])
+    out.append(np.asarray(fn(xb, yb, start))[:n])
+  return np.concatenate(out)
+
+
+def rows_by_key(result):
+  return {(r['attack'], r['param']): r for r in result['rows']}
+
+
+def test_paper_suite_writes_table_4(reports, trained_workdir):
+  _, results, _ = reports
+  paper = results['paper']
+  assert [(r['attack'], r['param']) for r in paper['rows']] == PAPER_ROWS
+  assert paper['num_examples'] == N and paper['batch_size'] == BATCH
+  with open(os.path.join(trained_workdir, 'eval_paper.json')) as f:
+    assert json.load(f) == json.loads(json.dumps(paper))
+  with open(os.path.join(trained_workdir, 'eval_paper.md')) as f:
+    table = f.read()
+  for line in ['| Attacks | Para. | Accuracy (%) | Accuracy on clean-correct (%) |',
+               '| No Attack | - |', '| FGSM | 0.02 |', '| BIM | 0.02 |', '| PGD | 0.02 |',
+               '| JSMA | 0.05 |', '|  | 0.10 |', '| C&W | 0.10 |']:
+    assert line in table
+  assert table.count('|  | 0.04 |') == 3  # second rows of FGSM, BIM, PGD
+  for r in paper['rows']:
+    assert 0 <= r['accuracy'] <= 1 and 0 <= r['accuracy_clean_correct'] <= 1
+  clean = paper['rows'][0]
+  assert clean['accuracy'] > 0.7 and clean['accuracy_clean_correct'] == 1.0
+  assert paper['num_clean_correct'] == round(clean['accuracy'] * N)
+  per_sample = np.load(os.path.join(trained_workdir, 'paper_per_sample.npz'))
+  assert per_sample['pgd_0.04'].shape == (N,)
+
+
+def test_paper_numbers_equal_direct_attacks(reports, direct):
+  """FGSM 0.04 called per batch and PGD 0.04 through transfer_accuracy (which pads with
+  the last sample instead of zeros) give exactly the suite's accuracies."""
+  config, results, _ = reports
+  rows = rows_by_key(results['paper'])
+  ens, x, y = direct
+  clean = batched(lambda xb, yb, _: _predict(ens, xb) == yb, x, y)
+  assert clean.mean() == rows[('none', None)]['accuracy']
+
+  fgsm_correct = batched(
+      lambda xb, yb, _: _predict(ens, fgsm(ens.log_predict, xb, yb, eps=0.04)) == yb, x, y)
+  assert fgsm_correct.mean() == rows[('fgsm', 0.04)]['accuracy']
+  assert fgsm_correct[clean].mean() == rows[('fgsm', 0.04)]['accuracy_clean_correct']
+
+  key = report.attack_key(config.seed, 'pgd')
+  out = transfer_accuracy(ens.log_predict, ens.log_predict, pgd, x, y, key=key,
+                          batch_size=BATCH, eps=0.04)
+  pgd_correct = batched(lambda xb, yb, _: _predict(ens, xb) == yb, out['x_adv'], y)
+  assert out['accuracy'] == pgd_correct.mean() == rows[('pgd', 0.04)]['accuracy']
+  assert pgd_correct[clean].mean() == rows[('pgd', 0.04)]['accuracy_clean_correct']
+  assert np.abs(out['x_adv'] - x).max() <= 0.04 + 1e-6
+
+
+def test_pgd_stronger_at_larger_eps(reports):
+  rows = rows_by_key(reports[1]['paper'])
+  for field in ('accuracy', 'accuracy_clean_correct'):
+    assert rows[('pgd', 0.04)][field] <= rows[('pgd', 0.02)][field]
+    assert rows[('pgd', 0.02)][field] < rows[('none', None)][field]
+
+
+def test_attacks_compile_once_per_setting(reports):
+  """3 batches of one shape: one compile per static setting, never one per batch.
+
+  _pgd: FGSM, BIM, PGD L-inf (both eps), PGD L2, and PGD on the surrogate (another
+  Ensemble treedef: its static config differs); _jsma: one per gamma (static budget).
+  Fewer when an earlier test compiled the same setting.
+  """
+  compiles = reports[2]
+  assert compiles['pgd'] <= 5 and compiles['cw'] <= 1 and compiles['jsma'] <= 2
+  assert compiles['correct'] <= 2
+
+
+def test_sweep_writes_plot_and_decreases(reports, trained_workdir):
+  """Accuracy is non-increasing in eps up to one sample (1 / N): random starts differ in
+  scale only (one key for all eps), but PGD-10 is not guaranteed monotone; it reaches 0
+  at L-inf eps 0.64 and repeats the paper suite's PGD rows at eps 0.02 and 0.04."""
+  _, results, _ = reports
+  sweep = results['sweep']
+  with open(os.path.join(trained_workdir, 'eval_sweep.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert os.path.isfile(os.path.join(trained_workdir, 'eval_sweep.json'))
+  defaults = base_config().eval
+  for norm, grid in (('linf', defaults.sweep_linf_eps), ('l2', defaults.sweep_l2_eps)):
+    assert [r['eps'] for r in sweep[norm]] == list(grid)
+    acc = [sweep['clean_accuracy']] + [r['accuracy'] for r in sweep[norm]]
+    assert all(b <= a + 1 / N for a, b in zip(acc, acc[1:])), (norm, acc)
+  assert sweep['linf'][-1]['accuracy'] == 0.0
+  paper = rows_by_key(results['paper'])
+  linf = {r['eps']: r['accuracy'] for r in sweep['linf']}
+  assert linf[0.02] == paper[('pgd', 0.02)]['accuracy']
+  assert linf[0.04] == paper[('pgd', 0.04)]['accuracy']
+
+
+def test_transfer_from_itself_is_white_box(reports):
+  _, results, _ = reports
+  transfer, paper = results['transfer'], rows_by_key(results['paper'])
+  assert [(r['attack'], r['param']) for r in transfer['rows']] == [('pgd', 0.02), ('pgd', 0.04)]
+  assert transfer['clean_accuracy'] == paper[('none', None)]['accuracy']
+  for r in transfer['rows']:
+    white_box = paper[(r['attack'], r['param'])]
+    assert r['accuracy'] == r['surrogate_accuracy'] == white_box['accuracy']
+    assert r['accuracy_clean_correct'] == white_box['accuracy_clean_correct']
+
+
+def test_transfer_needs_a_surrogate_of_the_same_data(trained_workdir, tmp_path):
+  with pytest.raises(ConfigError, match='transfer_workdir'):
+    evaluate.evaluate(eval_config('transfer'), trained_workdir)
+  with pytest.raises(ConfigError, match='no checkpoint'):
+    evaluate.evaluate(eval_config('transfer', transfer_workdir=str(tmp_path / 'none')),
+                      trained_workdir)
+  other = tmp_path / 'other'
+  shutil.copytree(trained_workdir, other)
+  with open(other / 'ensemble.json') as f:
+    meta = json.load(f)
+  meta['config']['dataset'], meta['input_shape'] = 'npz', [8, 8, 3]
+  with open(other / 'ensemble.json', 'w') as f:
+    json.dump(meta, f)
+  with pytest.raises(ConfigError, match='another dataset'):
+    report.load_surrogate(eval_config('transfer', transfer_workdir=str(other)),
+                          data.load_dataset(tiny_config()))
+
+
+def test_config_grid_and_errors(trained_workdir):
+  config = base_config()
+  assert report.pgd_eps(config) == (0.02, 0.04)
+  config.dataset = 'tiny_imagenet'
+  assert report.pgd_eps(config) == (0.01, 0.02)
+  config.eval.pgd_eps = (0.03,)
+  assert [r['params'] for r in report.attack_grid(config, ('bim', 'cw'))] == [
+      dict(eps=0.03, steps=10),
+      dict(c=0.1, confidence=0.01, steps=1000, binary_search_steps=5, learning_rate=0.01)]
+  with pytest.raises(ConfigError, match='eval.attacks'):
+    evaluate.evaluate(eval_config('paper', attacks='fgsm,deepfool'), trained_workdir)
+  with pytest.raises(ConfigError, match='eval.sweep_norms'):
+    evaluate.evaluate(eval_config('sweep', sweep_norms='l1'), trained_workdir)

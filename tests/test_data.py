@@ -1,0 +1,129 @@
+"""Datasets (digits, npz, TFDS mocks, a generated Tiny-ImageNet folder) and host batching."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from conftest import tiny_config
+
+from lpd_jax import data
+
+SHARED_SUBSET = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data',
+                             'cifar10_subset.npz')
+
+
+def test_digits_is_a_seeded_80_20_split_in_unit_range():
+  ds = data.load_dataset(tiny_config())
+  assert ds.train_images.shape == (1438, 8, 8, 1) and ds.test_images.shape == (359, 8, 8, 1)
+  assert ds.num_classes == 10 and ds.input_shape == (8, 8, 1)
+  assert ds.train_images.min() >= 0 and ds.train_images.max() == 1.0
+  again = data.load_dataset(tiny_config())
+  np.testing.assert_array_equal(ds.test_labels, again.test_labels)
+  other = data.load_dataset(tiny_config(split_seed=1))
+  assert not np.array_equal(ds.test_labels, other.test_labels)
+  # The two halves partition the 1,797 images: per-class counts add up to the whole set.
+  from sklearn.datasets import load_digits
+  whole = np.bincount(load_digits().target, minlength=10)
+  np.testing.assert_array_equal(np.bincount(ds.train_labels, minlength=10) +
+                                np.bincount(ds.test_labels, minlength=10), whole)
+
+
+@pytest.mark.skipif(not os.path.isfile(SHARED_SUBSET), reason='shared CIFAR-10 subset not beside')
+def test_npz_loads_the_shared_cifar10_subset():
+  ds = data.load_dataset(tiny_config(dataset='npz', npz_path=SHARED_SUBSET))
+  assert ds.train_images.shape == (5085, 32, 32, 3) and ds.test_images.shape == (500, 32, 32, 3)
+  assert ds.train_images.dtype == np.uint8 and ds.num_classes == 10
+  x, y, n = next(data.eval_batches(ds.test_images, ds.test_labels, 64))
+  assert x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1 and x.max() > 0.9 and n == 64
+
+
+def test_npz_missing_file_and_missing_arrays_are_clear_errors(tmp_path):
+  with pytest.raises(data.DataError, match='no file at npz_path'):
+    data.load_dataset(tiny_config(dataset='npz', npz_path=str(tmp_path / 'nope.npz')))
+  bad = tmp_path / 'bad.npz'
+  np.savez(bad, train_images=np.zeros((2, 4, 4, 1)))
+  with pytest.raises(data.DataError, match='lacks arrays'):
+    data.load_dataset(tiny_config(dataset='npz', npz_path=str(bad)))
+
+
+@pytest.mark.parametrize('name, classes', [('cifar10', 10), ('cifar100', 100)])
+def test_tfds_datasets_through_mock_data(name, classes):
+  with tfds.testing.mock_data(num_examples=12):
+    ds = data.load_dataset(tiny_config(dataset=name))
+  assert ds.train_images.shape == (12, 32, 32, 3) and ds.train_images.dtype == np.uint8
+  assert ds.test_images.shape == (12, 32, 32, 3) and ds.num_classes == classes
+  assert ds.train_labels.dtype == np.int32 and ds.train_labels.max() < classes
+
+
+def test_tfds_dataset_not_on_disk_names_dataset_dir_and_the_fix(tmp_path):
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(tiny_config(dataset='cifar100', data_dir=str(tmp_path)))
+  message = str(err.value)
+  assert "'cifar100'" in message and str(tmp_path) in message
+  assert 'tfds build cifar100 --file_format=array_record' in message
+  assert not any(tmp_path.iterdir()) or not (tmp_path / 'downloads').exists()  # never downloads
+
+
+def _write_tiny_imagenet(root, wnids, per_class, val):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  base = root / 'tiny-imagenet-200'
+  (base / 'val' / 'images').mkdir(parents=True)
+  (base / 'wnids.txt').write_text('\n'.join(wnids) + '\n')
+  for w in wnids:
+    (base / 'train' / w / 'images').mkdir(parents=True)
+    for i in range(per_class):
+      Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(
+          base / 'train' / w / 'images' / f'{w}_{i}.JPEG')
+  lines = []
+  for i, w in enumerate(val):
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(
+        base / 'val' / 'images' / f'val_{i}.JPEG')
+    lines.append(f'val_{i}.JPEG\t{w}\t0\t0\t63\t63')
+  (base / 'val' / 'val_annotations.txt').write_text('\n'.join(lines) + '\n')
+
+
+def test_tiny_imagenet_from_a_local_folder_and_its_cache(tmp_path):
+  _write_tiny_imagenet(tmp_path, ['n01', 'n02', 'n03'], per_class=2, val=['n03', 'n01'])
+  config = tiny_config(dataset='tiny_imagenet', data_dir=str(tmp_path))
+  ds = data.load_dataset(config)
+  assert ds.train_images.shape == (6, 64, 64, 3) and ds.num_classes == 3
+  np.testing.assert_array_equal(ds.train_labels, [0, 0, 1, 1, 2, 2])
+  np.testing.assert_array_equal(ds.test_labels, [2, 0])
+  assert (tmp_path / 'tiny-imagenet-200' / 'lpd_jax_cache.npz').exists()
+  cached = data.load_dataset(config)
+  np.testing.assert_array_equal(cached.train_images, ds.train_images)
+  assert cached.num_classes == 3
+  with pytest.raises(data.DataError, match='tiny-imagenet-200/wnids.txt'):
+    data.load_dataset(tiny_config(dataset='tiny_imagenet', data_dir=str(tmp_path / 'empty')))
+
+
+def test_crop_and_flip_equals_a_loop_over_pad_crop_flip():
+  images = np.random.default_rng(0).integers(0, 255, (16, 6, 5, 3)).astype(np.uint8)
+  out = data.crop_and_flip(images, np.random.default_rng(1), pad=2)
+  rng = np.random.default_rng(1)  # replay the same draws
+  dy, dx, flip = rng.integers(0, 5, 16), rng.integers(0, 5, 16), rng.random(16) < 0.5
+  for i in range(16):
+    padded = np.pad(images[i], ((2, 2), (2, 2), (0, 0)))
+    crop = padded[dy[i]:dy[i] + 6, dx[i]:dx[i] + 5]
+    np.testing.assert_array_equal(out[i], crop[:, ::-1] if flip[i] else crop)
+
+
+def test_train_batches_depend_only_on_seed_and_epoch():
+  ds = data.load_dataset(tiny_config())
+  first = [y for _, y in data.train_batches(ds, 64, seed=0, epoch=3, augment=False)]
+  again = [y for _, y in data.train_batches(ds, 64, seed=0, epoch=3, augment=False)]
+  other = [y for _, y in data.train_batches(ds, 64, seed=0, epoch=4, augment=False)]
+  assert len(first) == data.num_train_steps(ds, 64) == 1438 // 64
+  np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
+  assert not np.array_equal(np.concatenate(first), np.concatenate(other))
+
+
+def test_eval_batches_pad_to_a_fixed_shape_and_report_valid_rows():
+  images = np.arange(10 * 2 * 2 * 1, dtype=np.float32).reshape(10, 2, 2, 1) / 40
+  labels = np.arange(10, dtype=np.int32)
+  batches = list(data.eval_batches(images, labels, 4))
+  assert [n for _, _, n in batches] == [4, 4, 2]
+  assert all(x.shape == (4, 2, 2, 1) for x, _, _ in batches)
+  np.testing.assert_array_equal(np.concatenate([y[:n] for _, y, n in batches]), labels)

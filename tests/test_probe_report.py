@@ -1,0 +1,121 @@
+"""The probes report: `eval.py --config.eval.suite=probes` and notebooks/probes.ipynb."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from lpd_jax import checkpoint, config as config_lib, data, evaluate, probes
+
+NOTEBOOK = os.path.join(os.path.dirname(__file__), os.pardir, 'notebooks', 'probes.ipynb')
+
+
+def eval_config(**overrides):
+  """tiny_config with every eval field set: suite 'probes' on a short prefix."""
+  fields = dict(suite='probes', batch_size=32, num_examples=100, probe_examples=50,
+                probe_float64=False)
+  fields.update(overrides)
+  return tiny_config(eval=fields)
+
+
+@pytest.mark.parametrize('float64', [False, True], ids=['float32', 'float64'])
+def test_probes_suite_matches_direct_probes(trained_workdir, float64):
+  config = eval_config(probe_float64=float64)
+  assert set(config.eval) == set(config_lib.base_config().eval)  # every eval field is set here
+  result = evaluate.evaluate(config, trained_workdir)['probes']
+
+  with open(os.path.join(trained_workdir, 'eval_probes.json')) as f:
+    assert json.load(f) == result
+  with open(os.path.join(trained_workdir, 'eval_probes.md')) as f:
+    table = f.read()
+  assert (result['num_members'], result['num_examples'], result['probe_examples']) == (3, 100, 50)
+  assert result['float64'] is float64
+
+  # L_d, L_s: the first 50 test images (the batches of 32 pad the last one), recomputed
+  # here in one call from the input gradients.
+  ens = checkpoint.load(trained_workdir)
+  ds = data.load_dataset(config)
+  x, y = data.to_float(ds.test_images[:50]), ds.test_labels[:50]
+  g = probes.input_gradients(ens, x, y, float64=float64)
+  with jax.enable_x64(float64):
+    direct = {'gradient_cosine': np.asarray(probes.gradient_cosine(g)),
+              'gradient_norm': np.asarray(probes.gradient_norm(g))}
+  rtol = 1e-9 if float64 else 1e-4
+  saved = np.load(os.path.join(trained_workdir, 'probes_per_sample.npz'))
+  np.testing.assert_array_equal(saved['labels'], y)
+  for probe, values in direct.items():
+    assert values.dtype == (np.float64 if float64 else np.float32)
+    assert saved[probe].dtype == values.dtype
+    np.testing.assert_allclose(saved[probe], values, rtol=rtol)
+    assert list(result[probe]) == ['0.25', '0.5', '0.75']
+    for q in (0.25, 0.5, 0.75):
+      np.testing.assert_allclose(result[probe][str(q)], np.quantile(values, q), rtol=rtol)
+      assert f'| {q:.0%} | {result[probe][str(q)]:.2e} |' in table
+
+  # E: the members' correctness on the whole evaluated prefix (100 images).
+  logits = np.asarray(ens.member_logits(data.to_float(ds.test_images[:100])))
+  correct = logits.argmax(-1) == ds.test_labels[None, :100]
+  expected = float(probes.ambiguity_entropy(correct))
+  assert 0 < expected < 1  # the tiny ensemble's members do disagree somewhere
+  np.testing.assert_allclose(result['ambiguity_entropy'], expected, rtol=1e-6)
+  assert f"| LPD | {expected:.4f} |" in table
+  for caption in ('Table 1.', 'Table 2.', 'Table 3.'):
+    assert caption in table
+
+
+def test_probes_suite_rejects_zero_examples(trained_workdir):
+  with pytest.raises(config_lib.ConfigError, match='probe_examples'):
+    evaluate.evaluate(eval_config(probe_examples=0), trained_workdir)
+
+
+def test_markdown_tables_side_by_side():
+  def result(k, scale):
+    quantiles = {0.25: -scale, 0.5: 0.0, 0.75: 2 * scale}
+    return dict(num_members=k, num_examples=10, ambiguity_entropy=0.25 * k / 5,
+                probe_examples=10, float64=False, gradient_cosine=quantiles,
+                gradient_norm={q: abs(v) for q, v in quantiles.items()})
+
+  table = probes.markdown_tables([('Baseline', result(3, 0.5)), ('LPD', result(5, 3e-9))])
+  # Table 1: a column per ensemble size K; Tables 2-3: a column per ensemble.
+  assert '| Ensemble method | K = 3 | K = 5 |' in table
+  assert '| Baseline | 0.1500 |  |' in table
+  assert '| LPD |  | 0.2500 |' in table
+  assert table.count('| Q | Baseline | LPD |') == 2
+  assert '| 25% | -5.00e-01 | -3.00e-09 |' in table
+  assert '| 75% | 1.00e+00 | 6.00e-09 |' in table
+  assert 'first 10 test images (float32)' in table
+
+
+def test_notebook_is_saved_without_outputs():
+  nbformat = pytest.importorskip('nbformat')
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  code = [c for c in nb.cells if c.cell_type == 'code']
+  assert code and all(not c.outputs and c.execution_count is None for c in code)
+  assert 'WORKDIRS' in code[0].source and 'NUM_EXAMPLES' in code[0].source
+
+
+@pytest.mark.parametrize('copies', [1, 2], ids=['one', 'side_by_side'])
+def test_notebook_runs(trained_workdir, tmp_path, monkeypatch, copies):
+  nbformat = pytest.importorskip('nbformat')
+  nbclient = pytest.importorskip('nbclient')
+  png = tmp_path / 'probes.png'
+  # The kernel is a subprocess: it inherits these, and finds the editable lpd_jax.
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  monkeypatch.setenv('LPD_WORKDIRS', ':'.join([trained_workdir] * copies))
+  monkeypatch.setenv('LPD_PROBE_EXAMPLES', '64')
+  monkeypatch.setenv('LPD_PROBE_PNG', str(png))
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nbclient.NotebookClient(nb, timeout=300, kernel_name='python3',
+                          resources={'metadata': {'path': str(tmp_path)}}).execute()
+
+  assert png.stat().st_size > 10_000
+  outputs = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs]
+  text = ''.join(o.get('text', '') for o in outputs if o.output_type == 'stream')
+  assert text.count('K = 3, N = 64') == copies
+  tables = [o.data['text/markdown'] for o in outputs if 'text/markdown' in o.get('data', {})]
+  assert len(tables) == 1 and tables[0].count('| 50% |') == 2
+  assert tables[0].count(' (LPD) |') == 3 * copies  # Table 1's rows, Tables 2-3's headers
+  assert any('image/png' in o.get('data', {}) for o in outputs)

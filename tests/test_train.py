@@ -1,0 +1,136 @@
+"""End to end: train, resume, evaluate, and the one-line errors of the two commands."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from lpd_jax import checkpoint, config as config_lib, data, evaluate, load, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_training_writes_metrics_and_learns(trained_workdir):
+  with open(os.path.join(trained_workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  assert [r['epoch'] for r in records] == [1, 2, 3]
+  assert records[-1]['train_loss'] < records[0]['train_loss']
+  assert len(records[-1]['test_member_accuracy']) == 3
+  assert records[-1]['test_ensemble_accuracy'] >= 0.8
+  assert all(r['images_per_second'] > 0 for r in records)
+
+
+def test_load_restores_the_ensemble_that_reaches_the_logged_accuracy(trained_workdir):
+  ens = load(trained_workdir)
+  assert ens.num_members == 3 and ens.config.width == 4
+  ds = data.load_dataset(ens.config)
+  r = evaluate.clean_accuracy(ens, ds.test_images, ds.test_labels, batch_size=100)
+  with open(os.path.join(trained_workdir, 'metrics.jsonl')) as f:
+    last = json.loads(f.readlines()[-1])
+  assert r['ensemble_accuracy'] == pytest.approx(last['test_ensemble_accuracy'])
+  np.testing.assert_allclose(r['member_accuracy'], last['test_member_accuracy'], atol=1e-4)
+  # Ensemble prediction is the argmax of the mean softmax, not a majority vote.
+  probs = np.concatenate([np.asarray(ens.predict(x))[:n]
+                          for x, _, n in data.eval_batches(ds.test_images, ds.test_labels, 100)])
+  assert r['ensemble_accuracy'] == pytest.approx((probs.argmax(-1) == ds.test_labels).mean())
+
+
+def test_evaluate_writes_the_clean_table_and_json(trained_workdir, capsys):
+  results = evaluate.evaluate(tiny_config(), trained_workdir)
+  printed = capsys.readouterr().out
+  assert '| ensemble |' in printed and '| member 3 |' in printed and 'eq. 7' in printed
+  with open(os.path.join(trained_workdir, 'eval_clean.json')) as f:
+    saved = json.load(f)
+  assert saved == results['clean'] and saved['num_examples'] == 359
+  assert 0 <= saved['ambiguity_entropy'] <= 1
+
+
+def test_resuming_after_a_kill_ends_with_the_same_parameters(trained_workdir, tmp_path):
+  """A run killed after epoch 2 leaves checkpoint 2 as its latest: resume and compare."""
+  workdir = str(tmp_path / 'resumed')
+  shutil.copytree(trained_workdir, workdir)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '3'))
+  assert checkpoint.manager(workdir).latest_step() == 2
+  resumed = train.train_and_evaluate(tiny_config(), workdir)
+  uninterrupted = load(trained_workdir)
+  for a, b in zip(jax.tree.leaves(resumed.variables), jax.tree.leaves(uninterrupted.variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_finished_run_is_not_trained_again(trained_workdir, capsys):
+  before = os.path.getmtime(os.path.join(trained_workdir, 'metrics.jsonl'))
+  train.train_and_evaluate(tiny_config(), trained_workdir)
+  assert 'already holds the checkpoint of epoch 3' in capsys.readouterr().out
+  assert os.path.getmtime(os.path.join(trained_workdir, 'metrics.jsonl')) == before
+
+
+def test_nan_loss_stops_training_with_a_clear_error(tmp_path):
+  ds = data.load_dataset(tiny_config())
+  images = ds.train_images.copy()
+  images[:, 0, 0, 0] = np.nan
+  path = tmp_path / 'nan.npz'
+  np.savez(path, train_images=images, train_labels=ds.train_labels,
+           test_images=ds.test_images, test_labels=ds.test_labels)
+  config = tiny_config(dataset='npz', npz_path=str(path))  # the fixture's shapes: cached compile
+  with pytest.raises(train.TrainingError, match='loss is nan at step'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert checkpoint.manager(str(tmp_path / 'run')).latest_step() is None
+
+
+@pytest.mark.parametrize('override, message', [
+    (dict(method='dropconnect'), "unknown method 'dropconnect'"),
+    (dict(dataset='mnist'), "unknown dataset 'mnist'"),
+    (dict(num_members=0), 'num_members .K. must be an integer >= 1'),
+    (dict(num_members=70), r'lpd.num_bins \(64\) must be >= num_members \(70\)'),
+    (dict(dataset='npz'), "dataset='npz' needs --config.npz_path"),
+])
+def test_bad_configs_are_rejected_before_any_work(override, message):
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(tiny_config(**override))
+
+
+def test_a_workdir_of_another_ensemble_is_refused(trained_workdir):
+  with pytest.raises(checkpoint.CheckpointError, match='num_members: workdir has 3, config says 5'):
+    train.train_and_evaluate(tiny_config(num_members=5), trained_workdir)
+  with pytest.raises(checkpoint.CheckpointError, match='width: workdir has 4, config says 8'):
+    load(trained_workdir, tiny_config(width=8))
+
+
+def test_load_of_an_empty_workdir_says_train_first(tmp_path):
+  with pytest.raises(checkpoint.CheckpointError, match='no checkpoint in workdir'):
+    load(str(tmp_path))
+
+
+def _run(script, *args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.method=dropconnect'], "error: unknown method 'dropconnect'"),
+    (['--config.dataset=cifar10', '--config.data_dir=/nonexistent'],
+     "error: dataset 'cifar10' is not prepared in data_dir /nonexistent"),
+])
+def test_train_command_prints_one_error_line_and_no_traceback(tmp_path, args, message):
+  result = _run('train.py', '--config=configs/quickstart.py', f'--workdir={tmp_path}', *args)
+  assert result.returncode == 1
+  assert message in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_eval_command_refuses_a_mismatched_checkpoint(trained_workdir):
+  result = _run('eval.py', '--config=configs/quickstart.py', f'--workdir={trained_workdir}')
+  assert result.returncode == 1 and 'Traceback' not in result.stderr
+  assert 'holds a checkpoint of another ensemble (width: workdir has 4, config says 8)' in result.stderr
+
+
+def test_eval_command_without_config_uses_the_workdirs_own(trained_workdir):
+  result = _run('eval.py', f'--workdir={trained_workdir}')
+  assert result.returncode == 0, result.stderr
+  assert '| ensemble |' in result.stdout
