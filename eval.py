@@ -4,8 +4,6 @@ Without --config the workdir's own config is used; `--config.eval.*` overrides n
 --config (the one the ensemble was trained with).
 """
 
-from absl import app
-
 from lpd_jax import checkpoint, cli, evaluate
 
 _CONFIG, _WORKDIR = cli.define_flags(config_required=False)
@@ -27,4 +25,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -1,7 +1,5 @@
 """Trains an ensemble: python train.py --config=configs/quickstart.py --workdir=DIR."""
 
-from absl import app
-
 from lpd_jax import cli, train
 
 _CONFIG, _WORKDIR = cli.define_flags(config_required=True)
@@ -13,4 +11,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

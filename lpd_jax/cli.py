@@ -2,7 +2,7 @@
 
 import sys
 
-from absl import flags, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lpd_jax.checkpoint import CheckpointError
@@ -22,6 +22,24 @@ def define_flags(config_required):
   else:
     flags.mark_flags_as_required(['workdir'])
   return config, workdir
+
+
+def _parse_flags(argv):
+  """absl's parser, with a bad --config.* override reported in one line (absl lets it escape)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}\nPass --helpfull to see the flags.', file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    text = str(e.args[0]) if e.args else str(e)
+    text = text.strip('\'"').replace("\\'", "'").replace('\\n', ' ').replace('\n', ' ')
+    print(f'error: bad --config override: {text}', file=sys.stderr)
+  sys.exit(1)
+
+
+def run(main):
+  """app.run with one-line errors for bad flags."""
+  app.run(main, flags_parser=_parse_flags)
 
 
 def run_reporting_user_errors(fn, *args):

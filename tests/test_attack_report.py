@@ -27,7 +27,9 @@ PAPER_ROWS = [('none', None), ('fgsm', 0.02), ('fgsm', 0.04), ('bim', 0.02), ('b
 
 
 def eval_config(suite, **overrides):
-  return tiny_config(eval=dict(suite=suite, num_examples=N, batch_size=BATCH, cw_steps=20,
+  # vmap: a third of unroll's compile time on CPU (one member traced, not three).
+  return tiny_config(member_strategy='vmap',
+                     eval=dict(suite=suite, num_examples=N, batch_size=BATCH, cw_steps=20,
                                cw_binary_search_steps=2, **overrides))
 
 
@@ -135,13 +137,13 @@ def test_pgd_stronger_at_larger_eps(reports):
 def test_attacks_compile_once_per_setting(reports):
   """3 batches of one shape: one compile per static setting, never one per batch.
 
-  _pgd: FGSM, BIM, PGD L-inf (both eps), PGD L2, and PGD on the surrogate (another
-  Ensemble treedef: its static config differs); _jsma: one per gamma (static budget).
-  Fewer when an earlier test compiled the same setting.
+  _pgd: FGSM, BIM, PGD L-inf (both eps and the transfer suite's surrogate, which has
+  the same architecture), PGD L2; _jsma: one per gamma (static feature budget). Fewer
+  when an earlier test compiled the same setting.
   """
   compiles = reports[2]
-  assert compiles['pgd'] <= 5 and compiles['cw'] <= 1 and compiles['jsma'] <= 2
-  assert compiles['correct'] <= 2
+  assert compiles['pgd'] <= 4 and compiles['cw'] <= 1 and compiles['jsma'] <= 2
+  assert compiles['correct'] <= 1
 
 
 def test_sweep_writes_plot_and_decreases(reports, trained_workdir):

@@ -117,6 +117,8 @@ def _run(script, *args):
     (['--config.method=dropconnect'], "error: unknown method 'dropconnect'"),
     (['--config.dataset=cifar10', '--config.data_dir=/nonexistent'],
      "error: dataset 'cifar10' is not prepared in data_dir /nonexistent"),
+    (['--config.num_members=0'], 'error: num_members (K) must be an integer >= 1, got 0'),
+    (['--config.num_memberz=3'], 'Did you mean "num_members" instead of "num_memberz"?'),
 ])
 def test_train_command_prints_one_error_line_and_no_traceback(tmp_path, args, message):
   result = _run('train.py', '--config=configs/quickstart.py', f'--workdir={tmp_path}', *args)

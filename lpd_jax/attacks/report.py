@@ -25,6 +25,7 @@ within the batch. Results depend on batch_size only through that split, and
 `transfer_accuracy` with the same key and batch size gives the same examples.
 """
 
+import functools
 import os
 import time
 import zlib
@@ -34,11 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jax.tree_util import Partial
+
 from lpd_jax import checkpoint, config as config_lib, data
 from lpd_jax.attacks.cw import cw_l2
 from lpd_jax.attacks.common import as_partial
 from lpd_jax.attacks.gradient import bim, fgsm, pgd
 from lpd_jax.attacks.saliency_map import jsma
+from lpd_jax.ensemble import Ensemble
 
 PAPER_ATTACKS = ('fgsm', 'bim', 'pgd', 'jsma', 'cw')
 TRANSFER_ATTACKS = ('fgsm', 'bim', 'pgd', 'jsma')
@@ -116,6 +120,25 @@ def attack_grid(config, attacks):
   return rows
 
 
+@functools.lru_cache(maxsize=None)
+def _log_predict(model, strategy):
+  return lambda variables, x: Ensemble(variables, model, strategy).log_predict(x)
+
+
+def model_fn(ens):
+  """`ens.log_predict` as the attacks' model function: a `Partial` whose static part is
+  only the member network and the member strategy.
+
+  Ensembles of one architecture (a surrogate and its target, two checkpoints of one
+  run) then share every compiled attack, whatever config they carry; `ens.log_predict`
+  itself would compile anew for each distinct `Ensemble.config`. Any other model with
+  a `log_predict` method goes through `as_partial`.
+  """
+  if isinstance(ens, Ensemble):
+    return Partial(_log_predict(ens.model, ens.strategy), ens.variables)
+  return as_partial(ens.log_predict)
+
+
 @jax.jit
 def _correct(model, x, y):
   return jnp.argmax(model(x), -1) == y
@@ -128,7 +151,8 @@ def attack_correct(attack, params, source, images, labels, *, key=None, batch_si
   Args:
     attack: an attack of lpd_jax.attacks (e.g. `pgd`), or None for the clean inputs.
     params: the attack's keyword parameters, e.g. {'eps': 0.02}.
-    source: the attacked model, an Ensemble (or any pytree with `log_predict`).
+    source: the attacked model, an Ensemble (or any pytree with `log_predict`), see
+      `model_fn`.
     images: [N, ...] uint8 or float in [0, 1]; labels: int [N].
     key: PRNG key; the batch starting at index s gets fold_in(key, s). None: no key.
     batch_size: samples per attack call (at most N); the last batch is zero-padded.
@@ -139,11 +163,12 @@ def attack_correct(attack, params, source, images, labels, *, key=None, batch_si
     list of bool arrays [N], one per target.
   """
   targets = (source,) if targets is None else tuple(targets)
-  model = as_partial(source.log_predict)
-  evaluated = [as_partial(t.log_predict) for t in targets]
+  model = model_fn(source)
+  evaluated = [model_fn(t) for t in targets]
   batch_size = min(batch_size, len(labels))
   out = [[] for _ in targets]
   for i, (x, y, n) in enumerate(data.eval_batches(images, labels, batch_size)):
+    x, y = jnp.asarray(x), jnp.asarray(y)
     if attack is not None:
       batch_key = None if key is None else jax.random.fold_in(key, i * batch_size)
       x = attack(model, x, y, key=batch_key, **params)
@@ -340,6 +365,8 @@ def load_surrogate(config, ds):
     surrogate = checkpoint.load(workdir)
   except checkpoint.CheckpointError as e:
     raise config_lib.ConfigError(f'eval.transfer_workdir={workdir!r}: {e}') from None
+  # How members execute is this run's choice, not the surrogate's training run's.
+  surrogate = surrogate.replace(strategy=config.member_strategy)
   _, num_classes, input_shape = checkpoint.read_meta(workdir)
   theirs = (surrogate.config.dataset, tuple(input_shape), num_classes)
   ours = (config.dataset, tuple(ds.input_shape), ds.num_classes)
