@@ -151,14 +151,14 @@ def test_sweep_writes_plot_and_decreases(reports, trained_workdir):
   scale only (one key for all eps), but PGD-10 is not guaranteed monotone; it reaches 0
   at L-inf eps 0.64 and repeats the paper suite's PGD rows at eps 0.02 and 0.04."""
   _, results, _ = reports
-  sweep = results['sweep']
+  sweep = results['sweep']['sweep']
   with open(os.path.join(trained_workdir, 'eval_sweep.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert os.path.isfile(os.path.join(trained_workdir, 'eval_sweep.json'))
   defaults = base_config().eval
   for norm, grid in (('linf', defaults.sweep_linf_eps), ('l2', defaults.sweep_l2_eps)):
     assert [r['eps'] for r in sweep[norm]] == list(grid)
-    acc = [sweep['clean_accuracy']] + [r['accuracy'] for r in sweep[norm]]
+    acc = [results['sweep']['clean_accuracy']] + [r['accuracy'] for r in sweep[norm]]
     assert all(b <= a + 1 / N for a, b in zip(acc, acc[1:])), (norm, acc)
   assert sweep['linf'][-1]['accuracy'] == 0.0
   paper = rows_by_key(results['paper'])

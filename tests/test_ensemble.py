@@ -89,7 +89,10 @@ def _one_step(config, x, y):
   model = ResNet18(num_classes=10, width=config.width)
   tx, _ = train.make_optimizer(config, steps_per_epoch=10)
   state = train.init_state(config, model, tx, x.shape[1:])
-  new_state, metrics = train.make_train_step(config, model, tx)(state, x, y, jax.random.key(3))
+  step = train.make_train_step(config, model, tx)
+  new_state, metrics = step(state, x, y, jax.random.key(3))
+  jax.block_until_ready(step(jax.tree.map(jnp.copy, new_state), x, y, jax.random.key(4)))
+  assert step._cache_size() == 1  # a new key and a new state do not recompile
   return new_state, metrics
 
 

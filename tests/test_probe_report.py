@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 from conftest import tiny_config
@@ -112,6 +113,10 @@ def test_notebook_runs(trained_workdir, tmp_path, monkeypatch, copies):
   png = tmp_path / 'probes.png'
   # The kernel is a subprocess: it inherits these, and finds the editable lpd_jax.
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  # The session's persistent XLA cache (conftest): the second run reuses the first's compiles.
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', jax.config.jax_compilation_cache_dir or '')
+  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
   monkeypatch.setenv('LPD_WORKDIRS', ':'.join([trained_workdir] * copies))
   monkeypatch.setenv('LPD_PROBE_EXAMPLES', '64')
   monkeypatch.setenv('LPD_PROBE_PNG', str(png))

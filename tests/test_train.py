@@ -41,6 +41,14 @@ def test_load_restores_the_ensemble_that_reaches_the_logged_accuracy(trained_wor
   assert r['ensemble_accuracy'] == pytest.approx((probs.argmax(-1) == ds.test_labels).mean())
 
 
+def test_evaluation_compiles_once_for_all_batches_including_the_padded_last(trained_workdir):
+  ens = load(trained_workdir)
+  ds = data.load_dataset(ens.config)
+  evaluate._member_logits.clear_cache()
+  evaluate.clean_accuracy(ens, ds.test_images[:70], ds.test_labels[:70], batch_size=32)
+  assert evaluate._member_logits._cache_size() == 1  # 3 batches, the last one padded
+
+
 def test_evaluate_writes_the_clean_table_and_json(trained_workdir, capsys):
   results = evaluate.evaluate(tiny_config(), trained_workdir)
   printed = capsys.readouterr().out

@@ -167,8 +167,10 @@ def attack_correct(attack, params, source, images, labels, *, key=None, batch_si
   evaluated = [model_fn(t) for t in targets]
   batch_size = min(batch_size, len(labels))
   out = [[] for _ in targets]
+  device = jax.devices()[0]
   for i, (x, y, n) in enumerate(data.eval_batches(images, labels, batch_size)):
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    # Committed like the attacks' outputs, so clean and adversarial batches share compiles.
+    x, y = jax.device_put((x, y), device)
     if attack is not None:
       batch_key = None if key is None else jax.random.fold_in(key, i * batch_size)
       x = attack(model, x, y, key=batch_key, **params)
@@ -349,7 +351,7 @@ def plot_sweep(result, path):
     ax.set_title(f'PGD-{result["steps"]}, {label}')
     ax.set_xlabel(rf'$\epsilon$ ({label}, log$_2$ scale)')
     ax.set_ylabel('accuracy (%)')
-    ax.legend(loc='upper right', fontsize='small')
+    ax.legend(loc='lower left', fontsize='small')
   fig.suptitle(f"{result['dataset']}: accuracy under PGD, {result['num_examples']} test images")
   fig.savefig(path, dpi=120)
 
@@ -361,20 +363,21 @@ def load_surrogate(config, ds):
     raise config_lib.ConfigError(
         "suite 'transfer' needs --config.eval.transfer_workdir=DIR: the workdir of the "
         'surrogate ensemble the adversarial examples are made on')
+  meta = checkpoint.read_meta(workdir)
+  if meta is not None:
+    saved, num_classes, input_shape = meta
+    theirs = (saved.dataset, tuple(input_shape), num_classes)
+    ours = (config.dataset, tuple(ds.input_shape), ds.num_classes)
+    if theirs != ours:
+      raise config_lib.ConfigError(
+          f'eval.transfer_workdir={workdir!r} holds an ensemble for another dataset (dataset, '
+          f'input shape, classes) = {theirs}; this one is {ours}')
   try:
     surrogate = checkpoint.load(workdir)
   except checkpoint.CheckpointError as e:
     raise config_lib.ConfigError(f'eval.transfer_workdir={workdir!r}: {e}') from None
   # How members execute is this run's choice, not the surrogate's training run's.
-  surrogate = surrogate.replace(strategy=config.member_strategy)
-  _, num_classes, input_shape = checkpoint.read_meta(workdir)
-  theirs = (surrogate.config.dataset, tuple(input_shape), num_classes)
-  ours = (config.dataset, tuple(ds.input_shape), ds.num_classes)
-  if theirs != ours:
-    raise config_lib.ConfigError(
-        f'eval.transfer_workdir={workdir!r} holds an ensemble for another dataset (dataset, '
-        f'input shape, classes) = {theirs}; this one is {ours}')
-  return surrogate
+  return surrogate.replace(strategy=config.member_strategy)
 
 
 def transfer_suite(ens, ds, config, workdir):
