@@ -21,7 +21,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 from lpd_jax.attacks import pgd
 from lpd_jax.ensemble import Ensemble, init_variables

@@ -1,4 +1,4 @@
-"""Baseline (independent members, no dropout) on CIFAR10: the comparison run for configs/lpd_cifar10.py.
+"""Baseline on CIFAR10 (independent members, no dropout): the comparison run for lpd_cifar10.py.
 
 python train.py --config=configs/baseline_cifar10.py --workdir=workdirs/baseline_cifar10
 python eval.py --config=configs/baseline_cifar10.py --workdir=workdirs/baseline_cifar10

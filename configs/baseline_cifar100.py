@@ -1,4 +1,4 @@
-"""Baseline (independent members, no dropout) on CIFAR100: the comparison run for configs/lpd_cifar100.py.
+"""Baseline on CIFAR100 (independent members, no dropout): the comparison run for lpd_cifar100.py.
 
 python train.py --config=configs/baseline_cifar100.py --workdir=workdirs/baseline_cifar100
 python eval.py --config=configs/baseline_cifar100.py --workdir=workdirs/baseline_cifar100

@@ -1,4 +1,4 @@
-"""PDD (priority diversified dropout masks; the DEG term comes with its own issue) on CIFAR10: the comparison run for configs/lpd_cifar10.py.
+"""PDD on CIFAR10 (priority diversified dropout masks; DEG comes with its own issue).
 
 python train.py --config=configs/pdd_cifar10.py --workdir=workdirs/pdd_cifar10
 python eval.py --config=configs/pdd_cifar10.py --workdir=workdirs/pdd_cifar10

@@ -1,4 +1,4 @@
-"""PDD (priority diversified dropout masks; the DEG term comes with its own issue) on CIFAR100: the comparison run for configs/lpd_cifar100.py.
+"""PDD on CIFAR100 (priority diversified dropout masks; DEG comes with its own issue).
 
 python train.py --config=configs/pdd_cifar100.py --workdir=workdirs/pdd_cifar100
 python eval.py --config=configs/pdd_cifar100.py --workdir=workdirs/pdd_cifar100

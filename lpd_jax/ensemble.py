@@ -55,6 +55,23 @@ def init_variables(model, key, num_members, input_shape):
   return jax.jit(jax.vmap(lambda k: model.init(k, dummy)))(keys)
 
 
+class _Attached:
+  """Carries a value beside a pytree's static data without entering jit cache keys.
+
+  All instances compare equal, so two Ensembles that differ only in their config
+  (a surrogate and its target, two runs of one architecture) share every compile.
+  """
+
+  def __init__(self, value):
+    self.value = value.value if isinstance(value, _Attached) else value
+
+  def __eq__(self, other):
+    return isinstance(other, _Attached)
+
+  def __hash__(self):
+    return 0
+
+
 @flax.struct.dataclass
 class Ensemble:
   """A trained ensemble in evaluation mode (BatchNorm running statistics, no dropout).
@@ -66,13 +83,24 @@ class Ensemble:
     variables: {'params': ..., 'batch_stats': ...}, every leaf [K, ...].
     model: the member network (a ResNet18 module).
     strategy: member execution strategy (see `map_members`).
-    config: the FrozenConfigDict the ensemble was trained with (None if built by hand).
+    run_config: the FrozenConfigDict the ensemble was trained with, read as `.config`;
+      it does not enter jit cache keys.
   """
 
   variables: Any
   model: ResNet18 = flax.struct.field(pytree_node=False)
   strategy: str = flax.struct.field(pytree_node=False, default='auto')
-  config: Any = flax.struct.field(pytree_node=False, default=None)
+  run_config: Any = flax.struct.field(pytree_node=False, default=None)
+
+  def __post_init__(self):
+    # The config describes the run but never changes the computation (model and
+    # strategy do), so it is attached outside the jit cache key.
+    object.__setattr__(self, 'run_config', _Attached(self.run_config))
+
+  @property
+  def config(self):
+    """The FrozenConfigDict the ensemble was trained with (None if built by hand)."""
+    return self.run_config.value
 
   @property
   def num_members(self):

@@ -12,7 +12,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from lpd_jax import checkpoint, config as config_lib, data, probes
+from lpd_jax import checkpoint, data, probes
+from lpd_jax import config as config_lib
 from lpd_jax.attacks import report
 
 
@@ -26,7 +27,8 @@ def member_logits(ens, images, labels, batch_size, progress=False):
   out = []
   batches = data.eval_batches(images, labels, batch_size)
   total = -(-len(labels) // batch_size)
-  for x, _, n in tqdm(batches, total=total, desc='logits', leave=False, disable=None if progress else True):
+  bar = tqdm(batches, total=total, desc='logits', leave=False, disable=None if progress else True)
+  for x, _, n in bar:
     out.append(np.asarray(_member_logits(ens, x))[:, :n])
   return np.concatenate(out, axis=1)
 

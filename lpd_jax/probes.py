@@ -45,8 +45,8 @@ def ambiguity_entropy(correct):
   denom = k - math.ceil(k / 2)
   if denom == 0:
     return jnp.zeros((), jnp.float32)
-  l = jnp.sum(jnp.asarray(correct, jnp.int32), axis=0)
-  return jnp.mean(jnp.minimum(l, k - l)) / denom
+  num_right = jnp.sum(jnp.asarray(correct, jnp.int32), axis=0)
+  return jnp.mean(jnp.minimum(num_right, k - num_right)) / denom
 
 
 def _flatten_rescaled(g):
@@ -97,9 +97,10 @@ def _cross_entropy(logits, y):
   """-log softmax(z)_y = softplus(logsumexp_{j != y}(z_j - z_y)); [..., C], int [...] -> [...].
 
   With t = logsumexp_{j != y}(z_j - z_y) and r the softmax over j != y, autodiff of this
-  form gives dCE/dz_y = -sigmoid(t) sum_{j != y} r_j instead of p_y - 1, which cancels to 0 once 1 - p_y is below the float epsilon
-  (6e-8 in float32): gradients of confident members keep full relative precision down to
-  the underflow of p_j (~1e-38 in float32, ~1e-308 in float64).
+  form gives dCE/dz_y = -sigmoid(t) sum_{j != y} r_j instead of p_y - 1, which cancels
+  to 0 once 1 - p_y is below the float epsilon (6e-8 in float32): gradients of confident
+  members keep full relative precision down to the underflow of p_j (~1e-38 in float32,
+  ~1e-308 in float64).
   """
   z_y = jnp.take_along_axis(logits, y[..., None], axis=-1)
   is_y = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)
@@ -296,7 +297,8 @@ def probes_suite(ens, ds, config, workdir):
      ambiguity_entropy, probe_examples, float64, quantiles, gradient_cosine and
      gradient_norm {str(q): value}; Markdown of the three tables).
   """
-  from lpd_jax import config as config_lib, data, evaluate  # evaluate imports this module
+  from lpd_jax import config as config_lib  # evaluate imports this module
+  from lpd_jax import data, evaluate
 
   n = config.eval.probe_examples
   if n == 0:

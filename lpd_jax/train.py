@@ -16,7 +16,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from lpd_jax import checkpoint, config as config_lib, data, dropout, ensemble, evaluate, methods
+from lpd_jax import checkpoint, data, dropout, ensemble, evaluate, methods
+from lpd_jax import config as config_lib
 from lpd_jax.models import ResNet18
 
 
@@ -54,7 +55,8 @@ def make_train_step(config, model, tx):
                                method=ResNet18.features, mutable=['batch_stats'])
       return h, updates['batch_stats']
 
-    h, new_batch_stats = ensemble.map_members(features, (params, batch_stats), strategy)  # [K, B, D]
+    # h [K, B, D]
+    h, new_batch_stats = ensemble.map_members(features, (params, batch_stats), strategy)
     if keep_rates is not None:
       p = keep_rates(jax.lax.stop_gradient(h))
       h = h * dropout.sample_mask(key, p, rescale=rescale)

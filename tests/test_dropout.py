@@ -90,7 +90,8 @@ def test_edge_cases_all_zero_ties_and_values_beyond_the_last_bin():
   np.testing.assert_array_equal(lpd[:, 0], 1.0)  # all-zero features: nothing is dropped
   pdd = dropout.pdd_keep_rates(h)
   np.testing.assert_allclose(pdd, pdd_reference(h, **PDD), atol=1e-6)
-  np.testing.assert_allclose(pdd[:, 0], PDD['alpha'], rtol=1e-6)  # max == min: every unit keeps alpha
+  # max == min: every unit keeps alpha
+  np.testing.assert_allclose(pdd[:, 0], PDD['alpha'], rtol=1e-6)
   lpd_few_bins = dropout.lpd_keep_rates(h, num_bins=5)
   np.testing.assert_allclose(lpd_few_bins, lpd_reference(h, **{**LPD, 'num_bins': 5}), atol=1e-6)
 

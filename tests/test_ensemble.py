@@ -121,7 +121,8 @@ def test_baseline_members_train_independently():
   perturbed['variables']['params'] = jax.tree.map(lambda a: a.at[2].multiply(1.5),
                                                   perturbed['variables']['params'])
   after_perturbed, _ = step(perturbed, x, y, jax.random.key(0))
-  for u, v in zip(jax.tree.leaves(after['variables']), jax.tree.leaves(after_perturbed['variables'])):
+  pairs = zip(jax.tree.leaves(after['variables']), jax.tree.leaves(after_perturbed['variables']))
+  for u, v in pairs:
     np.testing.assert_allclose(u[:2], v[:2], rtol=1e-6, atol=1e-7)
     assert u.ndim == 0 or not np.allclose(u[2], v[2]) or np.allclose(u[2], 0)
 
@@ -137,3 +138,15 @@ def test_optimizer_is_sgd_momentum_with_weight_decay_and_cosine_decay():
   updates, _ = tx.update(grads, tx.init(params), params)
   expected = -0.02 * (np.array([0.5, 0.5]) + 5e-4 * np.array([1.0, -2.0]))
   np.testing.assert_allclose(updates['w'], expected, rtol=1e-6)
+
+
+def test_ensembles_differing_only_in_config_share_compiles(small_ensemble):
+  import ml_collections
+  model, variables, x = small_ensemble
+  a = ensemble.Ensemble(variables, model, 'unroll', ml_collections.FrozenConfigDict({'seed': 0}))
+  b = ensemble.Ensemble(variables, model, 'unroll', ml_collections.FrozenConfigDict({'seed': 1}))
+  assert a.config.seed == 0 and b.config.seed == 1
+  predict = jax.jit(lambda e, x: e.log_predict(x))
+  predict(a, x), predict(b, x)
+  assert predict._cache_size() == 1
+  assert jax.tree.map(lambda v: v, b).config.seed == 1  # survives flatten/unflatten

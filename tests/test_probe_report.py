@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from lpd_jax import checkpoint, config as config_lib, data, evaluate, probes
+from lpd_jax import checkpoint, data, evaluate, probes
+from lpd_jax import config as config_lib
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), os.pardir, 'notebooks', 'probes.ipynb')
 

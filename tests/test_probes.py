@@ -87,8 +87,8 @@ def numpy_entropy(correct):
   k, n = correct.shape
   total = 0.0
   for i in range(n):
-    l = int(correct[:, i].sum())
-    total += min(l, k - l) / (k - math.ceil(k / 2))
+    num_right = int(correct[:, i].sum())
+    total += min(num_right, k - num_right) / (k - math.ceil(k / 2))
   return total / n
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from lpd_jax import checkpoint, config as config_lib, data, evaluate, load, train
+from lpd_jax import checkpoint, data, evaluate, load, train
+from lpd_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -137,10 +138,23 @@ def test_train_command_prints_one_error_line_and_no_traceback(tmp_path, args, me
 def test_eval_command_refuses_a_mismatched_checkpoint(trained_workdir):
   result = _run('eval.py', '--config=configs/quickstart.py', f'--workdir={trained_workdir}')
   assert result.returncode == 1 and 'Traceback' not in result.stderr
-  assert 'holds a checkpoint of another ensemble (width: workdir has 4, config says 8)' in result.stderr
+  expected = 'holds a checkpoint of another ensemble (width: workdir has 4, config says 8)'
+  assert expected in result.stderr
 
 
 def test_eval_command_without_config_uses_the_workdirs_own(trained_workdir):
   result = _run('eval.py', f'--workdir={trained_workdir}')
   assert result.returncode == 0, result.stderr
   assert '| ensemble |' in result.stdout
+
+
+def test_the_quickstart_config_reaches_90_percent_on_digits(tmp_path):
+  """The README's main command: configs/quickstart.py, as shipped, on 2 CPU cores."""
+  sys.path.insert(0, REPO)
+  from configs import quickstart
+  workdir = str(tmp_path / 'quickstart')
+  train.train_and_evaluate(quickstart.get_config(), workdir)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    last = json.loads(f.readlines()[-1])
+  assert last['epoch'] == quickstart.get_config().num_epochs
+  assert last['test_ensemble_accuracy'] >= 0.90

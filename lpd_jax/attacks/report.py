@@ -25,7 +25,6 @@ within the batch. Results depend on batch_size only through that split, and
 `transfer_accuracy` with the same key and batch size gives the same examples.
 """
 
-import functools
 import os
 import time
 import zlib
@@ -35,14 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jax.tree_util import Partial
-
-from lpd_jax import checkpoint, config as config_lib, data
-from lpd_jax.attacks.cw import cw_l2
+from lpd_jax import checkpoint, data
+from lpd_jax import config as config_lib
 from lpd_jax.attacks.common import as_partial
+from lpd_jax.attacks.cw import cw_l2
 from lpd_jax.attacks.gradient import bim, fgsm, pgd
 from lpd_jax.attacks.saliency_map import jsma
-from lpd_jax.ensemble import Ensemble
 
 PAPER_ATTACKS = ('fgsm', 'bim', 'pgd', 'jsma', 'cw')
 TRANSFER_ATTACKS = ('fgsm', 'bim', 'pgd', 'jsma')
@@ -120,22 +117,9 @@ def attack_grid(config, attacks):
   return rows
 
 
-@functools.lru_cache(maxsize=None)
-def _log_predict(model, strategy):
-  return lambda variables, x: Ensemble(variables, model, strategy).log_predict(x)
-
-
 def model_fn(ens):
-  """`ens.log_predict` as the attacks' model function: a `Partial` whose static part is
-  only the member network and the member strategy.
-
-  Ensembles of one architecture (a surrogate and its target, two checkpoints of one
-  run) then share every compiled attack, whatever config they carry; `ens.log_predict`
-  itself would compile anew for each distinct `Ensemble.config`. Any other model with
-  a `log_predict` method goes through `as_partial`.
-  """
-  if isinstance(ens, Ensemble):
-    return Partial(_log_predict(ens.model, ens.strategy), ens.variables)
+  """The attacks' model function of an ensemble: its `log_predict` as a `Partial`, so
+  the stacked parameters are traced arguments (see `as_partial`)."""
   return as_partial(ens.log_predict)
 
 
