@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from lpd_jax import methods
+
 
 def ambiguity_entropy(correct):
   """Ambiguity entropy E of the members' correctness (eq. 7).
@@ -278,11 +280,6 @@ def markdown_tables(columns):
   return '\n'.join(lines)
 
 
-def method_name(method):
-  """Config method -> the paper's column name: 'baseline' -> 'Baseline', 'lpd' -> 'LPD'."""
-  return method.capitalize() if method == 'baseline' else method.upper()
-
-
 def probes_suite(ens, ds, config, workdir):
   """Suite 'probes' of eval.py: the paper's Tables 1-3 (section 4) for one checkpoint.
 
@@ -318,4 +315,4 @@ def probes_suite(ens, ds, config, workdir):
     quantiles=list(QUANTILES),
     **{probe: {str(q): v for q, v in probed[probe].items()}
        for probe in ('gradient_cosine', 'gradient_norm')})
-  return result, markdown_tables([(method_name(config.method), result)])
+  return result, markdown_tables([(methods.display_name(config.method), result)])

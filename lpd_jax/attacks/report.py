@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from lpd_jax import checkpoint, data
+from lpd_jax import checkpoint, data, methods
 from lpd_jax import config as config_lib
 from lpd_jax.attacks.common import as_partial
 from lpd_jax.attacks.cw import cw_l2
@@ -183,13 +183,9 @@ def _pct(a):
   return '-' if a is None else f'{100 * a:.2f}'
 
 
-def _method_name(method):
-  return method.capitalize() if method == 'baseline' else method.upper()
-
-
 def _describe(ens, config, n):
   return (f'{n} test images of {config.dataset}, K = {ens.num_members}, '
-          f'method {_method_name(config.method)}')
+          f'method {methods.display_name(config.method)}')
 
 
 def _num_batches(n, batch_size):
@@ -246,8 +242,8 @@ def paper_table(result, config):
   lines = [
       f"White-box attacks, accuracy (%) on {result['num_examples']} test images of "
       f"{result['dataset']} (K = {result['num_members']}, method "
-      f"{_method_name(result['method'])}), {result['num_clean_correct']} of them classified "
-      'right clean', '',
+      f"{methods.display_name(result['method'])}), {result['num_clean_correct']} of them "
+      'classified right clean', '',
       '| Attacks | Para. | Accuracy (%) | Accuracy on clean-correct (%) |',
       '| --- | --- | --- | --- |']
   previous = None
@@ -319,7 +315,7 @@ def plot_sweep(result, path):
   norms = list(result['sweep'])
   fig = Figure(figsize=(4.6 * len(norms), 3.8), layout='constrained')
   axes = fig.subplots(1, len(norms), squeeze=False)[0]
-  name = f"{_method_name(result['method'])} (K = {result['num_members']})"
+  name = f"{methods.display_name(result['method'])} (K = {result['num_members']})"
   for ax, norm in zip(axes, norms):
     eps = [r['eps'] for r in result['sweep'][norm]]
     acc = [100 * r['accuracy'] for r in result['sweep'][norm]]
@@ -410,7 +406,7 @@ def transfer_suite(ens, ds, config, workdir):
       rows=rows)
   lines = [
       f'Transfer attacks (Table 5 layout): examples made on the surrogate '
-      f"{result['surrogate']['workdir']} ({_method_name(sur_config.method)}, K = "
+      f"{result['surrogate']['workdir']} ({methods.display_name(sur_config.method)}, K = "
       f'{surrogate.num_members}, width {sur_config.width}), evaluated on this ensemble: '
       f"{_describe(ens, config, len(labels))}; clean {_pct(result['clean_accuracy'])}", '',
       '| Attacks | Para. | Accuracy (%) | Accuracy on clean-correct (%) | '

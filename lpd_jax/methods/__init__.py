@@ -10,6 +10,11 @@ import functools
 from lpd_jax import dropout
 
 
+def display_name(method):
+  """Config method -> the paper's column name: 'baseline' -> 'Baseline', 'lpd' -> 'LPD'."""
+  return method.capitalize() if method == 'baseline' else method.upper()
+
+
 def keep_rate_fn(config):
   """config -> (h [K, B, D] -> p [K, B, D]) for the method, or None; and its `rescale`."""
   if config.method == 'baseline':
