@@ -4,7 +4,8 @@ Without --config the workdir's own config is used; `--config.eval.*` overrides n
 --config (the one the ensemble was trained with).
 """
 
-from lpd_jax import checkpoint, cli, evaluate
+from lpd_jax import cli, evaluate, loading
+from lpd_jax.errors import CheckpointError
 
 _CONFIG, _WORKDIR = cli.define_flags(config_required=False)
 
@@ -12,10 +13,9 @@ _CONFIG, _WORKDIR = cli.define_flags(config_required=False)
 def _config(workdir):
   if _CONFIG.value is not None:
     return _CONFIG.value
-  meta = checkpoint.read_meta(workdir)
+  meta = loading.read_config(workdir)
   if meta is None:
-    raise checkpoint.CheckpointError(f'no ensemble.json in workdir {workdir}: train first, '
-                                     'or pass --config')
+    raise CheckpointError(f'no ensemble.json in workdir {workdir}: train first, or pass --config')
   return meta[0]
 
 

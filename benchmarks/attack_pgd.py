@@ -22,8 +22,9 @@ import time
 
 import jax
 
+from lpd_jax import sharding
 from lpd_jax.attacks import pgd
-from lpd_jax.ensemble import Ensemble, init_variables
+from lpd_jax.ensemble import Ensemble, Members
 from lpd_jax.models import ResNet18
 
 
@@ -35,18 +36,22 @@ def parse_args(argv=None):
   p.add_argument('--num_classes', type=int, default=10)
   p.add_argument('--members', type=int, default=3, help='K')
   p.add_argument('--batch', type=int, default=128)
-  p.add_argument('--strategy', default='unroll,vmap,map',
-                 help='comma-separated member strategies: unroll, vmap, map')
+  p.add_argument(
+    '--strategy',
+    default='unroll,vmap,map',
+    help='comma-separated member strategies: unroll, vmap, map',
+  )
   p.add_argument('--steps', type=int, default=10)
   p.add_argument('--eps', type=float, default=0.03)
   p.add_argument('--repeats', type=int, default=5, help='timed calls after the warm-up')
-  p.add_argument('--out', default='', help='JSON path; default '
-                 'benchmarks/results/attack_pgd_<backend>.json')
+  p.add_argument(
+    '--out', default='', help='JSON path; default benchmarks/results/attack_pgd_<backend>.json'
+  )
   return p.parse_args(argv)
 
 
 def bench(args, strategy, variables, model):
-  ens = Ensemble(variables, model, strategy)
+  ens = Ensemble(variables, Members(model, strategy))
   kx, ky, ka = jax.random.split(jax.random.key(1), 3)
   x = jax.random.uniform(kx, (args.batch, args.image_size, args.image_size, args.channels))
   y = jax.random.randint(ky, (args.batch,), 0, args.num_classes)
@@ -63,36 +68,60 @@ def bench(args, strategy, variables, model):
     call()
     times.append(time.perf_counter() - start)
   median = statistics.median(times)
-  return dict(strategy=strategy, width=args.width, batch=args.batch,
-              image_size=args.image_size, members=args.members, steps=args.steps,
-              first_call_s=first, seconds_per_call=median, times_s=times,
-              images_per_s=args.batch / median)
+  return dict(
+    strategy=strategy,
+    width=args.width,
+    batch=args.batch,
+    image_size=args.image_size,
+    members=args.members,
+    steps=args.steps,
+    first_call_s=first,
+    seconds_per_call=median,
+    times_s=times,
+    images_per_s=args.batch / median,
+  )
 
 
 def main(argv=None):
   args = parse_args(argv)
   backend = jax.default_backend()
   model = ResNet18(num_classes=args.num_classes, width=args.width)
-  variables = init_variables(model, jax.random.key(0), args.members,
-                             (args.image_size, args.image_size, args.channels))
+  variables = Members(model).init(
+    jax.random.key(0), args.members, (args.image_size, args.image_size, args.channels)
+  )
   rows = []
-  print(f'PGD-{args.steps} L-inf eps {args.eps}, K = {args.members} ResNet-18, '
-        f'{args.image_size}x{args.image_size}x{args.channels}, {backend}: '
-        f'{jax.devices()[0].device_kind}', flush=True)
+  print(
+    f'PGD-{args.steps} L-inf eps {args.eps}, K = {args.members} ResNet-18, '
+    f'{args.image_size}x{args.image_size}x{args.channels}, {backend}: '
+    f'{sharding.describe()["device_kind"]}',
+    flush=True,
+  )
   print('| strategy | width | batch | images/s | s per call | first call (compile) s |')
   print('| --- | --- | --- | --- | --- | --- |', flush=True)
   for strategy in [s.strip() for s in args.strategy.split(',') if s.strip()]:
     r = bench(args, strategy, variables, model)
     rows.append(r)
-    print(f"| {strategy} | {r['width']} | {r['batch']} | {r['images_per_s']:.1f} | "
-          f"{r['seconds_per_call']:.3f} | {r['first_call_s']:.1f} |", flush=True)
-  out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
-                                 f'attack_pgd_{backend}.json')
+    print(
+      f'| {strategy} | {r["width"]} | {r["batch"]} | {r["images_per_s"]:.1f} | '
+      f'{r["seconds_per_call"]:.3f} | {r["first_call_s"]:.1f} |',
+      flush=True,
+    )
+  out = args.out or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), 'results', f'attack_pgd_{backend}.json'
+  )
   os.makedirs(os.path.dirname(out), exist_ok=True)
-  result = dict(benchmark='attack_pgd', backend=backend, device=jax.devices()[0].device_kind,
-                num_devices=jax.device_count(), jax_version=jax.__version__,
-                cpu_count=os.cpu_count(), machine=platform.machine(), args=vars(args),
-                results=rows)
+  device = sharding.describe()
+  result = dict(
+    benchmark='attack_pgd',
+    backend=backend,
+    device=device['device_kind'],
+    num_devices=device['num_devices'],
+    jax_version=jax.__version__,
+    cpu_count=os.cpu_count(),
+    machine=platform.machine(),
+    args=vars(args),
+    results=rows,
+  )
   with open(out, 'w') as f:
     json.dump(result, f, indent=2)
   print(f'wrote {out}')

@@ -20,19 +20,25 @@ import time
 import jax
 import jax.numpy as jnp
 
-from lpd_jax import train
+from lpd_jax import ensemble, sharding, train
 from lpd_jax.config import base_config
-from lpd_jax.models import ResNet18
 
 
 def time_strategy(strategy, width, args):
   config = base_config()
-  config.update(dict(num_members=args.members, width=width, method=args.method,
-                     batch_size=args.batch, member_strategy=strategy))
-  model = ResNet18(num_classes=10, width=width)
+  config.update(
+    dict(
+      num_members=args.members,
+      width=width,
+      method=args.method,
+      batch_size=args.batch,
+      member_strategy=strategy,
+    )
+  )
+  members = ensemble.create(config, num_classes=10)
   tx, _ = train.make_optimizer(config, steps_per_epoch=100)
-  state = train.init_state(config, model, tx, (args.size, args.size, 3))
-  step = train.make_train_step(config, model, tx)
+  state = train.init_state(config, members, tx, (args.size, args.size, 3))
+  step = train.make_train_step(config, members, tx)
   x = jax.random.uniform(jax.random.key(0), (args.batch, args.size, args.size, 3))
   y = jnp.arange(args.batch) % 10
   start = time.perf_counter()
@@ -46,8 +52,13 @@ def time_strategy(strategy, width, args):
       state, m = step(state, x, y, jax.random.key(i))
     jax.block_until_ready(m)
     best = min(best, (time.perf_counter() - start) / args.steps)
-  return dict(strategy=strategy, width=width, step_ms=1e3 * best,
-              images_per_second=args.batch / best, first_call_seconds=compile_seconds)
+  return dict(
+    strategy=strategy,
+    width=width,
+    step_ms=1e3 * best,
+    images_per_second=args.batch / best,
+    first_call_seconds=compile_seconds,
+  )
 
 
 def main():
@@ -62,28 +73,41 @@ def main():
   parser.add_argument('--repeats', type=int, default=3)
   args = parser.parse_args()
 
-  print(f'backend {jax.default_backend()} ({jax.devices()[0].device_kind}), K={args.members}, '
-        f'batch {args.batch}, {args.size}x{args.size}x3, method {args.method}')
-  print(f"{'width':>5} {'strategy':>8} {'step ms':>9} {'img/s':>8} {'compile s':>9}", flush=True)
+  device = sharding.describe()
+  print(
+    f'backend {device["backend"]} ({device["device_kind"]}), K={args.members}, '
+    f'batch {args.batch}, {args.size}x{args.size}x3, method {args.method}'
+  )
+  print(f'{"width":>5} {"strategy":>8} {"step ms":>9} {"img/s":>8} {"compile s":>9}', flush=True)
   rows = []
   for w in args.widths:
     for s in args.strategies:
       r = time_strategy(s, w, args)
       rows.append(r)
-      print(f"{r['width']:>5} {r['strategy']:>8} {r['step_ms']:>9.1f} "
-            f"{r['images_per_second']:>8.1f} {r['first_call_seconds']:>9.1f}", flush=True)
+      print(
+        f'{r["width"]:>5} {r["strategy"]:>8} {r["step_ms"]:>9.1f} '
+        f'{r["images_per_second"]:>8.1f} {r["first_call_seconds"]:>9.1f}',
+        flush=True,
+      )
   print('speed relative to vmap (step time of vmap / step time), same run:')
   for r in rows:
     vmap = next((q for q in rows if q['width'] == r['width'] and q['strategy'] == 'vmap'), None)
     r['speedup_vs_vmap'] = vmap['step_ms'] / r['step_ms'] if vmap else None
     if vmap:
-      print(f"{r['width']:>5} {r['strategy']:>8} {r['speedup_vs_vmap']:>6.2f}x")
-  out = dict(backend=jax.default_backend(), device=jax.devices()[0].device_kind,
-             cpu_count=os.cpu_count(), machine=platform.machine(), jax=jax.__version__,
-             args=vars(args), results=rows)
+      print(f'{r["width"]:>5} {r["strategy"]:>8} {r["speedup_vs_vmap"]:>6.2f}x')
+  out = dict(
+    backend=device['backend'],
+    device=device['device_kind'],
+    cpu_count=os.cpu_count(),
+    machine=platform.machine(),
+    jax=jax.__version__,
+    args=vars(args),
+    results=rows,
+  )
   os.makedirs(os.path.join(os.path.dirname(__file__), 'results'), exist_ok=True)
-  path = os.path.join(os.path.dirname(__file__), 'results',
-                      f'member_strategy_{jax.default_backend()}.json')
+  path = os.path.join(
+    os.path.dirname(__file__), 'results', f'member_strategy_{jax.default_backend()}.json'
+  )
   with open(path, 'w') as f:
     json.dump(out, f, indent=2)
   print(f'wrote {path}')

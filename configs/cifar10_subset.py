@@ -11,8 +11,9 @@ import os
 
 from lpd_jax.config import base_config
 
-SUBSET = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data',
-                      'cifar10_subset.npz')
+SUBSET = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data', 'cifar10_subset.npz'
+)
 
 
 def get_config(method='lpd'):

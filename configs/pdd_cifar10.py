@@ -1,4 +1,4 @@
-"""PDD on CIFAR10 (priority diversified dropout masks; DEG comes with its own issue).
+"""PDD masks without DEG on CIFAR10 ("PDD (no DEG)" in reports; DEG comes with its own issue).
 
 python train.py --config=configs/pdd_cifar10.py --workdir=workdirs/pdd_cifar10
 python eval.py --config=configs/pdd_cifar10.py --workdir=workdirs/pdd_cifar10

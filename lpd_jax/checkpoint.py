@@ -1,5 +1,8 @@
 """Checkpoints behind one module: orbax `CheckpointManager` plus `ensemble.json`.
 
+Pytrees in, pytrees out: this module knows no model or method (`lpd_jax.load` composes
+them into an Ensemble).
+
 A workdir holds `checkpoints/<epoch>/` with two items, `variables` (stacked params
 and batch_stats: all an evaluation needs) and `optimizer` (stacked optimizer state
 and step), and `ensemble.json` (the config, num_classes and input_shape, enough to
@@ -13,28 +16,36 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from lpd_jax import ensemble as ensemble_lib
-from lpd_jax.models import ResNet18
+from lpd_jax.errors import CheckpointError
 
-# Fields that fix the shapes and meaning of the saved parameters.
-MODEL_FIELDS = ('dataset', 'num_members', 'width', 'method')
-
-
-class CheckpointError(RuntimeError):
-  """A workdir that cannot be used with the given config, or holds no checkpoint."""
+# Fields that fix the shapes and meaning of the saved parameters, with the value a
+# workdir saved before the field existed is taken to have.
+MODEL_FIELDS = {
+  'dataset': None,
+  'model': 'resnet18',
+  'num_members': None,
+  'width': None,
+  'method': None,
+}
 
 
 def manager(workdir, keep=2):
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
-                               options=options)
+  return ocp.CheckpointManager(
+    os.path.abspath(os.path.join(workdir, 'checkpoints')), options=options
+  )
 
 
 def save(mgr, epoch, state):
   """state: {'variables': ..., 'opt_state': ..., 'step': ...} with stacked leaves."""
   optimizer = {'opt_state': state['opt_state'], 'step': state['step']}
-  mgr.save(epoch, args=ocp.args.Composite(variables=ocp.args.StandardSave(state['variables']),
-                                          optimizer=ocp.args.StandardSave(optimizer)))
+  mgr.save(
+    epoch,
+    args=ocp.args.Composite(
+      variables=ocp.args.StandardSave(state['variables']),
+      optimizer=ocp.args.StandardSave(optimizer),
+    ),
+  )
   mgr.wait_until_finished()
 
 
@@ -48,15 +59,17 @@ def restore(mgr, epoch, like_state=None, like_variables=None):
   if like_state is not None:
     like_optimizer = {'opt_state': like_state['opt_state'], 'step': like_state['step']}
     args = ocp.args.Composite(
-        variables=ocp.args.StandardRestore(_abstract(like_state['variables'])),
-        optimizer=ocp.args.StandardRestore(_abstract(like_optimizer)))
+      variables=ocp.args.StandardRestore(_abstract(like_state['variables'])),
+      optimizer=ocp.args.StandardRestore(_abstract(like_optimizer)),
+    )
   else:
     args = ocp.args.Composite(variables=ocp.args.StandardRestore(_abstract(like_variables)))
   try:
     out = mgr.restore(epoch, args=args)
   except (ValueError, KeyError, TypeError) as e:
-    raise CheckpointError(f'checkpoint {mgr.directory}/{epoch} does not match this model: '
-                          f'{str(e).splitlines()[0]}') from None
+    raise CheckpointError(
+      f'checkpoint {mgr.directory}/{epoch} does not match this model: {str(e).splitlines()[0]}'
+    ) from None
   if like_state is None:
     return out['variables']
   return dict(variables=out['variables'], **out['optimizer'])
@@ -81,40 +94,14 @@ def read_meta(workdir):
 
 def check_compatible(workdir, config, saved_config):
   """Raises CheckpointError if the workdir was trained with a different model."""
-  diffs = [f'{k}: workdir has {saved_config[k]!r}, config says {config[k]!r}'
-           for k in MODEL_FIELDS if saved_config[k] != config[k]]
+  saved = {k: saved_config.get(k, old) for k, old in MODEL_FIELDS.items()}
+  diffs = [
+    f'{k}: workdir has {saved[k]!r}, config says {config[k]!r}'
+    for k in MODEL_FIELDS
+    if saved[k] != config[k]
+  ]
   if diffs:
     raise CheckpointError(
-        f'workdir {workdir} holds a checkpoint of another ensemble ({"; ".join(diffs)}). '
-        'Use a new --workdir, or the config it was trained with.')
-
-
-def load(workdir, config=None, epoch=None):
-  """Restores the latest (or the given) checkpoint of `workdir` as an Ensemble.
-
-  Args:
-    workdir: a directory written by `lpd_jax.train.train_and_evaluate`.
-    config: if given, must describe the same model (MODEL_FIELDS); its
-      `member_strategy` and `eval` settings are used.
-    epoch: which checkpoint; default the latest.
-
-  Returns:
-    Ensemble with variables [K, ...] and the config (frozen) it was trained with.
-  """
-  meta = read_meta(workdir)
-  mgr = manager(workdir) if meta else None
-  epoch = epoch if epoch is not None else (mgr.latest_step() if mgr else None)
-  if meta is None or epoch is None:
-    raise CheckpointError(f'no checkpoint in workdir {os.path.abspath(workdir)}: train first with '
-                          f'python train.py --config=... --workdir={workdir}')
-  saved_config, num_classes, input_shape = meta
-  if config is not None:
-    check_compatible(workdir, config, saved_config)
-  else:
-    config = saved_config
-  model = ResNet18(num_classes=num_classes, width=saved_config.width)
-  like = jax.eval_shape(lambda: ensemble_lib.init_variables(
-      model, jax.random.key(0), saved_config.num_members, input_shape))
-  variables = restore(mgr, epoch, like_variables=like)
-  return ensemble_lib.Ensemble(variables, model, config.member_strategy,
-                               ml_collections.FrozenConfigDict(config))
+      f'workdir {workdir} holds a checkpoint of another ensemble ({"; ".join(diffs)}). '
+      'Use a new --workdir, or the config it was trained with.'
+    )

@@ -5,17 +5,13 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lpd_jax.checkpoint import CheckpointError
-from lpd_jax.config import ConfigError
-from lpd_jax.data import DataError
-from lpd_jax.train import TrainingError
-
-USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError)
+from lpd_jax.errors import USER_ERRORS
 
 
 def define_flags(config_required):
   config = config_flags.DEFINE_config_file(
-      'config', None, 'Path to an ml_collections config file (configs/*.py).', lock_config=True)
+    'config', None, 'Path to an ml_collections config file (configs/*.py).', lock_config=True
+  )
   workdir = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
   if config_required:
     flags.mark_flags_as_required(['config', 'workdir'])

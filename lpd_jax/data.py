@@ -11,11 +11,9 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
-TFDS_NAMES = {'cifar10': 'cifar10', 'cifar100': 'cifar100'}
+from lpd_jax.errors import DataError
 
-
-class DataError(RuntimeError):
-  """A dataset that is missing or malformed; the message says how to fix it."""
+__all__ = ['LOADERS', 'DataError', 'Dataset', 'load_dataset', 'train_batches', 'to_float']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,22 +39,28 @@ def to_float(images):
   return images.astype(np.float32)
 
 
-def _digits(split_seed):
+def _digits(config):
+  """scikit-learn's bundled 8x8 digits, pixels / 16, a seeded 80/20 split (config.split_seed)."""
   from sklearn.datasets import load_digits
+
   digits = load_digits()
   images = (digits.images / 16.0).astype(np.float32)[..., None]  # [1797, 8, 8, 1]
   labels = digits.target.astype(np.int32)
-  order = np.random.default_rng(split_seed).permutation(len(labels))
+  order = np.random.default_rng(config.split_seed).permutation(len(labels))
   n_train = int(round(0.8 * len(labels)))
   tr, te = order[:n_train], order[n_train:]
   return Dataset('digits', images[tr], labels[tr], images[te], labels[te], 10)
 
 
-def _npz(path):
+def _npz(config):
+  """Arrays train_images, train_labels, test_images, test_labels of config.npz_path."""
+  path = config.npz_path
   if not path or not os.path.isfile(path):
-    raise DataError(f"dataset 'npz': no file at npz_path={path!r}. Give --config.npz_path=FILE.npz "
-                    'holding train_images, train_labels, test_images, test_labels '
-                    '(e.g. ../shared/data/cifar10_subset.npz).')
+    raise DataError(
+      f"dataset 'npz': no file at npz_path={path!r}. Give --config.npz_path=FILE.npz "
+      'holding train_images, train_labels, test_images, test_labels '
+      '(e.g. ../shared/data/cifar10_subset.npz).'
+    )
   with np.load(path) as f:
     missing = {'train_images', 'train_labels', 'test_images', 'test_labels'} - set(f.files)
     if missing:
@@ -67,55 +71,83 @@ def _npz(path):
       arrays[k] = arrays[k][..., None]
   labels = [arrays[k].astype(np.int32) for k in ('train_labels', 'test_labels')]
   num_classes = int(max(labels[0].max(), labels[1].max())) + 1
-  return Dataset('npz', arrays['train_images'], labels[0], arrays['test_images'], labels[1],
-                 num_classes)
+  return Dataset(
+    'npz', arrays['train_images'], labels[0], arrays['test_images'], labels[1], num_classes
+  )
+
+
+def canonical_order(ids):
+  """Record ids like b'test_00042' -> the permutation sorting them by their number.
+
+  Natural order (the number, not its digits as text), so 'test_9' < 'test_10' whether or
+  not the ids are zero-padded; ids without a trailing number sort as text after them.
+  """
+
+  def key(record_id):
+    text = record_id.decode() if isinstance(record_id, bytes) else str(record_id)
+    stem, _, number = text.rpartition('_')
+    return (0, stem, int(number), '') if number.isdigit() else (1, '', 0, text)
+
+  return sorted(range(len(ids)), key=lambda i: key(ids[i]))
 
 
 def _tfds_split(name, split, data_dir):
   import tensorflow_datasets as tfds
+
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
   except Exception as e:  # TFDS raises several types for "not prepared"
     where = data_dir or '~/tensorflow_datasets (the TFDS default)'
     raise DataError(
-        f"dataset {name!r} is not prepared in data_dir {where}. On a machine with internet run\n"
-        f"  tfds build {name} --file_format=array_record"
-        f"{' --data_dir=' + data_dir if data_dir else ''}\n"
-        f"and copy the folder there (random access needs array_record, not tfrecord).\n"
-        f"TFDS said: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+      f'dataset {name!r} is not prepared in data_dir {where}. On a machine with internet run\n'
+      f'  tfds build {name} --file_format=array_record'
+      f'{" --data_dir=" + data_dir if data_dir else ""}\n'
+      f'and copy the folder there (random access needs array_record, not tfrecord).\n'
+      f'TFDS said: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+    ) from None
   examples = [source[i] for i in tqdm(range(len(source)), desc=f'{name}:{split}', leave=False)]
+  if examples and 'id' in examples[0]:
+    # TFDS shuffles records when it prepares a dataset; the `id` feature (e.g. 'test_00042')
+    # restores the canonical order, so "the first N test images" are the paper's.
+    examples = [examples[i] for i in canonical_order([ex['id'] for ex in examples])]
   images = np.stack([ex['image'] for ex in examples]).astype(np.uint8)
   labels = np.asarray([ex['label'] for ex in examples], np.int32)
   return images, labels
 
 
-def _tfds(name, data_dir):
-  import tensorflow_datasets as tfds
+def _tfds(config):
+  """CIFAR-10/100 from TFDS random-access data sources (no TensorFlow needed)."""
+  name, data_dir = config.dataset, config.data_dir
   train = _tfds_split(name, 'train', data_dir)
   test = _tfds_split(name, 'test', data_dir)
-  num_classes = {'cifar10': 10, 'cifar100': 100}.get(name)
-  if num_classes is None:
-    num_classes = tfds.builder(name, data_dir=data_dir or None).info.features['label'].num_classes
-  return Dataset(name, *train, *test, num_classes)
+  return Dataset(name, *train, *test, {'cifar10': 10, 'cifar100': 100}[name])
 
 
-def _tiny_imagenet(data_dir):
+def _tiny_imagenet(config):
   """Tiny-ImageNet from a local `tiny-imagenet-200` folder (train/ and val/ as distributed).
 
   The labelled `val` split is the test set. Decoded arrays are cached beside the
   folder's files in `lpd_jax_cache.npz`.
   """
+  data_dir = config.data_dir
   root = os.path.join(data_dir or '.', 'tiny-imagenet-200')
   if not os.path.isfile(os.path.join(root, 'wnids.txt')):
     raise DataError(
-        f"dataset 'tiny_imagenet': no tiny-imagenet-200/wnids.txt under data_dir "
-        f"{os.path.abspath(data_dir or '.')}. Download tiny-imagenet-200.zip from the CS231n site, "
-        "unzip it there, and pass --config.data_dir=THAT_FOLDER.")
+      f"dataset 'tiny_imagenet': no tiny-imagenet-200/wnids.txt under data_dir "
+      f'{os.path.abspath(data_dir or ".")}. Download tiny-imagenet-200.zip from the CS231n site, '
+      'unzip it there, and pass --config.data_dir=THAT_FOLDER.'
+    )
   cache = os.path.join(root, 'lpd_jax_cache.npz')
   if os.path.isfile(cache):
     with np.load(cache) as f:
-      return Dataset('tiny_imagenet', f['train_images'], f['train_labels'], f['test_images'],
-                     f['test_labels'], int(f['num_classes']))
+      return Dataset(
+        'tiny_imagenet',
+        f['train_images'],
+        f['train_labels'],
+        f['test_images'],
+        f['test_labels'],
+        int(f['num_classes']),
+      )
   from PIL import Image
 
   def read(path):
@@ -124,31 +156,47 @@ def _tiny_imagenet(data_dir):
   with open(os.path.join(root, 'wnids.txt')) as f:
     wnids = [w.strip() for w in f if w.strip()]
   index = {w: i for i, w in enumerate(wnids)}
-  train = [(os.path.join(root, 'train', w, 'images', fn), index[w]) for w in wnids
-           for fn in sorted(os.listdir(os.path.join(root, 'train', w, 'images')))]
+  train = [
+    (os.path.join(root, 'train', w, 'images', fn), index[w])
+    for w in wnids
+    for fn in sorted(os.listdir(os.path.join(root, 'train', w, 'images')))
+  ]
   with open(os.path.join(root, 'val', 'val_annotations.txt')) as f:
-    val = [(os.path.join(root, 'val', 'images', line.split('\t')[0]), index[line.split('\t')[1]])
-           for line in f if line.strip()]
+    val = [
+      (os.path.join(root, 'val', 'images', line.split('\t')[0]), index[line.split('\t')[1]])
+      for line in f
+      if line.strip()
+    ]
   arrays = {}
   for split, items in (('train', train), ('test', val)):
     arrays[f'{split}_images'] = np.stack([read(p) for p, _ in tqdm(items, desc=split, leave=False)])
     arrays[f'{split}_labels'] = np.asarray([y for _, y in items], np.int32)
   np.savez(cache, num_classes=len(wnids), **arrays)
-  return Dataset('tiny_imagenet', arrays['train_images'], arrays['train_labels'],
-                 arrays['test_images'], arrays['test_labels'], len(wnids))
+  return Dataset(
+    'tiny_imagenet',
+    arrays['train_images'],
+    arrays['train_labels'],
+    arrays['test_images'],
+    arrays['test_labels'],
+    len(wnids),
+  )
+
+
+# config.dataset -> loader(config) -> Dataset. Adding a dataset is a loader and one line.
+LOADERS = {
+  'digits': _digits,
+  'npz': _npz,
+  'cifar10': _tfds,
+  'cifar100': _tfds,
+  'tiny_imagenet': _tiny_imagenet,
+}
 
 
 def load_dataset(config):
   """config.dataset -> Dataset. Raises DataError when it is not on disk."""
-  if config.dataset == 'digits':
-    return _digits(config.split_seed)
-  if config.dataset == 'npz':
-    return _npz(config.npz_path)
-  if config.dataset in TFDS_NAMES:
-    return _tfds(TFDS_NAMES[config.dataset], config.data_dir)
-  if config.dataset == 'tiny_imagenet':
-    return _tiny_imagenet(config.data_dir)
-  raise DataError(f'unknown dataset {config.dataset!r}')
+  if config.dataset not in LOADERS:
+    raise DataError(f'unknown dataset {config.dataset!r}; choose one of {", ".join(LOADERS)}')
+  return LOADERS[config.dataset](config)
 
 
 def crop_and_flip(images, rng, pad=4):
@@ -174,7 +222,7 @@ def train_batches(ds, batch_size, *, seed, epoch, augment=False):
   rng = np.random.default_rng([seed, epoch])
   order = rng.permutation(len(ds.train_labels))
   for i in range(len(order) // batch_size):
-    idx = order[i * batch_size:(i + 1) * batch_size]
+    idx = order[i * batch_size : (i + 1) * batch_size]
     x = ds.train_images[idx]
     if augment:
       x = crop_and_flip(x, rng)
@@ -183,16 +231,3 @@ def train_batches(ds, batch_size, *, seed, epoch, augment=False):
 
 def num_train_steps(ds, batch_size):
   return len(ds.train_labels) // batch_size
-
-
-def eval_batches(images, labels, batch_size):
-  """Yields (x [batch_size, ...], y [batch_size], n_valid): the last batch is zero-padded
-  to a full batch so a jitted function compiles once; only its first n_valid rows count."""
-  for start in range(0, len(labels), batch_size):
-    x = to_float(images[start:start + batch_size])
-    y = labels[start:start + batch_size]
-    n = len(y)
-    if n < batch_size:
-      x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
-      y = np.concatenate([y, np.zeros(batch_size - n, y.dtype)])
-    yield x, y, n

@@ -6,7 +6,9 @@ statistics are per sample: one input activates D units in each member. Constants
 and the settled ambiguities are in `shared/design/METHODS.md`.
 """
 
+import dataclasses
 import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +21,7 @@ def _priority_bins(counts, num_members):
 
 
 @functools.partial(jax.jit, static_argnames=('num_bins',))
-def lpd_keep_rates(h, *, s=0.1, eps=0.0, gamma=10.0, lam=0.5, alpha=0.85, beta=0.127,
-                   num_bins=64):
+def lpd_keep_rates(h, *, s=0.1, eps=0.0, gamma=10.0, lam=0.5, alpha=0.85, beta=0.127, num_bins=64):
   """Laplace Priority Dropout keep rates (paper eqs. 3-6, Algorithm 1).
 
   For each sample and member k: a unit is active when v > eps; its bin is
@@ -82,6 +83,41 @@ def pdd_keep_rates(h, *, num_bins=10, alpha=0.9, beta=0.1):
   other = beta * (1.0 - jnp.take_along_axis(n, bins, axis=2) / width)
   p = jnp.where(in_priority, alpha, other)
   return jnp.where(span > 0, p, alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepRates:
+  """A keep-rate function with its hyper-parameters bound: h [K, B, D] -> p [K, B, D].
+
+  Hashable and equal by value (unlike `functools.partial`), so an `Ensemble` carrying
+  one as static data shares compiles with every other ensemble of the same settings.
+
+  Attributes:
+    fn: `lpd_keep_rates`, `pdd_keep_rates` or any function of that form.
+    params: its keyword arguments as sorted (name, value) pairs.
+  """
+
+  fn: Callable
+  params: tuple[tuple[str, Any], ...] = ()
+
+  @classmethod
+  def bind(cls, fn, **params):
+    return cls(fn, tuple(sorted(params.items())))
+
+  def __call__(self, h):
+    return self.fn(h, **dict(self.params))
+
+
+def mean_active_keep_rate(h, p, eps=0.0):
+  """Mean of the keep rates p over the active units h > eps ([K, B, D] -> scalar).
+
+  Inactive units keep p = 1 by convention and are zero anyway; averaging over them
+  would hide how much of the signal the head sees. NaN-free: 1 when nothing is active.
+  """
+  active = h > eps
+  return jnp.sum(jnp.where(active, p, 0.0)) / jnp.maximum(jnp.sum(active), 1) + jnp.where(
+    jnp.any(active), 0.0, 1.0
+  )
 
 
 def sample_mask(key, keep_rates, *, rescale=False):

@@ -1,21 +1,30 @@
 """K members as one pytree with a leading K axis on every leaf.
 
-`map_members` is the one place that decides how the stacked axis executes:
-  * 'unroll': index the stacked leaves member by member inside one jit (a loop
-    unrolled at trace time). Fastest on CPU (benchmarks/member_strategy.py).
-  * 'vmap':   `jax.vmap` over the K axis (one batched program).
-  * 'map':    `jax.lax.map` over the K axis (a sequential loop in XLA).
-  * 'auto':   'unroll' on CPU, 'vmap' on accelerators.
-Callers never see the choice: they pass a per-member function and stacked inputs.
+* `map_members` is the one place that decides how the stacked axis executes:
+    'unroll': index the stacked leaves member by member inside one jit (a loop
+              unrolled at trace time). Fastest on CPU (benchmarks/member_strategy.py).
+    'vmap':   `jax.vmap` over the K axis (one batched program).
+    'map':    `jax.lax.map` over the K axis (a sequential loop in XLA).
+    'auto':   'unroll' on CPU, 'vmap' on accelerators.
+* `Members` applies the member network to stacked variables: features, heads, logits,
+  in training or evaluation mode. Training losses and `Ensemble` both go through it.
+* `Ensemble` is a trained ensemble in evaluation mode, with its inference mode.
+* `log_mean_softmax` is eq. 1 (the ensemble output), written once.
+* `create(config, num_classes)` is the one model factory (`models.REGISTRY`).
 """
 
-from typing import Any
+import dataclasses
+from typing import Any, Optional
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from lpd_jax.models import ResNet18
+from lpd_jax import models
+from lpd_jax.dropout import KeepRates
+
+MEMBER_STRATEGIES = ('auto', 'unroll', 'vmap', 'map')
+INFERENCE_MODES = ('raw', 'expected')
 
 
 def resolve_strategy(strategy):
@@ -48,11 +57,61 @@ def map_members(fn, stacked, strategy='auto'):
   raise ValueError(f'unknown member strategy {strategy!r}')
 
 
-def init_variables(model, key, num_members, input_shape):
-  """Independent inits of K members -> {'params', 'batch_stats'} stacked [K, ...]."""
-  dummy = jnp.zeros((1, *input_shape), jnp.float32)
-  keys = jax.random.split(key, num_members)
-  return jax.jit(jax.vmap(lambda k: model.init(k, dummy)))(keys)
+def log_mean_softmax(member_logits):
+  """Eq. 1 in log space: member logits [K, B, C] -> log (1/K sum_k softmax_k) [B, C]."""
+  log_probs = jax.nn.log_softmax(member_logits, axis=-1)
+  return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(log_probs.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Members:
+  """How to apply one member network to K stacked members (hashable: static under jit).
+
+  Attributes:
+    model: the member network (a `models.REGISTRY` module with `features` / `classify`).
+    strategy: member execution strategy (see `map_members`).
+  """
+
+  model: Any
+  strategy: str = 'auto'
+
+  def init(self, key, num_members, input_shape):
+    """Independent inits of K members -> {'params', 'batch_stats'} stacked [K, ...]."""
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+    keys = jax.random.split(key, num_members)
+    return jax.jit(jax.vmap(lambda k: self.model.init(k, dummy)))(keys)
+
+  def features(self, variables, x, *, train=False):
+    """x [B, H, W, c] -> (h [K, B, D], new batch_stats [K, ...] or None in eval mode).
+
+    In training mode BatchNorm uses (and updates) each member's batch statistics.
+    """
+
+    def one(v):
+      if not train:
+        return self.model.apply(v, x, train=False, method='features'), None
+      h, updates = self.model.apply(v, x, train=True, method='features', mutable=['batch_stats'])
+      return h, updates['batch_stats']
+
+    return map_members(one, variables, self.strategy)
+
+  def heads(self, params, h):
+    """h [K, B, D] -> logits [K, B, C], member k's head on member k's features."""
+    return map_members(
+      lambda m: self.model.apply({'params': m[0]}, m[1], method='classify'),
+      (params, h),
+      self.strategy,
+    )
+
+  def logits(self, variables, x):
+    """x [B, H, W, c] -> logits [K, B, C] in evaluation mode, raw features (no mask)."""
+    return map_members(lambda v: self.model.apply(v, x)[0], variables, self.strategy)
+
+
+def create(config, num_classes):
+  """The one model factory: config.model, config.width and member_strategy -> Members."""
+  model_cls = models.REGISTRY[config.model]
+  return Members(model_cls(num_classes=num_classes, width=config.width), config.member_strategy)
 
 
 class _Attached:
@@ -74,28 +133,43 @@ class _Attached:
 
 @flax.struct.dataclass
 class Ensemble:
-  """A trained ensemble in evaluation mode (BatchNorm running statistics, no dropout).
+  """A trained ensemble in evaluation mode (BatchNorm running statistics, no sampled masks).
 
-  A pytree: `variables` are leaves, so an Ensemble can be passed into jitted
-  functions (attacks, probes) without baking the parameters in as constants.
+  A pytree: `variables` are leaves, so an Ensemble can be passed into jitted functions
+  (attacks, probes) without baking the parameters in as constants.
+
+  Inference modes (METHODS.md "Evaluation of dropout-trained members"):
+    'raw': each head sees its raw features h (the authors' convention, the default);
+    'expected': each head sees h * p(h), p the method's keep rates computed over all
+      members' features of this input as in training (the dropout weight-scaling rule):
+      the scale the head was trained on. Equal to 'raw' for a method without keep rates
+      (Baseline) and for one trained with 1/p rescaling.
 
   Attributes:
     variables: {'params': ..., 'batch_stats': ...}, every leaf [K, ...].
-    model: the member network (a ResNet18 module).
-    strategy: member execution strategy (see `map_members`).
+    members: `Members` (the network and how the K axis executes).
+    inference: 'raw' | 'expected'.
+    keep_rates: the method's `KeepRates` for 'expected' inference, or None.
     run_config: the FrozenConfigDict the ensemble was trained with, read as `.config`;
       it does not enter jit cache keys.
+    run_meta: what `lpd_jax.load` knows of the checkpoint ({'workdir', 'epoch',
+      'num_classes', 'input_shape'}), read as `.meta`; outside jit cache keys too.
   """
 
   variables: Any
-  model: ResNet18 = flax.struct.field(pytree_node=False)
-  strategy: str = flax.struct.field(pytree_node=False, default='auto')
+  members: Members = flax.struct.field(pytree_node=False)
+  inference: str = flax.struct.field(pytree_node=False, default='raw')
+  keep_rates: Optional[KeepRates] = flax.struct.field(pytree_node=False, default=None)
   run_config: Any = flax.struct.field(pytree_node=False, default=None)
+  run_meta: Any = flax.struct.field(pytree_node=False, default=None)
 
   def __post_init__(self):
-    # The config describes the run but never changes the computation (model and
-    # strategy do), so it is attached outside the jit cache key.
+    if self.inference not in INFERENCE_MODES:
+      raise ValueError(f'inference must be one of {INFERENCE_MODES}, got {self.inference!r}')
+    # The config describes the run but never changes the computation, so it is
+    # attached outside the jit cache key.
     object.__setattr__(self, 'run_config', _Attached(self.run_config))
+    object.__setattr__(self, 'run_meta', _Attached(self.run_meta or {}))
 
   @property
   def config(self):
@@ -103,17 +177,39 @@ class Ensemble:
     return self.run_config.value
 
   @property
+  def meta(self):
+    """{'workdir', 'epoch', 'num_classes', 'input_shape'} of a loaded ensemble, else {}."""
+    return self.run_meta.value
+
+  @property
   def num_members(self):
     return jax.tree.leaves(self.variables)[0].shape[0]
 
+  def with_inference(self, mode):
+    """The same ensemble in inference mode `mode` ('raw' or 'expected')."""
+    return self.replace(inference=mode)
+
+  def expected_features(self, x):
+    """x [B, H, W, c] -> (h [K, B, D], p [K, B, D]): features and their keep rates.
+
+    p is held constant under differentiation: the keep rates are piecewise constant
+    in h (binned statistics), so their derivative is 0 almost everywhere anyway.
+    """
+    h, _ = self.members.features(self.variables, x)
+    if self.keep_rates is None:
+      return h, jnp.ones_like(h)
+    return h, jax.lax.stop_gradient(self.keep_rates(jax.lax.stop_gradient(h)))
+
   def member_logits(self, x):
-    """x [B, H, W, c] in [0, 1] -> logits [K, B, C]."""
-    return map_members(lambda v: self.model.apply(v, x)[0], self.variables, self.strategy)
+    """x [B, H, W, c] in [0, 1] -> logits [K, B, C] in this ensemble's inference mode."""
+    if self.inference == 'raw' or self.keep_rates is None:
+      return self.members.logits(self.variables, x)
+    h, p = self.expected_features(x)
+    return self.members.heads(self.variables['params'], h * p)
 
   def log_predict(self, x):
     """x [B, H, W, c] -> log of the mean member softmax [B, C] (eq. 1): attacks' model_fn."""
-    log_probs = jax.nn.log_softmax(self.member_logits(x), axis=-1)
-    return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(log_probs.shape[0])
+    return log_mean_softmax(self.member_logits(x))
 
   def predict(self, x):
     """x [B, H, W, c] -> mean member softmax probabilities [B, C] (eq. 1)."""

@@ -1,102 +1,78 @@
-"""Evaluation of a trained ensemble: the reports `eval.py` writes.
+"""The eval driver: loads a workdir's ensemble and its test data, runs the suites of
+`config.eval.suite` (`lpd_jax.suites.REGISTRY`) and writes what they return.
 
-`config.eval.suite` names the reports (comma-separated keys of SUITES). Each suite
-gets the loaded Ensemble and the test split, returns a JSON-able dict, and the
-driver writes `workdir/eval_<suite>.json` and prints its Markdown table.
+For each suite: `eval_<suite>.json` (its JSON plus 'suite' and 'inference'),
+`eval_<suite>.md` (its Markdown, also printed) and the files it returns (plots,
+per-sample arrays), all in the workdir.
 """
 
+import dataclasses
 import json
 import os
 
-import jax
-import numpy as np
-from tqdm.auto import tqdm
+import ml_collections
 
-from lpd_jax import checkpoint, data, probes
 from lpd_jax import config as config_lib
-from lpd_jax.attacks import report
+from lpd_jax import data, loading, suites
+from lpd_jax.errors import ConfigError
 
-
-@jax.jit
-def _member_logits(ens, x):
-  return ens.member_logits(x)
-
-
-def member_logits(ens, images, labels, batch_size, progress=False):
-  """Member logits [K, N, C] over a whole split, in evaluation mode."""
-  out = []
-  batches = data.eval_batches(images, labels, batch_size)
-  total = -(-len(labels) // batch_size)
-  bar = tqdm(batches, total=total, desc='logits', leave=False, disable=None if progress else True)
-  for x, _, n in bar:
-    out.append(np.asarray(_member_logits(ens, x))[:, :n])
-  return np.concatenate(out, axis=1)
-
-
-def clean_accuracy(ens, images, labels, batch_size, progress=False):
-  """Clean accuracy of each member and of the ensemble (argmax of mean softmax, eq. 1).
-
-  Returns:
-    dict with member_accuracy [K], ensemble_accuracy, ambiguity_entropy (eq. 7),
-    member_correct bool [K, N] and ensemble_correct bool [N].
-  """
-  logits = member_logits(ens, images, labels, batch_size, progress)
-  member_correct = logits.argmax(-1) == labels[None]
-  mean_probs = np.asarray(jax.nn.softmax(logits, axis=-1)).mean(axis=0)
-  ensemble_correct = mean_probs.argmax(-1) == labels
-  return dict(member_accuracy=member_correct.mean(axis=1),
-              ensemble_accuracy=float(ensemble_correct.mean()),
-              ambiguity_entropy=float(probes.ambiguity_entropy(member_correct)),
-              member_correct=member_correct, ensemble_correct=ensemble_correct)
-
-
-def clean_suite(ens, ds, config, workdir):
-  """Clean accuracy per member and of the ensemble, and the ambiguity entropy (eq. 7)."""
-  images, labels = test_prefix(ds, config)
-  r = clean_accuracy(ens, images, labels, config.eval.batch_size, progress=True)
-  result = dict(num_examples=len(labels),
-                member_accuracy=[float(a) for a in r['member_accuracy']],
-                ensemble_accuracy=r['ensemble_accuracy'],
-                ambiguity_entropy=r['ambiguity_entropy'])
-  rows = [f'| member {k + 1} | {100 * a:.2f} |' for k, a in enumerate(result['member_accuracy'])]
-  table = '\n'.join([
-      f'Clean accuracy on {len(labels)} test images ({config.dataset}, K = {ens.num_members}, '
-      f'method {config.method})', '', '| model | accuracy (%) |', '| --- | --- |', *rows,
-      f"| ensemble | {100 * result['ensemble_accuracy']:.2f} |", '',
-      f"Ambiguity entropy E (eq. 7): {result['ambiguity_entropy']:.4f}"])
-  return result, table
-
-
-SUITES = {'clean': clean_suite, 'probes': probes.probes_suite, 'paper': report.paper_suite,
-          'sweep': report.sweep_suite, 'transfer': report.transfer_suite}
+SUITES = suites.REGISTRY
 
 
 def test_prefix(ds, config):
   """The first config.eval.num_examples test images and labels (all if -1)."""
   n = config.eval.num_examples
+  if n is not None and n == 0:
+    raise ConfigError('eval.num_examples must be >= 1, or -1 for all, got 0')
   n = len(ds.test_labels) if n is None or n < 0 else n
   return ds.test_images[:n], ds.test_labels[:n]
 
 
 def evaluate(config, workdir):
-  """Runs the suites in config.eval.suite on the latest checkpoint of `workdir`.
+  """Runs the suites in config.eval.suite on the latest checkpoint of `workdir`, in the
+  inference mode config.eval.inference.
 
-  Returns {suite: result dict}; writes eval_<suite>.json and eval_<suite>.md.
+  Returns {suite: JSON dict}; writes eval_<suite>.json, eval_<suite>.md and the suites' files.
   """
-  suites = [s.strip() for s in config.eval.suite.split(',') if s.strip()]
-  unknown = [s for s in suites if s not in SUITES]
-  if unknown:
-    raise config_lib.ConfigError(f'unknown eval.suite {unknown}; choose from {sorted(SUITES)}')
+  names = config_lib.suite_names(config)
   config_lib.validate(config)
-  ens = checkpoint.load(workdir, config)
+  config_lib.validate_eval(config)
+  ens = loading.load(workdir, config)
   ds = data.load_dataset(config)
+  images, labels = test_prefix(ds, config)
+  frozen = ml_collections.FrozenConfigDict(config)
+
+  def load_other(other):
+    """Another workdir's ensemble for this data, in this run's inference mode."""
+    saved = loading.read_config(other)
+    if saved is not None:
+      theirs = (saved[0].dataset, tuple(saved[2]), saved[1])
+      ours = (config.dataset, tuple(ds.input_shape), ds.num_classes)
+      if theirs != ours:
+        raise ConfigError(
+          f'workdir {other!r} holds an ensemble for another dataset (dataset, '
+          f'input shape, classes) = {theirs}; this one is {ours}'
+        )
+    other_ens = loading.load(other, inference=ens.inference)
+    # How members execute is this run's choice, not the other training run's.
+    return other_ens.replace(
+      members=dataclasses.replace(other_ens.members, strategy=ens.members.strategy)
+    )
+
   results = {}
-  for name in suites:
-    result, table = SUITES[name](ens, ds, config, workdir)
+  for name in names:
+    ctx = suites.SuiteContext(
+      config=frozen, cfg=frozen.eval[name], images=images, labels=labels, load=load_other
+    )
+    report = SUITES[name].run(ens, ctx)
+    result = dict(report.json, suite=name, inference=ens.inference)
     with open(os.path.join(workdir, f'eval_{name}.json'), 'w') as f:
       json.dump(result, f, indent=2)
     with open(os.path.join(workdir, f'eval_{name}.md'), 'w') as f:
-      f.write(table + '\n')
-    print(table, flush=True)
+      f.write(report.markdown + '\n')
+    for file_name, content in report.files.items():
+      with open(os.path.join(workdir, file_name), 'wb') as f:
+        f.write(content)
+    print(report.markdown, flush=True)
     results[name] = result
   return results

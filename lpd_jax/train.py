@@ -1,9 +1,9 @@
 """Simultaneous training of a stacked K-member ensemble (paper Algorithm 1).
 
-One jitted `train_step` updates all members at once: features of every member, then
-the method's masks (LPD keep rates need all members' features of the same step),
-then every head; the loss is sum_k CE_k. Members share batches and nothing else:
-own parameters, own BatchNorm statistics, own optimizer state.
+One jitted `train_step` differentiates the method's loss (`lpd_jax.methods`: the method
+owns its forward pass and its terms) and applies the optimizer vmapped over the K axis.
+Members share batches and nothing else: own parameters, own BatchNorm statistics, own
+optimizer state.
 """
 
 import json
@@ -12,83 +12,120 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from lpd_jax import checkpoint, data, dropout, ensemble, evaluate, methods
+from lpd_jax import checkpoint, data, ensemble, loading, methods, predict
 from lpd_jax import config as config_lib
-from lpd_jax.models import ResNet18
+from lpd_jax.errors import ConfigError, TrainingError
 
-
-class TrainingError(RuntimeError):
-  """Training diverged (NaN or Inf loss)."""
+__all__ = ['TrainingError', 'init_state', 'make_optimizer', 'make_train_step', 'train_and_evaluate']
 
 
 def make_optimizer(config, steps_per_epoch):
   """SGD with momentum, coupled weight decay and cosine decay to final_learning_rate."""
   total = config.num_epochs * steps_per_epoch
-  schedule = optax.cosine_decay_schedule(config.learning_rate, total,
-                                         alpha=config.final_learning_rate / config.learning_rate)
-  tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
-                   optax.sgd(schedule, momentum=config.momentum))
+  schedule = optax.cosine_decay_schedule(
+    config.learning_rate, total, alpha=config.final_learning_rate / config.learning_rate
+  )
+  tx = optax.chain(
+    optax.add_decayed_weights(config.weight_decay), optax.sgd(schedule, momentum=config.momentum)
+  )
   return tx, schedule
 
 
-def init_state(config, model, tx, input_shape):
+def init_state(config, members, tx, input_shape):
   """-> {'variables': {'params', 'batch_stats'}, 'opt_state', 'step'}, leaves stacked [K, ...]."""
   key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  variables = ensemble.init_variables(model, key, config.num_members, input_shape)
+  variables = members.init(key, config.num_members, input_shape)
   opt_state = jax.jit(jax.vmap(tx.init))(variables['params'])
   return dict(variables=variables, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
 
 
-def make_train_step(config, model, tx):
-  """-> jitted (state, x [B, H, W, c], y [B], key) -> (state, metrics)."""
-  strategy = ensemble.resolve_strategy(config.member_strategy)
-  keep_rates, rescale = methods.keep_rate_fn(config)
+def make_train_step(config, members, tx):
+  """-> jitted (state, x [B, H, W, c], y [B], key) -> (state, metrics).
 
-  def loss_fn(params, batch_stats, x, y, key):
-    def features(member):
-      p, bs = member
-      h, updates = model.apply({'params': p, 'batch_stats': bs}, x, train=True,
-                               method=ResNet18.features, mutable=['batch_stats'])
-      return h, updates['batch_stats']
-
-    # h [K, B, D]
-    h, new_batch_stats = ensemble.map_members(features, (params, batch_stats), strategy)
-    if keep_rates is not None:
-      p = keep_rates(jax.lax.stop_gradient(h))
-      h = h * dropout.sample_mask(key, p, rescale=rescale)
-    logits = ensemble.map_members(
-        lambda m: model.apply({'params': m[0]}, m[1], method=ResNet18.classify), (params, h),
-        strategy)  # [K, B, C]
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[None]).mean(axis=1)  # [K]
-    return ce.sum(), (new_batch_stats, logits, ce)
+  metrics: loss, terms {name: scalar} and stats {name: array} of the method's aux,
+  member_accuracy [K] and ensemble_accuracy (eq. 1) on the batch as the loss saw it.
+  """
+  method = methods.get(config.method)
+  frozen = ml_collections.FrozenConfigDict(config)
 
   def train_step(state, x, y, key):
     variables = state['variables']
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (batch_stats, logits, ce)), grads = grad_fn(variables['params'],
-                                                       variables['batch_stats'], x, y, key)
+    grad_fn = jax.value_and_grad(method.loss, argnums=1, has_aux=True)
+    (loss, aux), grads = grad_fn(
+      members, variables['params'], variables['batch_stats'], x, y, key, state['step'], frozen
+    )
     updates, opt_state = jax.vmap(tx.update)(grads, state['opt_state'], variables['params'])
     params = optax.apply_updates(variables['params'], updates)
-    member_correct = (logits.argmax(-1) == y[None]).mean(axis=1)  # [K]
-    ensemble_probs = jax.nn.softmax(logits, axis=-1).mean(axis=0)
-    metrics = dict(loss=loss, member_loss=ce, member_accuracy=member_correct,
-                   ensemble_accuracy=(ensemble_probs.argmax(-1) == y).mean())
-    new_state = dict(variables=dict(params=params, batch_stats=batch_stats), opt_state=opt_state,
-                     step=state['step'] + 1)
+    logits = aux['logits']
+    metrics = dict(
+      loss=loss,
+      terms=aux['terms'],
+      stats=aux['stats'],
+      member_accuracy=(logits.argmax(-1) == y[None]).mean(axis=1),
+      ensemble_accuracy=(ensemble.log_mean_softmax(logits).argmax(-1) == y).mean(),
+    )
+    new_state = dict(
+      variables=dict(params=params, batch_stats=aux['batch_stats']),
+      opt_state=opt_state,
+      step=state['step'] + 1,
+    )
     return new_state, metrics
 
   return jax.jit(train_step, donate_argnums=0)
 
 
+def _epoch_record(means, test, epoch, state, schedule, seen, config, train_seconds):
+  """One line of metrics.jsonl: the epoch's training means and its test evaluation."""
+  record = dict(
+    epoch=epoch + 1,
+    step=int(state['step']),
+    learning_rate=float(schedule(int(state['step']) - 1)),  # of the last step
+    train_loss=float(means['loss']),
+  )
+  record.update({f'train_loss_{name}': float(v) for name, v in means['terms'].items()})
+  for name, v in means['stats'].items():
+    record[f'train_{name}'] = np.round(v, 6).tolist() if np.ndim(v) else float(v)
+  record.update(
+    train_member_accuracy=means['member_accuracy'].round(4).tolist(),
+    train_ensemble_accuracy=float(means['ensemble_accuracy']),
+    **test,
+    images_per_second=seen * config.batch_size / train_seconds,
+    epoch_seconds=train_seconds,
+  )
+  return record
+
+
+def evaluate_epoch(ens, ds, batch_size):
+  """Test metrics logged every epoch: accuracies (raw inference, the report default) and
+  the median member logit margin z_y - max_{j != y} z_j over members and test images, raw
+  and, for a method with keep rates, expected: their ratio is the train/test scale drift
+  of METHODS.md "Evaluation of dropout-trained members"."""
+  logits = predict.member_logits(ens, ds.test_images, batch_size)
+  acc = predict.accuracy_from_logits(logits, ds.test_labels)
+  out = dict(
+    test_member_accuracy=np.round(acc['member_accuracy'], 4).tolist(),
+    test_ensemble_accuracy=acc['ensemble_accuracy'],
+    test_median_logit_margin=float(np.median(predict.logit_margins(logits, ds.test_labels))),
+  )
+  if ens.keep_rates is not None:
+    expected = predict.member_logits(ens.with_inference('expected'), ds.test_images, batch_size)
+    out['test_median_logit_margin_expected'] = float(
+      np.median(predict.logit_margins(expected, ds.test_labels))
+    )
+  return out
+
+
 def _check_finite(loss, step, epoch, last_saved):
   if not np.isfinite(loss):
     raise TrainingError(
-        f'loss is {loss} at step {step} (epoch {epoch + 1}). Training stopped; the last good '
-        f'checkpoint is epoch {last_saved}. Lower --config.learning_rate or check the data.')
+      f'loss is {loss} at step {step} (epoch {epoch + 1}). Training stopped; the last good '
+      f'checkpoint is epoch {last_saved}. Lower --config.learning_rate or check the data.'
+    )
 
 
 def train_and_evaluate(config, workdir):
@@ -105,31 +142,44 @@ def train_and_evaluate(config, workdir):
     checkpoint.check_compatible(workdir, config, meta[0])
     if start_epoch >= config.num_epochs:
       print(f'workdir {workdir} already holds the checkpoint of epoch {start_epoch}; nothing to do')
-      return checkpoint.load(workdir, config)
+      return loading.load(workdir, config)
   ds = data.load_dataset(config)
   steps_per_epoch = data.num_train_steps(ds, config.batch_size)
   if steps_per_epoch == 0:
-    raise config_lib.ConfigError(f'batch_size {config.batch_size} is larger than the '
-                                 f'{len(ds.train_labels)} training images')
-  model = ResNet18(num_classes=ds.num_classes, width=config.width)
+    raise ConfigError(
+      f'batch_size {config.batch_size} is larger than the {len(ds.train_labels)} training images'
+    )
+  members = ensemble.create(config, ds.num_classes)
   tx, schedule = make_optimizer(config, steps_per_epoch)
-  state = init_state(config, model, tx, ds.input_shape)
+  state = init_state(config, members, tx, ds.input_shape)
   if start_epoch:
     state = checkpoint.restore(mgr, start_epoch, like_state=state)
     print(f'resuming from the checkpoint of epoch {start_epoch} in {workdir}')
   else:
     checkpoint.write_meta(workdir, config, ds.num_classes, ds.input_shape)
 
-  train_step = make_train_step(config, model, tx)
-  eval_ensemble = lambda s: ensemble.Ensemble(s['variables'], model, config.member_strategy)
+  train_step = make_train_step(config, members, tx)
+  eval_ensemble = lambda s, epoch: loading.assemble(
+    s['variables'],
+    members,
+    config,
+    dict(
+      workdir=os.path.abspath(workdir),
+      epoch=epoch,
+      num_classes=ds.num_classes,
+      input_shape=tuple(ds.input_shape),
+    ),
+  )
   dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   for epoch in range(start_epoch, config.num_epochs):
     start, sums, seen = time.perf_counter(), None, 0
-    batches = data.train_batches(ds, config.batch_size, seed=config.seed, epoch=epoch,
-                                 augment=config.augment)
-    bar = tqdm(batches, total=steps_per_epoch, desc=f'epoch {epoch + 1}/{config.num_epochs}',
-               leave=False)
+    batches = data.train_batches(
+      ds, config.batch_size, seed=config.seed, epoch=epoch, augment=config.augment
+    )
+    bar = tqdm(
+      batches, total=steps_per_epoch, desc=f'epoch {epoch + 1}/{config.num_epochs}', leave=False
+    )
     for i, (x, y) in enumerate(bar):
       step = epoch * steps_per_epoch + i  # host-side: no device sync per step
       state, m = train_step(state, x, y, jax.random.fold_in(dropout_key, step))
@@ -143,22 +193,16 @@ def train_and_evaluate(config, workdir):
     _check_finite(float(means['loss']), int(state['step']), epoch, epoch)
     train_seconds = time.perf_counter() - start
     checkpoint.save(mgr, epoch + 1, state)
-    test = evaluate.clean_accuracy(eval_ensemble(state), ds.test_images, ds.test_labels,
-                                   config.eval.batch_size)
-    record = dict(epoch=epoch + 1, step=int(state['step']),
-                  learning_rate=float(schedule(int(state['step']) - 1)),  # of the last step
-                  train_loss=float(means['loss']),
-                  train_member_accuracy=means['member_accuracy'].round(4).tolist(),
-                  train_ensemble_accuracy=float(means['ensemble_accuracy']),
-                  test_member_accuracy=np.round(test['member_accuracy'], 4).tolist(),
-                  test_ensemble_accuracy=test['ensemble_accuracy'],
-                  images_per_second=seen * config.batch_size / train_seconds,
-                  epoch_seconds=train_seconds)
+    test = evaluate_epoch(eval_ensemble(state, epoch + 1), ds, config.eval.batch_size)
+    record = _epoch_record(means, test, epoch, state, schedule, seen, config, train_seconds)
     with open(metrics_path, 'a') as f:
       f.write(json.dumps(record) + '\n')
-    print(f"epoch {epoch + 1:3d}  loss {record['train_loss']:.4f}  "
-          f"train acc {record['train_ensemble_accuracy']:.4f}  "
-          f"test acc {record['test_ensemble_accuracy']:.4f} "
-          f"(members {' '.join(f'{a:.3f}' for a in record['test_member_accuracy'])})  "
-          f"{record['images_per_second']:.0f} img/s", flush=True)
-  return eval_ensemble(state)
+    print(
+      f'epoch {epoch + 1:3d}  loss {record["train_loss"]:.4f}  '
+      f'train acc {record["train_ensemble_accuracy"]:.4f}  '
+      f'test acc {record["test_ensemble_accuracy"]:.4f} '
+      f'(members {" ".join(f"{a:.3f}" for a in record["test_member_accuracy"])})  '
+      f'{record["images_per_second"]:.0f} img/s',
+      flush=True,
+    )
+  return eval_ensemble(state, config.num_epochs)

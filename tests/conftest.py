@@ -22,9 +22,18 @@ def compilation_cache(tmp_path_factory):
 def tiny_config(**overrides):
   """A K = 3 LPD ensemble of width-4 ResNet-18s on digits: compiles in seconds on a CPU."""
   c = base_config()
-  c.update(dict(dataset='digits', num_members=3, width=4, method='lpd', num_epochs=3,
-                batch_size=64, learning_rate=0.05, eval=dict(batch_size=128, suite='clean',
-                                                             num_examples=-1)))
+  c.update(
+    dict(
+      dataset='digits',
+      num_members=3,
+      width=4,
+      method='lpd',
+      num_epochs=3,
+      batch_size=64,
+      learning_rate=0.05,
+      eval=dict(batch_size=128, suite='clean', num_examples=-1),
+    )
+  )
   c.update(overrides)
   return c
 

@@ -1,4 +1,4 @@
-"""Tests of the attack reports of eval.py (lpd_jax.attacks.report): suites 'paper',
+"""Tests of the attack reports of eval.py (lpd_jax.suites): suites 'paper',
 'sweep' and 'transfer' on the session's tiny trained ensemble (digits, K = 3, width 4).
 
 The suites run once (module fixture) on the first N = 40 test images in batches of 16,
@@ -17,20 +17,33 @@ import pytest
 from conftest import tiny_config
 
 import lpd_jax
-from lpd_jax import data, evaluate
-from lpd_jax.attacks import cw, fgsm, gradient, pgd, report, saliency_map, transfer_accuracy
+from lpd_jax import data, evaluate, predict
+from lpd_jax.attacks import cw, fgsm, gradient, pgd, saliency_map, transfer_accuracy
 from lpd_jax.config import ConfigError, base_config
+from lpd_jax.suites import common, paper
 
 N, BATCH = 40, 16
-PAPER_ROWS = [('none', None), ('fgsm', 0.02), ('fgsm', 0.04), ('bim', 0.02), ('bim', 0.04),
-              ('pgd', 0.02), ('pgd', 0.04), ('jsma', 0.05), ('jsma', 0.1), ('cw', 0.1)]
+PAPER_ROWS = [
+  ('none', None),
+  ('fgsm', 0.02),
+  ('fgsm', 0.04),
+  ('bim', 0.02),
+  ('bim', 0.04),
+  ('pgd', 0.02),
+  ('pgd', 0.04),
+  ('jsma', 0.05),
+  ('jsma', 0.1),
+  ('cw', 0.1),
+]
 
 
-def eval_config(suite, **overrides):
+def eval_config(suite, paper=None, **groups):
   # vmap: a third of unroll's compile time on CPU (one member traced, not three).
-  return tiny_config(member_strategy='vmap',
-                     eval=dict(suite=suite, num_examples=N, batch_size=BATCH, cw_steps=20,
-                               cw_binary_search_steps=2, **overrides))
+  paper = dict(cw_steps=20, cw_binary_search_steps=2, **(paper or {}))
+  return tiny_config(
+    member_strategy='vmap',
+    eval=dict(suite=suite, num_examples=N, batch_size=BATCH, paper=paper, **groups),
+  )
 
 
 @pytest.fixture(scope='module')
@@ -39,10 +52,14 @@ def reports(trained_workdir):
 
   Returns (config, {suite: result}, {jitted attack core: compiles it added}).
   """
-  cores = {'pgd': gradient._pgd, 'cw': cw._cw_l2, 'jsma': saliency_map._jsma,
-           'correct': report._correct}
+  cores = {
+    'pgd': gradient._pgd,
+    'cw': cw._cw_l2,
+    'jsma': saliency_map._jsma,
+    'correct': predict._correct,
+  }
   before = {name: f._cache_size() for name, f in cores.items()}
-  config = eval_config('paper,sweep,transfer', transfer_workdir=trained_workdir)
+  config = eval_config('paper,sweep,transfer', transfer=dict(workdir=trained_workdir))
   results = evaluate.evaluate(config, trained_workdir)
   compiles = {name: f._cache_size() - before[name] for name, f in cores.items()}
   return config, results, compiles
@@ -69,7 +86,7 @@ def batched(fn, x, y):
   """fn(x_batch, y_batch, start) over batches of BATCH, zero-padded as eval_batches pads."""
   out = []
   for start in range(0, len(y), BATCH):
-    xb, yb = x[start:start + BATCH], y[start:start + BATCH]
+    xb, yb = x[start : start + BATCH], y[start : start + BATCH]
     n = len(yb)
     xb = np.concatenate([xb, np.zeros((BATCH - n, *xb.shape[1:]), xb.dtype)])
     yb = np.concatenate([yb, np.zeros(BATCH - n, yb.dtype)])
@@ -90,9 +107,16 @@ def test_paper_suite_writes_table_4(reports, trained_workdir):
     assert json.load(f) == json.loads(json.dumps(paper))
   with open(os.path.join(trained_workdir, 'eval_paper.md')) as f:
     table = f.read()
-  for line in ['| Attacks | Para. | Accuracy (%) | Accuracy on clean-correct (%) |',
-               '| No Attack | - |', '| FGSM | 0.02 |', '| BIM | 0.02 |', '| PGD | 0.02 |',
-               '| JSMA | 0.05 |', '|  | 0.10 |', '| C&W | 0.10 |']:
+  for line in [
+    '| Attacks | Para. | Accuracy (%) | Accuracy on clean-correct (%) |',
+    '| No Attack | - |',
+    '| FGSM | 0.02 |',
+    '| BIM | 0.02 |',
+    '| PGD | 0.02 |',
+    '| JSMA | 0.05 |',
+    '|  | 0.10 |',
+    '| C&W | 0.10 |',
+  ]:
     assert line in table
   assert table.count('|  | 0.04 |') == 3  # second rows of FGSM, BIM, PGD
   for r in paper['rows']:
@@ -114,13 +138,15 @@ def test_paper_numbers_equal_direct_attacks(reports, direct):
   assert clean.mean() == rows[('none', None)]['accuracy']
 
   fgsm_correct = batched(
-      lambda xb, yb, _: _predict(ens, fgsm(ens.log_predict, xb, yb, eps=0.04)) == yb, x, y)
+    lambda xb, yb, _: _predict(ens, fgsm(ens.log_predict, xb, yb, eps=0.04)) == yb, x, y
+  )
   assert fgsm_correct.mean() == rows[('fgsm', 0.04)]['accuracy']
   assert fgsm_correct[clean].mean() == rows[('fgsm', 0.04)]['accuracy_clean_correct']
 
-  key = report.attack_key(config.seed, 'pgd')
-  out = transfer_accuracy(ens.log_predict, ens.log_predict, pgd, x, y, key=key,
-                          batch_size=BATCH, eps=0.04)
+  key = common.attack_key(config.seed, 'pgd')
+  out = transfer_accuracy(
+    ens.log_predict, ens.log_predict, pgd, x, y, key=key, batch_size=BATCH, eps=0.04
+  )
   pgd_correct = batched(lambda xb, yb, _: _predict(ens, xb) == yb, out['x_adv'], y)
   assert out['accuracy'] == pgd_correct.mean() == rows[('pgd', 0.04)]['accuracy']
   assert pgd_correct[clean].mean() == rows[('pgd', 0.04)]['accuracy_clean_correct']
@@ -156,7 +182,7 @@ def test_sweep_writes_plot_and_decreases(reports, trained_workdir):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert os.path.isfile(os.path.join(trained_workdir, 'eval_sweep.json'))
   defaults = base_config().eval
-  for norm, grid in (('linf', defaults.sweep_linf_eps), ('l2', defaults.sweep_l2_eps)):
+  for norm, grid in (('linf', defaults.sweep.linf_eps), ('l2', defaults.sweep.l2_eps)):
     assert [r['eps'] for r in sweep[norm]] == list(grid)
     acc = [results['sweep']['clean_accuracy']] + [r['accuracy'] for r in sweep[norm]]
     assert all(b <= a + 1 / N for a, b in zip(acc, acc[1:])), (norm, acc)
@@ -179,11 +205,12 @@ def test_transfer_from_itself_is_white_box(reports):
 
 
 def test_transfer_needs_a_surrogate_of_the_same_data(trained_workdir, tmp_path):
-  with pytest.raises(ConfigError, match='transfer_workdir'):
+  with pytest.raises(ConfigError, match='transfer.workdir'):
     evaluate.evaluate(eval_config('transfer'), trained_workdir)
   with pytest.raises(ConfigError, match='no checkpoint'):
-    evaluate.evaluate(eval_config('transfer', transfer_workdir=str(tmp_path / 'none')),
-                      trained_workdir)
+    evaluate.evaluate(
+      eval_config('transfer', transfer=dict(workdir=str(tmp_path / 'none'))), trained_workdir
+    )
   other = tmp_path / 'other'
   shutil.copytree(trained_workdir, other)
   with open(other / 'ensemble.json') as f:
@@ -192,20 +219,24 @@ def test_transfer_needs_a_surrogate_of_the_same_data(trained_workdir, tmp_path):
   with open(other / 'ensemble.json', 'w') as f:
     json.dump(meta, f)
   with pytest.raises(ConfigError, match='another dataset'):
-    report.load_surrogate(eval_config('transfer', transfer_workdir=str(other)),
-                          data.load_dataset(tiny_config()))
+    evaluate.evaluate(eval_config('transfer', transfer=dict(workdir=str(other))), trained_workdir)
 
 
 def test_config_grid_and_errors(trained_workdir):
+  import sys
+
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from configs import lpd_tinyimagenet
+
   config = base_config()
-  assert report.pgd_eps(config) == (0.02, 0.04)
-  config.dataset = 'tiny_imagenet'
-  assert report.pgd_eps(config) == (0.01, 0.02)
-  config.eval.pgd_eps = (0.03,)
-  assert [r['params'] for r in report.attack_grid(config, ('bim', 'cw'))] == [
-      dict(eps=0.03, steps=10),
-      dict(c=0.1, confidence=0.01, steps=1000, binary_search_steps=5, learning_rate=0.01)]
-  with pytest.raises(ConfigError, match='eval.attacks'):
-    evaluate.evaluate(eval_config('paper', attacks='fgsm,deepfool'), trained_workdir)
-  with pytest.raises(ConfigError, match='eval.sweep_norms'):
-    evaluate.evaluate(eval_config('sweep', sweep_norms='l1'), trained_workdir)
+  assert tuple(config.eval.paper.pgd_eps) == (0.02, 0.04)  # the CIFAR grid
+  assert tuple(lpd_tinyimagenet.get_config().eval.paper.pgd_eps) == (0.01, 0.02)  # its config's
+  config.eval.paper.pgd_eps = (0.03,)
+  assert [r['params'] for r in paper.attack_grid(config.eval.paper, ('bim', 'cw'))] == [
+    dict(eps=0.03, steps=10),
+    dict(c=0.1, confidence=0.01, steps=1000, binary_search_steps=5, learning_rate=0.01),
+  ]
+  with pytest.raises(ConfigError, match='eval.paper.attacks'):
+    evaluate.evaluate(eval_config('paper', paper=dict(attacks='fgsm,deepfool')), trained_workdir)
+  with pytest.raises(ConfigError, match='eval.sweep.norms'):
+    evaluate.evaluate(eval_config('sweep', sweep=dict(norms='l1')), trained_workdir)

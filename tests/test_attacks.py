@@ -58,8 +58,10 @@ def digits():
   train, test = perm[: int(0.8 * len(x))], perm[int(0.8 * len(x)) :]
   k1, k2 = jax.random.split(jax.random.key(0))
   params = {
-    'w1': jax.random.normal(k1, (64, 32)) / 8.0, 'b1': jnp.zeros(32),
-    'w2': jax.random.normal(k2, (32, 10)) / np.sqrt(32), 'b2': jnp.zeros(10),
+    'w1': jax.random.normal(k1, (64, 32)) / 8.0,
+    'b1': jnp.zeros(32),
+    'w2': jax.random.normal(k2, (32, 10)) / np.sqrt(32),
+    'b2': jnp.zeros(10),
   }
   tx = optax.adam(1e-2)
   loss = lambda p: -jnp.mean(jnp.take_along_axis(mlp_log_probs(p, x[train]), y[train][:, None], 1))

@@ -11,8 +11,9 @@ from ml_collections import config_flags
 from lpd_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
-                 if not p.endswith('__init__.py'))
+CONFIGS = sorted(
+  p for p in glob.glob(os.path.join(REPO, 'configs', '*.py')) if not p.endswith('__init__.py')
+)
 
 
 def parse(path, *overrides):

@@ -7,10 +7,11 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import tiny_config
 
-from lpd_jax import data
+from lpd_jax import data, predict
 
-SHARED_SUBSET = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data',
-                             'cifar10_subset.npz')
+SHARED_SUBSET = os.path.join(
+  os.path.dirname(__file__), '..', '..', 'shared', 'data', 'cifar10_subset.npz'
+)
 
 
 def test_digits_is_a_seeded_80_20_split_in_unit_range():
@@ -24,9 +25,11 @@ def test_digits_is_a_seeded_80_20_split_in_unit_range():
   assert not np.array_equal(ds.test_labels, other.test_labels)
   # The two halves partition the 1,797 images: per-class counts add up to the whole set.
   from sklearn.datasets import load_digits
+
   whole = np.bincount(load_digits().target, minlength=10)
-  np.testing.assert_array_equal(np.bincount(ds.train_labels, minlength=10) +
-                                np.bincount(ds.test_labels, minlength=10), whole)
+  np.testing.assert_array_equal(
+    np.bincount(ds.train_labels, minlength=10) + np.bincount(ds.test_labels, minlength=10), whole
+  )
 
 
 @pytest.mark.skipif(not os.path.isfile(SHARED_SUBSET), reason='shared CIFAR-10 subset not beside')
@@ -34,7 +37,7 @@ def test_npz_loads_the_shared_cifar10_subset():
   ds = data.load_dataset(tiny_config(dataset='npz', npz_path=SHARED_SUBSET))
   assert ds.train_images.shape == (5085, 32, 32, 3) and ds.test_images.shape == (500, 32, 32, 3)
   assert ds.train_images.dtype == np.uint8 and ds.num_classes == 10
-  x, y, n = next(data.eval_batches(ds.test_images, ds.test_labels, 64))
+  _, x, y, n = next(predict.padded_batches(ds.test_images, ds.test_labels, 64))
   assert x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1 and x.max() > 0.9 and n == 64
 
 
@@ -56,6 +59,20 @@ def test_tfds_datasets_through_mock_data(name, classes):
   assert ds.train_labels.dtype == np.int32 and ds.train_labels.max() < classes
 
 
+def test_tfds_test_records_are_put_in_their_canonical_id_order():
+  """TFDS shuffles records when it prepares CIFAR; "the first N test images" follow `id`."""
+  assert data.canonical_order([b'test_10', b'test_9', b'test_00000', 'test_2']) == [2, 3, 1, 0]
+  assert data.canonical_order(['b', 'test_1', 'a']) == [1, 2, 0]  # numbered first, then text
+  with tfds.testing.mock_data(num_examples=12):
+    source = tfds.data_source('cifar10', split='test')
+    records = [source[i] for i in range(len(source))]
+    ds = data.load_dataset(tiny_config(dataset='cifar10'))
+  order = data.canonical_order([r['id'] for r in records])
+  assert order != list(range(12))  # the mock's ids are not already sorted
+  np.testing.assert_array_equal(ds.test_images, np.stack([records[i]['image'] for i in order]))
+  np.testing.assert_array_equal(ds.test_labels, [records[i]['label'] for i in order])
+
+
 def test_tfds_dataset_not_on_disk_names_dataset_dir_and_the_fix(tmp_path):
   with pytest.raises(data.DataError) as err:
     data.load_dataset(tiny_config(dataset='cifar100', data_dir=str(tmp_path)))
@@ -67,6 +84,7 @@ def test_tfds_dataset_not_on_disk_names_dataset_dir_and_the_fix(tmp_path):
 
 def _write_tiny_imagenet(root, wnids, per_class, val):
   from PIL import Image
+
   rng = np.random.default_rng(0)
   base = root / 'tiny-imagenet-200'
   (base / 'val' / 'images').mkdir(parents=True)
@@ -75,11 +93,13 @@ def _write_tiny_imagenet(root, wnids, per_class, val):
     (base / 'train' / w / 'images').mkdir(parents=True)
     for i in range(per_class):
       Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(
-          base / 'train' / w / 'images' / f'{w}_{i}.JPEG')
+        base / 'train' / w / 'images' / f'{w}_{i}.JPEG'
+      )
   lines = []
   for i, w in enumerate(val):
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(
-        base / 'val' / 'images' / f'val_{i}.JPEG')
+      base / 'val' / 'images' / f'val_{i}.JPEG'
+    )
     lines.append(f'val_{i}.JPEG\t{w}\t0\t0\t63\t63')
   (base / 'val' / 'val_annotations.txt').write_text('\n'.join(lines) + '\n')
 
@@ -106,7 +126,7 @@ def test_crop_and_flip_equals_a_loop_over_pad_crop_flip():
   dy, dx, flip = rng.integers(0, 5, 16), rng.integers(0, 5, 16), rng.random(16) < 0.5
   for i in range(16):
     padded = np.pad(images[i], ((2, 2), (2, 2), (0, 0)))
-    crop = padded[dy[i]:dy[i] + 6, dx[i]:dx[i] + 5]
+    crop = padded[dy[i] : dy[i] + 6, dx[i] : dx[i] + 5]
     np.testing.assert_array_equal(out[i], crop[:, ::-1] if flip[i] else crop)
 
 
@@ -120,10 +140,13 @@ def test_train_batches_depend_only_on_seed_and_epoch():
   assert not np.array_equal(np.concatenate(first), np.concatenate(other))
 
 
-def test_eval_batches_pad_to_a_fixed_shape_and_report_valid_rows():
+def test_padded_batches_pad_to_a_fixed_shape_and_report_valid_rows():
   images = np.arange(10 * 2 * 2 * 1, dtype=np.float32).reshape(10, 2, 2, 1) / 40
   labels = np.arange(10, dtype=np.int32)
-  batches = list(data.eval_batches(images, labels, 4))
-  assert [n for _, _, n in batches] == [4, 4, 2]
-  assert all(x.shape == (4, 2, 2, 1) for x, _, _ in batches)
-  np.testing.assert_array_equal(np.concatenate([y[:n] for _, y, n in batches]), labels)
+  batches = list(predict.padded_batches(images, labels, 4))
+  assert [(start, n) for start, _, _, n in batches] == [(0, 4), (4, 4), (8, 2)]
+  assert all(x.shape == (4, 2, 2, 1) for _, x, _, _ in batches)
+  np.testing.assert_array_equal(np.concatenate([y[:n] for _, _, y, n in batches]), labels)
+  np.testing.assert_array_equal(batches[-1][1][2:], 0.0)  # zero padding
+  first = next(predict.padded_batches(images.astype(np.float64), labels, 4))
+  assert first[1].dtype == np.float64  # float64 probes stay float64

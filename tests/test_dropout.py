@@ -127,8 +127,9 @@ def test_sampled_mask_frequencies_match_keep_rates():
 
 def test_rescaled_mask_is_unbiased_and_never_nan():
   p = np.array([[[0.5, 0.0, 1.0, 0.2]]], np.float32)
-  masks = np.asarray(dropout.sample_mask(jax.random.key(6), np.broadcast_to(p, (20000, *p.shape)),
-                                         rescale=True))
+  masks = np.asarray(
+    dropout.sample_mask(jax.random.key(6), np.broadcast_to(p, (20000, *p.shape)), rescale=True)
+  )
   assert np.isfinite(masks).all()
   np.testing.assert_allclose(masks.mean(axis=0)[0, 0], [1.0, 0.0, 1.0, 1.0], atol=0.05)
 

@@ -51,7 +51,7 @@ def test_features_have_width_8w_and_the_mask_hook_multiplies_them():
 @pytest.fixture(scope='module')
 def small_ensemble():
   model = ResNet18(num_classes=4, width=2)
-  variables = ensemble.init_variables(model, jax.random.key(0), 3, (8, 8, 1))
+  variables = ensemble.Members(model).init(jax.random.key(0), 3, (8, 8, 1))
   x = jax.random.uniform(jax.random.key(1), (5, 8, 8, 1))
   return model, variables, x
 
@@ -66,7 +66,7 @@ def test_members_are_initialised_independently(small_ensemble):
 @pytest.mark.parametrize('strategy', ['unroll', 'vmap', 'map'])
 def test_member_logits_equal_each_member_applied_alone(small_ensemble, strategy):
   model, variables, x = small_ensemble
-  ens = ensemble.Ensemble(variables, model, strategy)
+  ens = ensemble.Ensemble(variables, ensemble.Members(model, strategy))
   logits = jax.jit(lambda e, x: e.member_logits(x))(ens, x)
   for k in range(3):
     member = jax.tree.map(lambda a, k=k: a[k], variables)
@@ -75,7 +75,7 @@ def test_member_logits_equal_each_member_applied_alone(small_ensemble, strategy)
 
 def test_predict_is_the_mean_member_softmax(small_ensemble):
   model, variables, x = small_ensemble
-  ens = ensemble.Ensemble(variables, model, 'unroll')
+  ens = ensemble.Ensemble(variables, ensemble.Members(model, 'unroll'))
   probs = np.asarray(jax.nn.softmax(ens.member_logits(x), axis=-1)).mean(axis=0)
   np.testing.assert_allclose(ens.predict(x), probs, rtol=1e-5)
   np.testing.assert_allclose(np.exp(ens.log_predict(x)).sum(-1), 1.0, rtol=1e-5)
@@ -86,10 +86,10 @@ def test_auto_strategy_is_unroll_on_cpu():
 
 
 def _one_step(config, x, y):
-  model = ResNet18(num_classes=10, width=config.width)
+  members = ensemble.create(config, num_classes=10)
   tx, _ = train.make_optimizer(config, steps_per_epoch=10)
-  state = train.init_state(config, model, tx, x.shape[1:])
-  step = train.make_train_step(config, model, tx)
+  state = train.init_state(config, members, tx, x.shape[1:])
+  step = train.make_train_step(config, members, tx)
   new_state, metrics = step(state, x, y, jax.random.key(3))
   jax.block_until_ready(step(jax.tree.map(jnp.copy, new_state), x, y, jax.random.key(4)))
   assert step._cache_size() == 1  # a new key and a new state do not recompile
@@ -101,7 +101,9 @@ def test_train_step_is_the_same_under_unroll_and_vmap():
   y = jnp.arange(16) % 10
   results = [_one_step(tiny_config(width=2, member_strategy=s), x, y) for s in ('unroll', 'vmap')]
   (a, ma), (b, mb) = results
-  np.testing.assert_allclose(ma['member_loss'], mb['member_loss'], rtol=1e-5)
+  np.testing.assert_allclose(ma['stats']['member_ce'], mb['stats']['member_ce'], rtol=1e-5)
+  # The loss convention of METHODS.md: the data term is the mean of the members' CE.
+  np.testing.assert_allclose(ma['loss'], np.mean(ma['stats']['member_ce']), rtol=1e-6)
   for leaf_a, leaf_b in zip(jax.tree.leaves(a['variables']), jax.tree.leaves(b['variables'])):
     np.testing.assert_allclose(leaf_a, leaf_b, rtol=1e-4, atol=1e-6)
 
@@ -111,15 +113,16 @@ def test_baseline_members_train_independently():
   config = tiny_config(width=2, method='baseline')
   x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1))
   y = jnp.arange(16) % 10
-  model = ResNet18(num_classes=10, width=2)
+  members = ensemble.create(config, num_classes=10)
   tx, _ = train.make_optimizer(config, 10)
-  state = train.init_state(config, model, tx, x.shape[1:])
-  step = train.make_train_step(config, model, tx)
+  state = train.init_state(config, members, tx, x.shape[1:])
+  step = train.make_train_step(config, members, tx)
   after, _ = step(jax.tree.map(jnp.copy, state), x, y, jax.random.key(0))
   # Perturb member 2 only: members 0 and 1 must end the step exactly as before.
   perturbed = jax.tree.map(jnp.copy, state)
-  perturbed['variables']['params'] = jax.tree.map(lambda a: a.at[2].multiply(1.5),
-                                                  perturbed['variables']['params'])
+  perturbed['variables']['params'] = jax.tree.map(
+    lambda a: a.at[2].multiply(1.5), perturbed['variables']['params']
+  )
   after_perturbed, _ = step(perturbed, x, y, jax.random.key(0))
   pairs = zip(jax.tree.leaves(after['variables']), jax.tree.leaves(after_perturbed['variables']))
   for u, v in pairs:
@@ -142,9 +145,11 @@ def test_optimizer_is_sgd_momentum_with_weight_decay_and_cosine_decay():
 
 def test_ensembles_differing_only_in_config_share_compiles(small_ensemble):
   import ml_collections
+
   model, variables, x = small_ensemble
-  a = ensemble.Ensemble(variables, model, 'unroll', ml_collections.FrozenConfigDict({'seed': 0}))
-  b = ensemble.Ensemble(variables, model, 'unroll', ml_collections.FrozenConfigDict({'seed': 1}))
+  members = ensemble.Members(model, 'unroll')
+  a = ensemble.Ensemble(variables, members, run_config=ml_collections.FrozenConfigDict({'seed': 0}))
+  b = ensemble.Ensemble(variables, members, run_config=ml_collections.FrozenConfigDict({'seed': 1}))
   assert a.config.seed == 0 and b.config.seed == 1
   predict = jax.jit(lambda e, x: e.log_predict(x))
   predict(a, x), predict(b, x)

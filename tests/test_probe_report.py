@@ -8,23 +8,24 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from lpd_jax import checkpoint, data, evaluate, probes
 from lpd_jax import config as config_lib
+from lpd_jax import data, evaluate, load, probes
+from lpd_jax.suites import probes as probes_suite
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), os.pardir, 'notebooks', 'probes.ipynb')
 
 
 def eval_config(**overrides):
   """tiny_config with every eval field the probes suite reads set: 'probes' on a short prefix."""
-  fields = dict(suite='probes', batch_size=32, num_examples=100, probe_examples=50,
-                probe_float64=False)
-  fields.update(overrides)
-  return tiny_config(eval=fields)
+  group = dict(num_examples=50, float64=False)
+  group.update(overrides)
+  return tiny_config(eval=dict(suite='probes', batch_size=32, num_examples=100, probes=group))
 
 
 def test_probes_suite_matches_direct_probes(trained_workdir):
   config = eval_config()
   assert set(config.eval) == set(config_lib.base_config().eval)  # the others keep defaults
+  assert set(config.eval.probes) == set(config_lib.base_config().eval.probes)
   result = evaluate.evaluate(config, trained_workdir)['probes']
 
   with open(os.path.join(trained_workdir, 'eval_probes.json')) as f:
@@ -36,7 +37,7 @@ def test_probes_suite_matches_direct_probes(trained_workdir):
 
   # L_d, L_s: the first 50 test images (the batches of 32 pad the last one), recomputed
   # here in one call from the input gradients.
-  ens = checkpoint.load(trained_workdir)
+  ens = load(trained_workdir)
   ds = data.load_dataset(config)
   x, y = data.to_float(ds.test_images[:50]), ds.test_labels[:50]
   g = probes.input_gradients(ens, x, y)
@@ -64,7 +65,7 @@ def test_probes_suite_matches_direct_probes(trained_workdir):
 
 
 def test_probes_suite_float64(trained_workdir):
-  result = evaluate.evaluate(eval_config(probe_float64=True, probe_examples=20), trained_workdir)
+  result = evaluate.evaluate(eval_config(float64=True, num_examples=20), trained_workdir)
   result = result['probes']
   assert result['float64'] is True and result['probe_examples'] == 20
   saved = np.load(os.path.join(trained_workdir, 'probes_per_sample.npz'))
@@ -77,18 +78,24 @@ def test_probes_suite_float64(trained_workdir):
 
 
 def test_probes_suite_rejects_zero_examples(trained_workdir):
-  with pytest.raises(config_lib.ConfigError, match='probe_examples'):
-    evaluate.evaluate(eval_config(probe_examples=0), trained_workdir)
+  with pytest.raises(config_lib.ConfigError, match='eval.probes.num_examples'):
+    evaluate.evaluate(eval_config(num_examples=0), trained_workdir)
 
 
 def test_markdown_tables_side_by_side():
   def result(k, scale):
     quantiles = {0.25: -scale, 0.5: 0.0, 0.75: 2 * scale}
-    return dict(num_members=k, num_examples=10, ambiguity_entropy=0.25 * k / 5,
-                probe_examples=10, float64=False, gradient_cosine=quantiles,
-                gradient_norm={q: abs(v) for q, v in quantiles.items()})
+    return dict(
+      num_members=k,
+      num_examples=10,
+      ambiguity_entropy=0.25 * k / 5,
+      probe_examples=10,
+      float64=False,
+      gradient_cosine=quantiles,
+      gradient_norm={q: abs(v) for q, v in quantiles.items()},
+    )
 
-  table = probes.markdown_tables([('Baseline', result(3, 0.5)), ('LPD', result(5, 3e-9))])
+  table = probes_suite.markdown_tables([('Baseline', result(3, 0.5)), ('LPD', result(5, 3e-9))])
   # Table 1: a column per ensemble size K; Tables 2-3: a column per ensemble.
   assert '| Ensemble method | K = 3 | K = 5 |' in table
   assert '| Baseline | 0.1500 |  |' in table
@@ -122,8 +129,9 @@ def test_notebook_runs(trained_workdir, tmp_path, monkeypatch, copies):
   monkeypatch.setenv('LPD_PROBE_EXAMPLES', '64')
   monkeypatch.setenv('LPD_PROBE_PNG', str(png))
   nb = nbformat.read(NOTEBOOK, as_version=4)
-  nbclient.NotebookClient(nb, timeout=300, kernel_name='python3',
-                          resources={'metadata': {'path': str(tmp_path)}}).execute()
+  nbclient.NotebookClient(
+    nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}
+  ).execute()
 
   assert png.stat().st_size > 10_000
   outputs = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs]

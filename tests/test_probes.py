@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lpd_jax import probes
+from lpd_jax import probes, pytrees
 
 K, C, HIDDEN, SHAPE = 3, 3, 8, (4, 4, 1)
 D = math.prod(SHAPE)
@@ -148,7 +148,7 @@ def test_input_gradients_match_finite_differences():
   assert g.shape == (K, 2, *SHAPE) and g.dtype == jnp.float64
 
   with jax.enable_x64(True):
-    ens64 = probes._to_float64(ensemble)
+    ens64 = pytrees.cast_floating(ensemble, jnp.float64)
     x = x.astype(np.float64).reshape(2, D)
     h = 1e-5
     steps = h * np.eye(D)  # perturb each input coordinate of every sample

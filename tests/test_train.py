@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from lpd_jax import checkpoint, data, evaluate, load, train
+from lpd_jax import checkpoint, data, evaluate, load, predict, train
 from lpd_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,23 +31,27 @@ def test_load_restores_the_ensemble_that_reaches_the_logged_accuracy(trained_wor
   ens = load(trained_workdir)
   assert ens.num_members == 3 and ens.config.width == 4
   ds = data.load_dataset(ens.config)
-  r = evaluate.clean_accuracy(ens, ds.test_images, ds.test_labels, batch_size=100)
+  r = predict.clean_accuracy(ens, ds.test_images, ds.test_labels, batch_size=100)
   with open(os.path.join(trained_workdir, 'metrics.jsonl')) as f:
     last = json.loads(f.readlines()[-1])
   assert r['ensemble_accuracy'] == pytest.approx(last['test_ensemble_accuracy'])
   np.testing.assert_allclose(r['member_accuracy'], last['test_member_accuracy'], atol=1e-4)
   # Ensemble prediction is the argmax of the mean softmax, not a majority vote.
-  probs = np.concatenate([np.asarray(ens.predict(x))[:n]
-                          for x, _, n in data.eval_batches(ds.test_images, ds.test_labels, 100)])
+  probs = np.concatenate(
+    [
+      np.asarray(ens.predict(x))[:n]
+      for _, x, _, n in predict.padded_batches(ds.test_images, ds.test_labels, 100)
+    ]
+  )
   assert r['ensemble_accuracy'] == pytest.approx((probs.argmax(-1) == ds.test_labels).mean())
 
 
 def test_evaluation_compiles_once_for_all_batches_including_the_padded_last(trained_workdir):
   ens = load(trained_workdir)
   ds = data.load_dataset(ens.config)
-  evaluate._member_logits.clear_cache()
-  evaluate.clean_accuracy(ens, ds.test_images[:70], ds.test_labels[:70], batch_size=32)
-  assert evaluate._member_logits._cache_size() == 1  # 3 batches, the last one padded
+  predict._member_logits.clear_cache()
+  predict.clean_accuracy(ens, ds.test_images[:70], ds.test_labels[:70], batch_size=32)
+  assert predict._member_logits._cache_size() == 1  # 3 batches, the last one padded
 
 
 def test_evaluate_writes_the_clean_table_and_json(trained_workdir, capsys):
@@ -84,21 +88,29 @@ def test_nan_loss_stops_training_with_a_clear_error(tmp_path):
   images = ds.train_images.copy()
   images[:, 0, 0, 0] = np.nan
   path = tmp_path / 'nan.npz'
-  np.savez(path, train_images=images, train_labels=ds.train_labels,
-           test_images=ds.test_images, test_labels=ds.test_labels)
+  np.savez(
+    path,
+    train_images=images,
+    train_labels=ds.train_labels,
+    test_images=ds.test_images,
+    test_labels=ds.test_labels,
+  )
   config = tiny_config(dataset='npz', npz_path=str(path))  # the fixture's shapes: cached compile
   with pytest.raises(train.TrainingError, match='loss is nan at step'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert checkpoint.manager(str(tmp_path / 'run')).latest_step() is None
 
 
-@pytest.mark.parametrize('override, message', [
+@pytest.mark.parametrize(
+  'override, message',
+  [
     (dict(method='dropconnect'), "unknown method 'dropconnect'"),
     (dict(dataset='mnist'), "unknown dataset 'mnist'"),
     (dict(num_members=0), 'num_members .K. must be an integer >= 1'),
     (dict(num_members=70), r'lpd.num_bins \(64\) must be >= num_members \(70\)'),
     (dict(dataset='npz'), "dataset='npz' needs --config.npz_path"),
-])
+  ],
+)
 def test_bad_configs_are_rejected_before_any_work(override, message):
   with pytest.raises(config_lib.ConfigError, match=message):
     config_lib.validate(tiny_config(**override))
@@ -118,17 +130,28 @@ def test_load_of_an_empty_workdir_says_train_first(tmp_path):
 
 def _run(script, *args):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, os.path.join(REPO, script), *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
-@pytest.mark.parametrize('args, message', [
+@pytest.mark.parametrize(
+  'args, message',
+  [
     (['--config.method=dropconnect'], "error: unknown method 'dropconnect'"),
-    (['--config.dataset=cifar10', '--config.data_dir=/nonexistent'],
-     "error: dataset 'cifar10' is not prepared in data_dir /nonexistent"),
+    (
+      ['--config.dataset=cifar10', '--config.data_dir=/nonexistent'],
+      "error: dataset 'cifar10' is not prepared in data_dir /nonexistent",
+    ),
     (['--config.num_members=0'], 'error: num_members (K) must be an integer >= 1, got 0'),
     (['--config.num_memberz=3'], 'Did you mean "num_members" instead of "num_memberz"?'),
-])
+  ],
+)
 def test_train_command_prints_one_error_line_and_no_traceback(tmp_path, args, message):
   result = _run('train.py', '--config=configs/quickstart.py', f'--workdir={tmp_path}', *args)
   assert result.returncode == 1
@@ -152,6 +175,7 @@ def test_the_quickstart_config_reaches_90_percent_on_digits(tmp_path):
   """The README's main command: configs/quickstart.py, as shipped, on 2 CPU cores."""
   sys.path.insert(0, REPO)
   from configs import quickstart
+
   workdir = str(tmp_path / 'quickstart')
   train.train_and_evaluate(quickstart.get_config(), workdir)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:

@@ -1,4 +1,4 @@
-"""Pieces shared by the white-box attacks: model wrapping, the attack loss, norms, keys.
+"""Pieces shared by the white-box attacks: the attack loss, norms, keys.
 
 Conventions (METHODS.md "Attacks"): `model(x) -> [B, C]` log-probabilities (for an
 ensemble, log of the mean member softmax, eq. 1); x is float32 in [0, 1] with any
@@ -6,31 +6,10 @@ shape [B, ...]; y int labels [B]. Samples are independent (evaluation mode), so 
 gradient of the batch-summed loss is each sample's own input gradient.
 """
 
-import inspect
-
 import jax
 import jax.numpy as jnp
-from jax.tree_util import Partial
 
-
-def as_partial(model_fn):
-  """Wraps a model function as a `jax.tree_util.Partial` for the jitted attack cores.
-
-  * a `Partial` is returned as is;
-  * a bound method of a registered pytree (e.g. `Ensemble.log_predict` of a
-    `flax.struct.dataclass`) becomes `Partial(type(obj).method, obj)`: the object's
-    arrays are traced leaves, so another object of the same structure (new
-    parameters) reuses the compiled attack instead of baking parameters in;
-  * any other callable becomes `Partial(model_fn)`; the callable is static, so a new
-    closure compiles anew.
-  """
-  if isinstance(model_fn, Partial):
-    return model_fn
-  if inspect.ismethod(model_fn):
-    obj = model_fn.__self__
-    if not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(obj)):
-      return Partial(model_fn.__func__, obj)
-  return Partial(model_fn)
+from lpd_jax.pytrees import as_partial  # noqa: F401  (re-exported: the attacks' model wrapper)
 
 
 def cross_entropy(log_probs, y):

@@ -42,8 +42,10 @@ def _cw_l2(model, x, y, c, confidence, learning_rate, *, steps, binary_search_st
       better = success & (dist < best_dist)
       updates, opt_state = opt.update(grad, opt_state)
       return (
-        optax.apply_updates(w, updates), opt_state,
-        jnp.where(better, dist, best_dist), jnp.where(per_sample(better), x_adv, best_x),
+        optax.apply_updates(w, updates),
+        opt_state,
+        jnp.where(better, dist, best_dist),
+        jnp.where(per_sample(better), x_adv, best_x),
         found | success,
       )
 
@@ -56,15 +58,26 @@ def _cw_l2(model, x, y, c, confidence, learning_rate, *, steps, binary_search_st
 
   batch = x.shape[0]
   init = (
-    jnp.full(batch, c, jnp.float32), jnp.zeros(batch), jnp.full(batch, 1e10),
-    jnp.full(batch, jnp.inf), x,
+    jnp.full(batch, c, jnp.float32),
+    jnp.zeros(batch),
+    jnp.full(batch, 1e10),
+    jnp.full(batch, jnp.inf),
+    x,
   )
   (_, _, _, _, best_x), _ = jax.lax.scan(optimise, init, None, length=binary_search_steps)
   return best_x
 
 
 def cw_l2(
-  model_fn, x, y, *, key=None, c=0.1, confidence=0.01, steps=1000, binary_search_steps=5,
+  model_fn,
+  x,
+  y,
+  *,
+  key=None,
+  c=0.1,
+  confidence=0.01,
+  steps=1000,
+  binary_search_steps=5,
   learning_rate=0.01,
 ):
   """Carlini-Wagner L2: minimise ||x' - x||_2^2 + c * max(z_y - max_{j!=y} z_j + confidence, 0).
@@ -93,6 +106,12 @@ def cw_l2(
   """
   del key
   return _cw_l2(
-    as_partial(model_fn), x, y, c, confidence, learning_rate,
-    steps=steps, binary_search_steps=binary_search_steps,
+    as_partial(model_fn),
+    x,
+    y,
+    c,
+    confidence,
+    learning_rate,
+    steps=steps,
+    binary_search_steps=binary_search_steps,
   )

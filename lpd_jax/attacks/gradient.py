@@ -84,7 +84,16 @@ def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restart
 
 
 def pgd(
-  model_fn, x, y, *, key=None, eps, steps=10, step_size=None, norm='linf', random_start=True,
+  model_fn,
+  x,
+  y,
+  *,
+  key=None,
+  eps,
+  steps=10,
+  step_size=None,
+  norm='linf',
+  random_start=True,
   restarts=1,
 ):
   """Projected gradient descent on the cross-entropy (Madry et al. 2018).
@@ -118,8 +127,16 @@ def pgd(
   if step_size is None:
     step_size = eps / 10 if norm == 'linf' else 2.5 * eps / steps
   return _pgd(
-    as_partial(model_fn), x, y, key, eps, step_size,
-    steps=steps, norm=norm, random_start=random_start, restarts=restarts,
+    as_partial(model_fn),
+    x,
+    y,
+    key,
+    eps,
+    step_size,
+    steps=steps,
+    norm=norm,
+    random_start=random_start,
+    restarts=restarts,
   )
 
 

@@ -1,31 +1,27 @@
-"""Training objectives, selected by `config.method`.
+"""Training objectives as method objects, selected by `config.method`.
 
-A method says how the features h [K, B, D] of all members are masked between the
-backbone and the heads (`keep_rates`, None for no dropout). Objectives with extra
-loss terms (DEG, ADP, GAL, TRS) add them here as they arrive.
+A `Method` owns its loss; `lpd_jax.train` only differentiates `method.loss` and applies
+the optimizer. `REGISTRY` (name -> Method) is the one list of methods: config defaults,
+validation, CLI errors and report labels all read it. Adding a method is one module in
+this package plus one line in `REGISTRY` (README, "Extending").
 """
 
-import functools
+from lpd_jax.methods import baseline, lpd, pdd
+from lpd_jax.methods.common import Method
 
-from lpd_jax import dropout
-
-
-def display_name(method):
-  """Config method -> the paper's column name: 'baseline' -> 'Baseline', 'lpd' -> 'LPD'."""
-  return method.capitalize() if method == 'baseline' else method.upper()
+REGISTRY = {m.name: m for m in (baseline.METHOD, lpd.METHOD, pdd.METHOD)}
 
 
-def keep_rate_fn(config):
-  """config -> (h [K, B, D] -> p [K, B, D]) for the method, or None; and its `rescale`."""
-  if config.method == 'baseline':
-    return None, False
-  if config.method == 'lpd':
-    c = config.lpd
-    fn = functools.partial(dropout.lpd_keep_rates, s=c.s, eps=c.eps, gamma=c.gamma, lam=c.lam,
-                           alpha=c.alpha, beta=c.beta, num_bins=c.num_bins)
-    return fn, c.rescale
-  if config.method == 'pdd':
-    c = config.pdd
-    fn = functools.partial(dropout.pdd_keep_rates, num_bins=c.num_bins, alpha=c.alpha, beta=c.beta)
-    return fn, c.rescale
-  raise ValueError(f'unknown method {config.method!r}')
+def get(name):
+  """The registered Method called `name`; KeyError naming the choices otherwise."""
+  if name not in REGISTRY:
+    raise KeyError(f'unknown method {name!r}; choose one of {", ".join(REGISTRY)}')
+  return REGISTRY[name]
+
+
+def display_name(name):
+  """Config method name -> its column label ('lpd' -> 'LPD'); unknown names unchanged."""
+  return REGISTRY[name].display if name in REGISTRY else name
+
+
+__all__ = ['REGISTRY', 'Method', 'display_name', 'get']

@@ -1,0 +1,76 @@
+"""`lpd_jax.load`: a workdir's checkpoint and config composed into an `Ensemble`.
+
+Composes checkpoint (variables, meta), the model factory and the method's keep-rate
+function (for 'expected' inference); it sits above all three so that none of them
+imports another.
+"""
+
+import os
+
+import jax
+import ml_collections
+
+from lpd_jax import checkpoint, ensemble, methods
+from lpd_jax import config as config_lib
+from lpd_jax.errors import CheckpointError
+
+
+def read_config(workdir):
+  """-> (config over today's defaults, num_classes, input_shape), or None without ensemble.json."""
+  meta = checkpoint.read_meta(workdir)
+  if meta is None:
+    return None
+  saved, num_classes, input_shape = meta
+  return config_lib.from_saved(saved), num_classes, input_shape
+
+
+def load(workdir, config=None, *, inference=None, epoch=None):
+  """Restores the latest (or the given) checkpoint of `workdir` as an Ensemble.
+
+  Args:
+    workdir: a directory written by `lpd_jax.train.train_and_evaluate`.
+    config: if given, must describe the same model (checkpoint.MODEL_FIELDS); its
+      `member_strategy` and `eval` settings are used. Default: the workdir's own.
+    inference: 'raw' | 'expected' (METHODS.md "Evaluation of dropout-trained members");
+      default config.eval.inference ('raw').
+    epoch: which checkpoint; default the latest.
+
+  Returns:
+    Ensemble with variables [K, ...], the config (frozen) and `meta` {'workdir', 'epoch',
+    'num_classes', 'input_shape'}.
+  """
+  saved = read_config(workdir)
+  mgr = checkpoint.manager(workdir) if saved else None
+  epoch = epoch if epoch is not None else (mgr.latest_step() if mgr else None)
+  if saved is None or epoch is None:
+    raise CheckpointError(
+      f'no checkpoint in workdir {os.path.abspath(workdir)}: train first with '
+      f'python train.py --config=... --workdir={workdir}'
+    )
+  saved_config, num_classes, input_shape = saved
+  if config is not None:
+    checkpoint.check_compatible(workdir, config, saved_config)
+  else:
+    config = saved_config
+  members = ensemble.create(config, num_classes)
+  like = jax.eval_shape(
+    lambda: members.init(jax.random.key(0), saved_config.num_members, input_shape)
+  )
+  variables = checkpoint.restore(mgr, epoch, like_variables=like)
+  meta = dict(
+    workdir=os.path.abspath(workdir),
+    epoch=epoch,
+    num_classes=num_classes,
+    input_shape=tuple(input_shape),
+  )
+  return assemble(variables, members, config, meta, inference or config.eval.inference)
+
+
+def assemble(variables, members, config, meta=None, inference='raw'):
+  """Stacked variables + Members + config -> Ensemble, with the method's keep rates
+  (config.method's `Method.keep_rates`) for 'expected' inference."""
+  method = methods.get(config.method)
+  keep_rates = method.keep_rates(config) if method.keep_rates else None
+  return ensemble.Ensemble(
+    variables, members, inference, keep_rates, ml_collections.FrozenConfigDict(config), meta
+  )

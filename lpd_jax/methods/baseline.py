@@ -1,0 +1,16 @@
+"""Baseline: K members trained independently on the same batches (mean_k CE_k, no dropout)."""
+
+from lpd_jax.methods.common import Method, forward, mean_cross_entropy
+
+
+def loss(members, params, batch_stats, x, y, key, step, config):
+  """mean_k CE_k of the unmasked members; see `Method.loss` for the signature."""
+  del key, step, config
+  logits, new_batch_stats, _ = forward(members, params, batch_stats, x)
+  ce, member_ce = mean_cross_entropy(logits, y)
+  return ce, dict(
+    batch_stats=new_batch_stats, logits=logits, terms={'ce': ce}, stats=dict(member_ce=member_ce)
+  )
+
+
+METHOD = Method('baseline', 'Baseline', {}, loss)

@@ -1,0 +1,117 @@
+"""The method object and the pieces every objective shares.
+
+Loss convention (METHODS.md "Regularizers and other methods"): the data term of every
+method is mean_k CE_k, the members' cross-entropies averaged (the PDD authors' code).
+"""
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import optax
+
+from lpd_jax import dropout
+from lpd_jax.errors import ConfigError
+
+
+class Method(NamedTuple):
+  """A training objective.
+
+  Attributes:
+    name: the `config.method` value, also the name of its config group.
+    display: the column label of reports (the paper's name where the method is the paper's).
+    defaults: the config group `config.<name>` (METHODS.md defaults); {} for none.
+    loss: `loss(members, params, batch_stats, x, y, key, step, config) -> (scalar, aux)`:
+      members an `ensemble.Members`, params and batch_stats stacked [K, ...], x [B, ...],
+      y [B], key a PRNG key for this step, step the global step (traced int), config the
+      run's config. aux is a dict with 'batch_stats' (updated, [K, ...]), 'logits'
+      [K, B, C] (what the loss saw), 'terms' {name: scalar} (the loss's parts, logged
+      per epoch as train_loss_<name>) and 'stats' {name: scalar} (diagnostics, logged as
+      train_<name>).
+    keep_rates: config -> `dropout.KeepRates` (h [K, B, D] -> p) for 'expected' inference,
+      or None when the head saw unscaled features in training (no dropout, or 1/p rescaling).
+    validate: config -> None; raises ConfigError for settings of this method that cannot work.
+  """
+
+  name: str
+  display: str
+  defaults: dict
+  loss: Callable
+  keep_rates: Optional[Callable] = None
+  validate: Optional[Callable] = None
+
+
+def mean_cross_entropy(logits, y):
+  """logits [K, B, C], y [B] -> (mean_k CE_k, CE_k [K]), CE_k the batch mean of member k."""
+  member_ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[None]).mean(axis=1)
+  return member_ce.mean(), member_ce
+
+
+def forward(members, params, batch_stats, x, *, key=None, keep_rates=None, rescale=False):
+  """Training-mode forward of all members: features -> keep rates -> masks -> heads.
+
+  The shared helper of every dropout method (LPD, PDD, DEG); without `keep_rates` it is
+  the plain forward. The keep rates see the stop-gradient features of all K members at
+  once (LPD's bin statistics are over the ensemble); the mask is Bernoulli(p) per
+  (k, b, j), divided by p if `rescale`.
+
+  Returns:
+    (logits [K, B, C], new batch_stats [K, ...], stats {'mean_keep_rate'} or {}).
+  """
+  h, new_batch_stats = members.features(
+    {'params': params, 'batch_stats': batch_stats}, x, train=True
+  )  # h [K, B, D]
+  stats = {}
+  if keep_rates is not None:
+    h_fixed = jax.lax.stop_gradient(h)
+    p = keep_rates(h_fixed)
+    stats['mean_keep_rate'] = dropout.mean_active_keep_rate(h_fixed, p)
+    h = h * dropout.sample_mask(key, p, rescale=rescale)
+  return members.heads(params, h), new_batch_stats, stats
+
+
+def need(ok, message):
+  """Raises ConfigError(message) unless ok."""
+  if not ok:
+    raise ConfigError(message)
+
+
+def dropout_method(name, display, defaults, make_keep_rates, validate_group=None):
+  """A method whose loss is mean_k CE_k of members masked by `make_keep_rates(config)`.
+
+  LPD and PDD are this with their keep-rate functions; `config.<name>.rescale` chooses
+  inverted dropout (1/p) in training, in which case 'expected' inference equals 'raw'.
+  """
+
+  def loss(members, params, batch_stats, x, y, key, step, config):
+    del step
+    logits, new_batch_stats, stats = forward(
+      members,
+      params,
+      batch_stats,
+      x,
+      key=key,
+      keep_rates=make_keep_rates(config),
+      rescale=config[name].rescale,
+    )
+    ce, member_ce = mean_cross_entropy(logits, y)
+    return ce, dict(
+      batch_stats=new_batch_stats,
+      logits=logits,
+      terms={'ce': ce},
+      stats=dict(stats, member_ce=member_ce),
+    )
+
+  def keep_rates(config):
+    return None if config[name].rescale else make_keep_rates(config)
+
+  def validate(config):
+    bins = config[name].num_bins
+    need(
+      bins >= config.num_members,
+      f'{name}.num_bins ({bins}) must be >= num_members ({config.num_members}): '
+      'each member needs its own priority bin',
+    )
+    if validate_group is not None:
+      validate_group(config)
+
+  return Method(name, display, defaults, loss, keep_rates, validate)

@@ -1,0 +1,15 @@
+"""The reports of `eval.py`, one module each; `REGISTRY` (name -> Suite) is their list.
+
+A suite is `run(ens, ctx) -> Report` (`lpd_jax.suites.common`): it computes, the driver
+(`lpd_jax.evaluate`) writes. Its config group `config.eval.<name>` holds its defaults.
+Adding a suite is one module here plus one line below.
+"""
+
+from lpd_jax.suites import clean, paper, probes, sweep, transfer
+from lpd_jax.suites.common import Report, Suite, SuiteContext
+
+REGISTRY = {
+  s.name: s for s in (clean.SUITE, paper.SUITE, sweep.SUITE, transfer.SUITE, probes.SUITE)
+}
+
+__all__ = ['REGISTRY', 'Report', 'Suite', 'SuiteContext']

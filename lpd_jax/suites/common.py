@@ -1,0 +1,151 @@
+"""What every evaluation suite shares: its registry entry, its context, its report, and
+the formatting of tables and numbers (Markdown tables are written here only)."""
+
+import dataclasses
+import io
+import zlib
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import numpy as np
+
+from lpd_jax import methods
+from lpd_jax.errors import ConfigError
+
+
+class Suite(NamedTuple):
+  """A registered report of `eval.py`.
+
+  Attributes:
+    name: the `config.eval.suite` value, also its config group `config.eval.<name>`.
+    run: `run(ens, ctx: SuiteContext) -> Report`.
+    defaults: the config group's defaults ({} for none).
+    validate: config -> None, raising ConfigError for a group that cannot work.
+  """
+
+  name: str
+  run: Callable
+  defaults: dict
+  validate: Optional[Callable] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteContext:
+  """What a suite gets besides the ensemble.
+
+  Attributes:
+    config: the run's config (FrozenConfigDict); `cfg` is its group config.eval.<suite>.
+    cfg: the suite's own config group.
+    images: the evaluated test prefix [N, H, W, c], uint8 or float in [0, 1].
+    labels: int [N].
+    load: workdir -> Ensemble, another workdir's ensemble in this run's inference mode and
+      member strategy (transfer surrogates); given by the driver, so suites import no loader.
+  """
+
+  config: Any
+  cfg: Any
+  images: np.ndarray
+  labels: np.ndarray
+  load: Callable
+
+
+@dataclasses.dataclass
+class Report:
+  """A suite's output; the driver writes eval_<suite>.json, eval_<suite>.md and `files`.
+
+  Attributes:
+    json: JSON-able dict (the driver adds 'suite' and 'inference').
+    markdown: the tables, printed and written to eval_<suite>.md.
+    files: {file name: bytes} written into the workdir (plots, per-sample arrays).
+  """
+
+  json: dict
+  markdown: str
+  files: dict = dataclasses.field(default_factory=dict)
+
+
+def names(cfg, field, allowed, group):
+  """A comma-separated config field -> a tuple of names, each in `allowed`."""
+  values = tuple(s.strip() for s in str(cfg[field]).split(',') if s.strip())
+  bad = [s for s in values if s not in allowed]
+  if bad or not values:
+    raise ConfigError(
+      f'eval.{group}.{field}={cfg[field]!r}: give a comma-separated list of {", ".join(allowed)}'
+    )
+  return values
+
+
+def grid(cfg, field, group):
+  """A config tuple of positive numbers -> tuple of floats."""
+  values = tuple(float(v) for v in cfg[field])
+  if not values or min(values) <= 0:
+    raise ConfigError(f'eval.{group}.{field}={tuple(cfg[field])!r}: give one or more values > 0')
+  return values
+
+
+def attack_key(seed, name):
+  """PRNG key of attack `name` (e.g. 'pgd', 'pgd_l2', 'jsma') for run seed `seed`.
+
+  Both eps of one attack share the key. The 'pgd' key is also the sweep's L-inf key,
+  so the sweep's eps 0.02 and 0.04 points repeat the paper suite's PGD rows exactly.
+  The batch starting at test index s then gets fold_in(key, s) (`predict.attack_correct`).
+  """
+  return jax.random.fold_in(jax.random.key(seed), zlib.crc32(f'attack:{name}'.encode()) >> 1)
+
+
+def accuracies(correct, clean_correct):
+  """-> (accuracy on all, accuracy on the clean-correct samples or None if there are none)."""
+  on_clean = float(correct[clean_correct].mean()) if clean_correct.any() else None
+  return float(correct.mean()), on_clean
+
+
+def fmt_param(p):
+  """0.02 -> '0.02', 0.1 -> '0.10' (the paper's two decimals), 0.005 -> '0.005'."""
+  if p is None:
+    return '-'
+  s = f'{p:.2f}'
+  return s if abs(float(s) - p) < 1e-9 else f'{p:g}'
+
+
+def pct(a):
+  """Accuracy in [0, 1] -> '12.34' (percent), None -> '-' (missing, never 0)."""
+  return '-' if a is None else f'{100 * a:.2f}'
+
+
+def describe(ens, ctx):
+  """The line every report opens with: what was evaluated, and how."""
+  config = ctx.config
+  return (
+    f'{len(ctx.labels)} test images of {config.dataset}, K = {ens.num_members}, '
+    f'method {methods.display_name(config.method)}, inference {inference_note(ens)}'
+  )
+
+
+def inference_note(ens):
+  """'raw' or 'expected' with what it means for this ensemble."""
+  if ens.inference == 'raw':
+    return 'raw (heads see unmasked features h)'
+  if ens.keep_rates is None:
+    return 'expected (= raw here: no keep rates, or trained with 1/p rescaling)'
+  return 'expected (heads see h * p(h), the training scale)'
+
+
+def markdown_table(header, rows):
+  """Header cells and rows of cells -> a Markdown table (lines joined by newlines)."""
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+  lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+def npz_bytes(**arrays):
+  """Arrays -> the bytes of an .npz file (for `Report.files`)."""
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  return buffer.getvalue()
+
+
+def figure_png(fig):
+  """A matplotlib Figure -> PNG bytes (for `Report.files`)."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=120)
+  return buffer.getvalue()

@@ -1,0 +1,75 @@
+"""README "Extending": the example method runs as written, registers with one line, and
+trains; a suite registered the same way is run and written by eval.py's driver."""
+
+import json
+import os
+import re
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from lpd_jax import config as config_lib
+from lpd_jax import ensemble, evaluate, methods, suites, train
+from lpd_jax.suites.common import Report, Suite
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
+
+
+def readme_method_block():
+  text = open(README).read()
+  section = text[text.index('## Extending') :]
+  return re.search(r'```python\n(.*?)```', section, re.S).group(1)
+
+
+def test_the_readme_example_method_is_short_registers_and_trains(monkeypatch):
+  code = readme_method_block()
+  assert len(code.strip().splitlines()) <= 16
+  module = {}
+  exec(compile(code, 'README.md', 'exec'), module)
+  monkeypatch.setitem(methods.REGISTRY, 'agree', module['METHOD'])  # the registry line
+
+  config = tiny_config(method='agree', width=2)
+  assert config.agree.weight == 0.1  # its group comes from the registry's defaults
+  config_lib.validate(config)
+  members = ensemble.create(config, num_classes=10)
+  tx, _ = train.make_optimizer(config, steps_per_epoch=10)
+  state = train.init_state(config, members, tx, (8, 8, 1))
+  x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1))
+  y = np.arange(16) % 10
+  before = np.asarray(state['variables']['params']['head']['kernel'])
+  new_state, metrics = train.make_train_step(config, members, tx)(state, x, y, jax.random.key(1))
+  terms = metrics['terms']
+  assert set(terms) == {'ce', 'spread'}
+  assert float(metrics['loss']) == pytest.approx(
+    float(terms['ce'] + 0.1 * terms['spread']), rel=1e-6
+  )
+  assert float(terms['spread']) > 0  # independently initialised members disagree
+  assert not np.allclose(new_state['variables']['params']['head']['kernel'], before)
+
+
+def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, trained_workdir):
+  def run(ens, ctx):
+    n = len(ctx.labels) if ctx.cfg.count < 0 else ctx.cfg.count
+    return Report(
+      dict(count=n, members=ens.num_members),
+      f'| count |\n| --- |\n| {n} |',
+      {'count.txt': str(n).encode()},
+    )
+
+  def validate(config):
+    if config.eval.count.count == 0:
+      raise config_lib.ConfigError('eval.count.count must not be 0')
+
+  monkeypatch.setitem(suites.REGISTRY, 'count', Suite('count', run, {'count': -1}, validate))
+  config = tiny_config(eval=dict(suite='count', num_examples=50))
+  assert config.eval.count.count == -1
+  result = evaluate.evaluate(config, trained_workdir)['count']
+  assert result == dict(count=50, members=3, suite='count', inference='raw')
+  with open(os.path.join(trained_workdir, 'eval_count.json')) as f:
+    assert json.load(f) == result
+  with open(os.path.join(trained_workdir, 'count.txt')) as f:
+    assert f.read() == '50'
+  with pytest.raises(config_lib.ConfigError, match='eval.count.count'):
+    evaluate.evaluate(tiny_config(eval=dict(suite='count', count=dict(count=0))), trained_workdir)
