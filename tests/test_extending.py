@@ -25,7 +25,7 @@ def readme_method_block():
 
 def test_the_readme_example_method_is_short_registers_and_trains(monkeypatch):
   code = readme_method_block()
-  assert len(code.strip().splitlines()) <= 16
+  assert len([line for line in code.splitlines() if line.strip()]) <= 15  # a 15-line method
   module = {}
   exec(compile(code, 'README.md', 'exec'), module)
   monkeypatch.setitem(methods.REGISTRY, 'agree', module['METHOD'])  # the registry line
