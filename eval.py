@@ -1,28 +1,21 @@
 """Evaluates the checkpoint in a workdir: python eval.py --workdir=DIR [--config=...].
 
-Without --config the workdir's own config is used; `--config.eval.*` overrides need
---config (the one the ensemble was trained with).
+Without --config the workdir's own config is the base (lpd_jax/workdir_config.py), and
+`--config.eval.suite=paper` and other `--config.*` overrides apply to it.
 """
 
-from lpd_jax import cli, evaluate, loading
-from lpd_jax.errors import CheckpointError
+import sys
 
-_CONFIG, _WORKDIR = cli.define_flags(config_required=False)
+from lpd_jax import cli, evaluate
 
-
-def _config(workdir):
-  if _CONFIG.value is not None:
-    return _CONFIG.value
-  meta = loading.read_config(workdir)
-  if meta is None:
-    raise CheckpointError(f'no ensemble.json in workdir {workdir}: train first, or pass --config')
-  return meta[0]
+_CONFIG, _WORKDIR = cli.define_flags(config_required=True)
 
 
 def main(argv):
   del argv
-  cli.run_reporting_user_errors(lambda w: evaluate.evaluate(_config(w), w), _WORKDIR.value)
+  cli.run_reporting_user_errors(evaluate.evaluate, _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':
+  sys.argv = cli.with_workdir_config(sys.argv)
   cli.run(main)

@@ -1,20 +1,32 @@
-"""Checkpoints behind one module: orbax `CheckpointManager` plus `ensemble.json`.
+"""Checkpoints behind one module: orbax `CheckpointManager`, integrity manifests, `ensemble.json`.
 
 Pytrees in, pytrees out: this module knows no model or method (`lpd_jax.load` composes
 them into an Ensemble).
 
 A workdir holds `checkpoints/<epoch>/` with two items, `variables` (stacked params
 and batch_stats: all an evaluation needs) and `optimizer` (stacked optimizer state
-and step), and `ensemble.json` (the config, num_classes and input_shape, enough to
-rebuild the model without the data).
+and step); beside each, `checkpoints/<epoch>.manifest.json` with every array's path,
+shape, dtype and CRC-32, written (atomically) before orbax commits the checkpoint; and
+`ensemble.json` (the config, num_classes and input_shape, enough to rebuild the model
+without the data).
+
+Reading: `restore_newest` restores the newest checkpoint that orbax can read and whose
+arrays match their manifest, and reports each newer damaged one in one line. A
+checkpoint without a manifest (written by an lpd-jax before manifests) is accepted as
+orbax reads it.
 """
 
+import contextlib
 import json
 import os
+import sys
+import zlib
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 from lpd_jax.errors import CheckpointError
 
@@ -27,6 +39,8 @@ MODEL_FIELDS = {
   'width': None,
   'method': None,
 }
+MANIFEST_SUFFIX = '.manifest.json'
+DAMAGED_DIR = 'damaged_checkpoints'  # where training moves damaged checkpoints (never deleted)
 
 
 def manager(workdir, keep=2):
@@ -36,43 +50,221 @@ def manager(workdir, keep=2):
   )
 
 
-def save(mgr, epoch, state):
-  """state: {'variables': ..., 'opt_state': ..., 'step': ...} with stacked leaves."""
-  optimizer = {'opt_state': state['opt_state'], 'step': state['step']}
-  mgr.save(
-    epoch,
-    args=ocp.args.Composite(
-      variables=ocp.args.StandardSave(state['variables']),
-      optimizer=ocp.args.StandardSave(optimizer),
-    ),
+def _items(state):
+  """Training state -> the two saved items {'variables', 'optimizer'}."""
+  return dict(
+    variables=state['variables'],
+    optimizer={'opt_state': state['opt_state'], 'step': state['step']},
   )
-  mgr.wait_until_finished()
+
+
+def digest(tree):
+  """{path: {'shape', 'dtype', 'crc32'}} of every array of `tree` (read back to the host)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    a = np.ascontiguousarray(jax.device_get(leaf))
+    out[jax.tree_util.keystr(path)] = dict(
+      shape=list(a.shape), dtype=str(a.dtype), crc32=zlib.crc32(a.tobytes())
+    )
+  return out
+
+
+def manifest_path(mgr, epoch):
+  return os.path.join(str(mgr.directory), f'{epoch}{MANIFEST_SUFFIX}')
+
+
+def write_json_atomically(path, value):
+  """Writes JSON to `path` so that a reader sees the old file or the whole new one."""
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(value, f)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def read_manifest(mgr, epoch):
+  """The manifest of `epoch` ({'epoch', 'items', 'record'}), or None if there is none."""
+  path = manifest_path(mgr, epoch)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {'unreadable': True}
+
+
+def save(mgr, epoch, state, record=None):
+  """Saves state ({'variables', 'opt_state', 'step'}, stacked leaves) as checkpoint `epoch`.
+
+  The manifest (and `record`, the epoch's metrics line) is written first, then orbax
+  commits the checkpoint; a save that fails (read-only or full disk) raises
+  CheckpointError and leaves the previous checkpoint as it was.
+  """
+  items = _items(state)
+  os.makedirs(str(mgr.directory), exist_ok=True)
+  path = manifest_path(mgr, epoch)
+  try:
+    write_json_atomically(
+      path, dict(epoch=epoch, items={k: digest(v) for k, v in items.items()}, record=record)
+    )
+    mgr.save(
+      epoch,
+      args=ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in items.items()}),
+    )
+    mgr.wait_until_finished()
+  except (OSError, ValueError, RuntimeError) as e:
+    previous = [s for s in mgr.all_steps() if s < epoch]
+    if os.path.isfile(path) and epoch not in mgr.all_steps():
+      os.remove(path)  # the manifest of a checkpoint that was never committed
+    kept = f'the checkpoint of epoch {max(previous)} is intact' if previous else 'none kept'
+    raise CheckpointError(
+      f'could not write the checkpoint of epoch {epoch} to {mgr.directory}: '
+      f'{_first_line(e)}; training stopped ({kept})'
+    ) from None
+  kept = set(mgr.all_steps())
+  for name in os.listdir(str(mgr.directory)):
+    stem = name[: -len(MANIFEST_SUFFIX)]
+    if name.endswith(MANIFEST_SUFFIX) and stem.isdigit() and int(stem) not in kept:
+      os.remove(os.path.join(str(mgr.directory), name))  # orbax removed that checkpoint
+
+
+def _first_line(e, limit=160):
+  """'Type: first line of the message', cut before TensorStore's spec dump and at `limit`."""
+  text = str(e).strip().splitlines()
+  text = text[0].split('. See full TensorStore details')[0] if text else ''
+  text = text if len(text) <= limit else text[: limit - 3] + '...'
+  return f'{type(e).__name__}: {text}'.rstrip(': ')
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Orbax logs a traceback per unreadable array (absl ERROR); the caller reports one line."""
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.FATAL)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(verbosity)
 
 
 def _abstract(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _verify(restored, manifest):
+  """-> None if every restored item matches its manifest entry, else what differs."""
+  if manifest is None:
+    return None
+  if manifest.get('unreadable') or 'items' not in manifest:
+    return 'its manifest is unreadable'
+  for item, tree in restored.items():
+    expected = manifest['items'].get(item)
+    if expected is None:
+      return f'its manifest lacks {item}'
+    actual = digest(tree)
+    for path, want in expected.items():
+      got = actual.get(path)
+      if got is None:
+        return f'{item}{path} is missing'
+      if got != want:
+        what = (
+          'checksum'
+          if got['shape'] == want['shape'] and got['dtype'] == want['dtype']
+          else ('shape or dtype')
+        )
+        return f'{item}{path}: {what} differs from its manifest'
+  return None
+
+
 def restore(mgr, epoch, like_state=None, like_variables=None):
-  """Restores `epoch` into the structure of `like_state` (whole state) or of
-  `like_variables` (variables only)."""
+  """Restores and verifies checkpoint `epoch` into the structure of `like_state` (whole
+  state) or of `like_variables` (variables only). CheckpointError says what is wrong."""
   if like_state is not None:
-    like_optimizer = {'opt_state': like_state['opt_state'], 'step': like_state['step']}
-    args = ocp.args.Composite(
-      variables=ocp.args.StandardRestore(_abstract(like_state['variables'])),
-      optimizer=ocp.args.StandardRestore(_abstract(like_optimizer)),
-    )
+    likes = _items(like_state)
   else:
-    args = ocp.args.Composite(variables=ocp.args.StandardRestore(_abstract(like_variables)))
+    likes = dict(variables=like_variables)
+  args = ocp.args.Composite(**{k: ocp.args.StandardRestore(_abstract(v)) for k, v in likes.items()})
   try:
-    out = mgr.restore(epoch, args=args)
+    with _quiet_orbax():
+      out = mgr.restore(epoch, args=args)
   except (ValueError, KeyError, TypeError) as e:
+    if os.path.isfile(manifest_path(mgr, epoch)) or _looks_like_mismatch(e):
+      raise CheckpointError(
+        f'checkpoint of epoch {epoch} cannot be read ({_first_line(e)})'
+      ) from None
     raise CheckpointError(
-      f'checkpoint {mgr.directory}/{epoch} does not match this model: {str(e).splitlines()[0]}'
+      f'checkpoint {mgr.directory}/{epoch} does not match this model: {_first_line(e)}'
     ) from None
+  except Exception as e:  # noqa: BLE001  orbax / tensorstore raise many types for bad files
+    raise CheckpointError(
+      f'checkpoint of epoch {epoch} cannot be read ({_first_line(e)})'
+    ) from None
+  restored = {k: out[k] for k in likes}
+  problem = _verify(restored, read_manifest(mgr, epoch))
+  if problem:
+    raise CheckpointError(f'checkpoint of epoch {epoch} is damaged: {problem}')
   if like_state is None:
-    return out['variables']
-  return dict(variables=out['variables'], **out['optimizer'])
+    return restored['variables']
+  return dict(variables=restored['variables'], **restored['optimizer'])
+
+
+def _looks_like_mismatch(e):
+  return 'shape' in str(e).lower() or 'structure' in str(e).lower()
+
+
+def warn(message):
+  """One `warning:` line on stderr."""
+  print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
+def restore_newest(mgr, like_state=None, like_variables=None, *, before=None):
+  """The newest checkpoint that restores and verifies: (epoch, restored).
+
+  Each newer one that does not is reported in one warning line naming the epoch and the
+  problem. Raises CheckpointError (listing every problem) when none does.
+
+  Args:
+    mgr: the workdir's manager.
+    like_state / like_variables: as in `restore`.
+    before: only checkpoints of epochs < before (None: all).
+
+  Returns:
+    (epoch, restored state or variables, [epochs that failed, newest first]).
+  """
+  problems, failed = [], []
+  for epoch in sorted(mgr.all_steps(), reverse=True):
+    if before is not None and epoch >= before:
+      continue
+    try:
+      restored = restore(mgr, epoch, like_state=like_state, like_variables=like_variables)
+    except CheckpointError as e:
+      problems.append(str(e))
+      failed.append(epoch)
+      continue
+    for message in problems:
+      warn(f'{message}; using the checkpoint of epoch {epoch} in {mgr.directory}')
+    return epoch, restored, failed
+  if not problems:
+    raise CheckpointError(f'no checkpoint in {mgr.directory}')
+  raise CheckpointError(f'no usable checkpoint in {mgr.directory}: ' + '; '.join(problems))
+
+
+def move_aside(workdir, mgr, epochs):
+  """Moves the checkpoints of `epochs` (and their manifests) to workdir/damaged_checkpoints/,
+  so that training can write those epochs again; nothing is deleted."""
+  target_root = os.path.join(workdir, DAMAGED_DIR)
+  os.makedirs(target_root, exist_ok=True)
+  for epoch in epochs:
+    for name in (str(epoch), f'{epoch}{MANIFEST_SUFFIX}'):
+      source = os.path.join(str(mgr.directory), name)
+      if os.path.exists(source):
+        target, n = os.path.join(target_root, name), 1
+        while os.path.exists(target):
+          target, n = os.path.join(target_root, f'{name}.{n}'), n + 1
+        os.replace(source, target)
+    warn(f'moved the damaged checkpoint of epoch {epoch} to {target_root}')
 
 
 def write_meta(workdir, config, num_classes, input_shape):

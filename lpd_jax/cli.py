@@ -5,6 +5,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from lpd_jax import workdir_config
 from lpd_jax.errors import USER_ERRORS
 
 
@@ -20,12 +21,36 @@ def define_flags(config_required):
   return config, workdir
 
 
+def with_workdir_config(argv):
+  """argv with `--config=<workdir_config.py>:WORKDIR` added when it has no --config.
+
+  The workdir's saved config becomes the base that `--config.*` overrides apply to.
+  """
+  if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
+    return argv
+  workdir = None
+  for i, a in enumerate(argv[1:], 1):
+    if a.startswith('--workdir='):
+      workdir = a.split('=', 1)[1]
+    elif a == '--workdir' and i + 1 < len(argv):
+      workdir = argv[i + 1]
+  if not workdir:
+    return argv  # absl reports the missing --workdir
+  return [argv[0], f'--config={workdir_config.__file__}:{workdir}', *argv[1:]]
+
+
 def _parse_flags(argv):
   """absl's parser, with a bad --config.* override reported in one line (absl lets it escape)."""
   try:
     return flags.FLAGS(argv)
+  except USER_ERRORS as e:
+    print(f'error: {e}', file=sys.stderr)
   except flags.Error as e:
-    print(f'error: {e}\nPass --helpfull to see the flags.', file=sys.stderr)
+    cause = e.__cause__ or e.__context__
+    if isinstance(cause, USER_ERRORS):  # raised while reading a config file
+      print(f'error: {cause}', file=sys.stderr)
+    else:
+      print(f'error: {e}\nPass --helpfull to see the flags.', file=sys.stderr)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     text = str(e.args[0]) if e.args else str(e)
     text = text.strip('\'"').replace("\\'", "'").replace('\\n', ' ').replace('\n', ' ')

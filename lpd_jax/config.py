@@ -23,6 +23,9 @@ def base_config():
   c.dataset = 'digits'
   c.data_dir = ''  # TFDS data dir / folder holding tiny-imagenet-200; '' = the library default
   c.npz_path = ''  # for dataset='npz': arrays train_images, train_labels, test_images, test_labels
+  c.num_classes = (
+    0  # C; 0 = from the data (TFDS, Tiny-ImageNet, an npz's label_names, max label + 1)
+  )
   c.augment = False  # random 4-pixel-pad crop and horizontal flip (CIFAR-like data)
   c.model = 'resnet18'  # models.REGISTRY
   c.num_members = 3  # K
@@ -77,6 +80,15 @@ def validate(config):
   _need(config.num_epochs >= 1, f'num_epochs must be >= 1, got {config.num_epochs}')
   _need(config.batch_size >= 1, f'batch_size must be >= 1, got {config.batch_size}')
   _need(config.learning_rate > 0, f'learning_rate must be > 0, got {config.learning_rate}')
+  _need(
+    config.keep_checkpoints >= 1,
+    f'keep_checkpoints must be >= 1 (checkpoints kept in the workdir), got '
+    f'{config.keep_checkpoints}',
+  )
+  _need(
+    config.num_classes >= 0,
+    f'num_classes must be >= 0 (0: from the data), got {config.num_classes}',
+  )
   _need(
     config.dataset != 'npz' or config.npz_path,
     "dataset='npz' needs --config.npz_path=PATH/TO/arrays.npz",

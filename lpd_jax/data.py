@@ -18,7 +18,11 @@ __all__ = ['LOADERS', 'DataError', 'Dataset', 'load_dataset', 'train_batches', '
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """Train and test arrays; images [N, H, W, c] (uint8 or float32 in [0, 1]), labels int32 [N]."""
+  """Train and test arrays; images [N, H, W, c] (uint8 or float32 in [0, 1]), labels int32 [N].
+
+  `source` names where the arrays came from (a file, a folder, a TFDS name) for messages;
+  a loader may leave num_classes None for `validate` to settle.
+  """
 
   name: str
   train_images: np.ndarray
@@ -26,6 +30,7 @@ class Dataset:
   test_images: np.ndarray
   test_labels: np.ndarray
   num_classes: int
+  source: str = ''
 
   @property
   def input_shape(self):
@@ -66,13 +71,19 @@ def _npz(config):
     if missing:
       raise DataError(f'{path} lacks arrays {sorted(missing)}')
     arrays = {k: f[k] for k in ('train_images', 'train_labels', 'test_images', 'test_labels')}
+    # C: the file's label_names if it has them, else config.num_classes or the labels' max + 1.
+    num_classes = len(f['label_names']) if 'label_names' in f.files else None
   for k in ('train_images', 'test_images'):
     if arrays[k].ndim == 3:
       arrays[k] = arrays[k][..., None]
-  labels = [arrays[k].astype(np.int32) for k in ('train_labels', 'test_labels')]
-  num_classes = int(max(labels[0].max(), labels[1].max())) + 1
   return Dataset(
-    'npz', arrays['train_images'], labels[0], arrays['test_images'], labels[1], num_classes
+    'npz',
+    arrays['train_images'],
+    arrays['train_labels'],
+    arrays['test_images'],
+    arrays['test_labels'],
+    num_classes,
+    source=path,
   )
 
 
@@ -120,7 +131,8 @@ def _tfds(config):
   name, data_dir = config.dataset, config.data_dir
   train = _tfds_split(name, 'train', data_dir)
   test = _tfds_split(name, 'test', data_dir)
-  return Dataset(name, *train, *test, {'cifar10': 10, 'cifar100': 100}[name])
+  where = f'TFDS {name} in {data_dir or "~/tensorflow_datasets"}'
+  return Dataset(name, *train, *test, {'cifar10': 10, 'cifar100': 100}[name], source=where)
 
 
 def _tiny_imagenet(config):
@@ -147,6 +159,7 @@ def _tiny_imagenet(config):
         f['test_images'],
         f['test_labels'],
         int(f['num_classes']),
+        source=cache,
       )
   from PIL import Image
 
@@ -179,6 +192,7 @@ def _tiny_imagenet(config):
     arrays['test_images'],
     arrays['test_labels'],
     len(wnids),
+    source=root,
   )
 
 
@@ -193,10 +207,87 @@ LOADERS = {
 
 
 def load_dataset(config):
-  """config.dataset -> Dataset. Raises DataError when it is not on disk."""
+  """config.dataset -> validated Dataset. DataError when it is not on disk or malformed."""
   if config.dataset not in LOADERS:
     raise DataError(f'unknown dataset {config.dataset!r}; choose one of {", ".join(LOADERS)}')
-  return LOADERS[config.dataset](config)
+  return validate(LOADERS[config.dataset](config), config.get('num_classes', 0))
+
+
+def _first(mask):
+  return int(np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))[0])
+
+
+def validate(ds, num_classes=0):
+  """Checks a loaded Dataset; -> the same data with int32 labels and num_classes settled.
+
+  Every loader's output goes through here: images [N, H, W, c] of one shape, uint8 0..255
+  or float in [0, 1] (finite); integer labels in 0..C-1; as many labels as images. C is
+  `num_classes` if > 0, else the loader's (TFDS, Tiny-ImageNet, an npz's label_names),
+  else the labels' max + 1. One DataError names the source, the array and the first
+  offending index.
+  """
+  where = ds.source or ds.name
+  splits = ('train', 'test')
+  for split in splits:
+    images, labels = getattr(ds, f'{split}_images'), getattr(ds, f'{split}_labels')
+    if images.ndim != 4:
+      raise DataError(
+        f'{where}: {split}_images has shape {images.shape}; expected '
+        '[N, height, width, channels] (or [N, height, width])'
+      )
+    if labels.ndim != 1 or len(labels) != len(images):
+      raise DataError(
+        f'{where}: {split}_labels has shape {labels.shape} but {split}_images '
+        f'holds {len(images)} images; expected one label per image'
+      )
+    if not np.issubdtype(labels.dtype, np.integer):
+      raise DataError(
+        f'{where}: {split}_labels has dtype {labels.dtype}; labels must be '
+        'integers 0..C-1 (store them as an integer array)'
+      )
+    if images.dtype == np.uint8:
+      continue
+    if not np.issubdtype(images.dtype, np.floating):
+      raise DataError(
+        f'{where}: {split}_images has dtype {images.dtype}; use uint8 0..255 or float in [0, 1]'
+      )
+    if not np.isfinite(images).all():
+      raise DataError(
+        f'{where}: {split}_images[{_first(~np.isfinite(images))}] is not finite (NaN or Inf)'
+      )
+    if images.max() > 1 or images.min() < 0:
+      i = _first((images > 1) | (images < 0))
+      hint = (
+        ' Pixels look like 0..255: divide by 255, or store them as uint8.'
+        if images.max() > 1
+        else ''
+      )
+      raise DataError(
+        f'{where}: {split}_images[{i}] has values in [{images[i].min():g}, '
+        f'{images[i].max():g}]; float pixels must be in [0, 1].{hint}'
+      )
+  if ds.train_images.shape[1:] != ds.test_images.shape[1:]:
+    raise DataError(
+      f'{where}: train images are {ds.train_images.shape[1:]} but test images are '
+      f'{ds.test_images.shape[1:]}; they must have one shape'
+    )
+  largest = max(int(a.max()) if len(a) else -1 for a in (ds.train_labels, ds.test_labels))
+  classes = num_classes if num_classes and num_classes > 0 else (ds.num_classes or largest + 1)
+  for split in splits:
+    labels = getattr(ds, f'{split}_labels')
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+      i = int(np.flatnonzero(bad)[0])
+      raise DataError(
+        f'{where}: {split}_labels[{i}] = {labels[i]} is outside 0..{classes - 1} '
+        f'({classes} classes)'
+      )
+  return dataclasses.replace(
+    ds,
+    train_labels=ds.train_labels.astype(np.int32),
+    test_labels=ds.test_labels.astype(np.int32),
+    num_classes=classes,
+  )
 
 
 def crop_and_flip(images, rng, pad=4):

@@ -33,7 +33,8 @@ def load(workdir, config=None, *, inference=None, epoch=None):
       `member_strategy` and `eval` settings are used. Default: the workdir's own.
     inference: 'raw' | 'expected' (METHODS.md "Evaluation of dropout-trained members");
       default config.eval.inference ('raw').
-    epoch: which checkpoint; default the latest.
+    epoch: which checkpoint (CheckpointError if it fails verification); default the
+      newest that verifies: a newer damaged one is reported in a one-line warning.
 
   Returns:
     Ensemble with variables [K, ...], the config (frozen) and `meta` {'workdir', 'epoch',
@@ -41,6 +42,7 @@ def load(workdir, config=None, *, inference=None, epoch=None):
   """
   saved = read_config(workdir)
   mgr = checkpoint.manager(workdir) if saved else None
+  epoch_given = epoch is not None
   epoch = epoch if epoch is not None else (mgr.latest_step() if mgr else None)
   if saved is None or epoch is None:
     raise CheckpointError(
@@ -56,7 +58,10 @@ def load(workdir, config=None, *, inference=None, epoch=None):
   like = jax.eval_shape(
     lambda: members.init(jax.random.key(0), saved_config.num_members, input_shape)
   )
-  variables = checkpoint.restore(mgr, epoch, like_variables=like)
+  if epoch_given:
+    variables = checkpoint.restore(mgr, epoch, like_variables=like)
+  else:
+    epoch, variables, _ = checkpoint.restore_newest(mgr, like_variables=like)
   meta = dict(
     workdir=os.path.abspath(workdir),
     epoch=epoch,

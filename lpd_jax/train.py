@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from lpd_jax import checkpoint, data, ensemble, loading, methods, predict
 from lpd_jax import config as config_lib
-from lpd_jax.errors import ConfigError, TrainingError
+from lpd_jax.errors import CheckpointError, ConfigError, TrainingError
 
 __all__ = ['TrainingError', 'init_state', 'make_optimizer', 'make_train_step', 'train_and_evaluate']
 
@@ -120,12 +120,44 @@ def evaluate_epoch(ens, ds, batch_size):
   return out
 
 
-def _check_finite(loss, step, epoch, last_saved):
+def _check_finite(loss, step, epoch):
+  """TrainingError naming the step and the last checkpoint (epoch `epoch` is running)."""
   if not np.isfinite(loss):
+    saved = f'the last good checkpoint is epoch {epoch}' if epoch else 'no checkpoint was saved'
     raise TrainingError(
-      f'loss is {loss} at step {step} (epoch {epoch + 1}). Training stopped; the last good '
-      f'checkpoint is epoch {last_saved}. Lower --config.learning_rate or check the data.'
+      f'loss is {loss} at step {step} (epoch {epoch + 1}). Training stopped; {saved}. '
+      'Lower --config.learning_rate or check the data.'
     )
+
+
+def reconcile_metrics(path, mgr, last_epoch):
+  """Rewrites metrics.jsonl with exactly one line per epoch 1..last_epoch that has one.
+
+  Lines of epochs after `last_epoch` (a checkpoint that was moved aside) are dropped, a
+  repeated epoch keeps its last line, a torn last line is dropped, and the line of a
+  checkpointed epoch that a kill kept from being written is taken from its manifest
+  (`checkpoint.save` stores it there before the checkpoint is committed).
+  """
+  records = {}
+  if os.path.isfile(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except ValueError:
+          continue  # a line torn by a kill
+        if record.get('epoch', 0) <= last_epoch:
+          records[record['epoch']] = record
+  for epoch in mgr.all_steps():
+    manifest = checkpoint.read_manifest(mgr, epoch)
+    if epoch <= last_epoch and epoch not in records and manifest and manifest.get('record'):
+      records[epoch] = manifest['record']
+  lines = ''.join(json.dumps(records[e]) + '\n' for e in sorted(records))
+  if not os.path.isfile(path) or open(path).read() != lines:
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+      f.write(lines)
+    os.replace(tmp, path)
 
 
 def train_and_evaluate(config, workdir):
@@ -136,13 +168,19 @@ def train_and_evaluate(config, workdir):
   """
   config_lib.validate(config)
   meta = checkpoint.read_meta(workdir)
-  mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
-  start_epoch = mgr.latest_step() or 0
+  mgr, latest = None, None
   if meta is not None:
     checkpoint.check_compatible(workdir, config, meta[0])
-    if start_epoch >= config.num_epochs:
-      print(f'workdir {workdir} already holds the checkpoint of epoch {start_epoch}; nothing to do')
-      return loading.load(workdir, config)
+    mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
+    latest = mgr.latest_step()
+    if latest is not None and latest >= config.num_epochs:
+      try:
+        ens = loading.load(workdir, config, epoch=latest)
+        reconcile_metrics(os.path.join(workdir, 'metrics.jsonl'), mgr, latest)
+        print(f'workdir {workdir} already holds the checkpoint of epoch {latest}; nothing to do')
+        return ens
+      except CheckpointError:
+        pass  # damaged: the resume below falls back to the newest good checkpoint
   ds = data.load_dataset(config)
   steps_per_epoch = data.num_train_steps(ds, config.batch_size)
   if steps_per_epoch == 0:
@@ -152,11 +190,18 @@ def train_and_evaluate(config, workdir):
   members = ensemble.create(config, ds.num_classes)
   tx, schedule = make_optimizer(config, steps_per_epoch)
   state = init_state(config, members, tx, ds.input_shape)
-  if start_epoch:
-    state = checkpoint.restore(mgr, start_epoch, like_state=state)
+  start_epoch = 0
+  if meta is not None and latest is not None:
+    start_epoch, state, damaged = checkpoint.restore_newest(mgr, like_state=state)
+    if damaged:  # move them aside so that those epochs can be written again
+      checkpoint.move_aside(workdir, mgr, damaged)
+      mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
+    reconcile_metrics(os.path.join(workdir, 'metrics.jsonl'), mgr, start_epoch)
     print(f'resuming from the checkpoint of epoch {start_epoch} in {workdir}')
-  else:
+  else:  # nothing is written into the workdir before the config and the data passed
+    mgr = mgr or checkpoint.manager(workdir, keep=config.keep_checkpoints)
     checkpoint.write_meta(workdir, config, ds.num_classes, ds.input_shape)
+    reconcile_metrics(os.path.join(workdir, 'metrics.jsonl'), mgr, 0)  # lines of no checkpoint
 
   train_step = make_train_step(config, members, tx)
   eval_ensemble = lambda s, epoch: loading.assemble(
@@ -187,14 +232,14 @@ def train_and_evaluate(config, workdir):
       seen += 1
       if seen % config.log_every_steps == 0:
         loss = float(m['loss'])
-        _check_finite(loss, step, epoch, epoch)
+        _check_finite(loss, step, epoch)
         bar.set_postfix(loss=f'{loss:.4f}')
     means = jax.tree.map(lambda v: np.asarray(v) / seen, sums)
-    _check_finite(float(means['loss']), int(state['step']), epoch, epoch)
+    _check_finite(float(means['loss']), int(state['step']), epoch)
     train_seconds = time.perf_counter() - start
-    checkpoint.save(mgr, epoch + 1, state)
     test = evaluate_epoch(eval_ensemble(state, epoch + 1), ds, config.eval.batch_size)
     record = _epoch_record(means, test, epoch, state, schedule, seen, config, train_seconds)
+    checkpoint.save(mgr, epoch + 1, state, record)
     with open(metrics_path, 'a') as f:
       f.write(json.dumps(record) + '\n')
     print(

@@ -41,7 +41,16 @@ FLOORS = (
   ('suites', ('lpd_jax.suites',)),
   ('config', ('lpd_jax.config',)),
   ('loading', ('lpd_jax.loading',)),
-  ('drivers', ('lpd_jax.train', 'lpd_jax.evaluate', 'lpd_jax.compare', 'lpd_jax.cli')),
+  (
+    'drivers',
+    (
+      'lpd_jax.train',
+      'lpd_jax.evaluate',
+      'lpd_jax.compare',
+      'lpd_jax.workdir_config',
+      'lpd_jax.cli',
+    ),
+  ),
   ('face', ('lpd_jax',)),
 )
 PURE = (

@@ -1,0 +1,330 @@
+"""Faults a user meets, built on a tiny trained workdir: damaged checkpoints, failed writes,
+bad data, eval overrides without --config, and SIGKILL at random moments.
+
+Each either ends in exit 1 with one `error:` line, or (a damaged checkpoint with an older
+good one beside it) in one `warning:` line and the result of that older checkpoint.
+"""
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from conftest import tiny_config
+
+import lpd_jax
+from lpd_jax import checkpoint, data, predict, train
+from lpd_jax import config as config_lib
+from lpd_jax.errors import CheckpointError, ConfigError, DataError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The CLI runs of the tiny fixture: configs/quickstart.py at width 4 for 3 epochs is
+# tiny_config() (same seed, data, optimizer), so its parameters are the fixture's.
+TINY_CLI = ['--config=configs/quickstart.py', '--config.width=4', '--config.num_epochs=3']
+
+
+def cli_env():
+  """The subprocess environment: CPU, and the session's persistent XLA cache (conftest)."""
+  return dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or '',
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+  )
+
+
+def run_cli(script, *args, timeout=300):
+  return subprocess.run(
+    [sys.executable, os.path.join(REPO, script), *args],
+    cwd=REPO,
+    env=cli_env(),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+def lines(stream, prefix):
+  return [line for line in stream.splitlines() if line.startswith(prefix)]
+
+
+def files_under(path):
+  return sorted(
+    os.path.relpath(os.path.join(root, f), path) for root, _, names in os.walk(path) for f in names
+  )
+
+
+def largest_array_file(workdir, epoch):
+  pattern = os.path.join(
+    workdir, 'checkpoints', str(epoch), 'variables', 'ocdbt.process_0', 'd', '*'
+  )
+  return max(glob.glob(pattern), key=os.path.getsize)
+
+
+def flip_bytes(workdir, epoch):
+  path = largest_array_file(workdir, epoch)
+  raw = bytearray(open(path, 'rb').read())
+  for i in range(len(raw) // 2, len(raw) // 2 + 8):
+    raw[i] ^= 0xFF
+  open(path, 'wb').write(bytes(raw))
+
+
+def truncate_array(workdir, epoch):
+  path = largest_array_file(workdir, epoch)
+  raw = open(path, 'rb').read()
+  open(path, 'wb').write(raw[: len(raw) // 2])
+
+
+def delete_array(workdir, epoch):
+  os.remove(largest_array_file(workdir, epoch))
+
+
+def delete_metadata(workdir, epoch):
+  os.remove(os.path.join(workdir, 'checkpoints', str(epoch), 'variables', '_METADATA'))
+
+
+FAULTS = {
+  'flipped_bytes': flip_bytes,
+  'truncated_array': truncate_array,
+  'deleted_array': delete_array,
+  'deleted_metadata': delete_metadata,
+}
+
+
+@pytest.fixture
+def copy_of(trained_workdir, tmp_path):
+  """A fresh copy of the session's trained workdir (checkpoints of epochs 2 and 3)."""
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(trained_workdir, workdir)
+  return workdir
+
+
+def same_variables(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize('fault', sorted(FAULTS))
+def test_load_falls_back_to_the_newest_good_checkpoint_in_one_line(copy_of, fault, capsys):
+  epoch_2 = lpd_jax.load(copy_of, epoch=2)
+  FAULTS[fault](copy_of, 3)
+  before = files_under(copy_of)
+  ens = lpd_jax.load(copy_of)
+  err = capsys.readouterr().err
+  warnings = lines(err, 'warning:')
+  assert len(warnings) == 1 and 'Traceback' not in err, err
+  assert 'epoch 3' in warnings[0] and 'using the checkpoint of epoch 2' in warnings[0]
+  assert ens.meta['epoch'] == 2 and same_variables(ens.variables, epoch_2.variables)
+  assert files_under(copy_of) == before  # nothing deleted or moved by an evaluation
+  with pytest.raises(CheckpointError, match='checkpoint of epoch 3'):
+    lpd_jax.load(copy_of, epoch=3)  # an explicit epoch never falls back
+
+
+def test_eval_command_warns_once_and_reports_the_older_checkpoint(copy_of):
+  flip_bytes(copy_of, 3)
+  result = run_cli('eval.py', f'--workdir={copy_of}', '--config.eval.num_examples=100')
+  assert result.returncode == 0, result.stderr
+  assert len(lines(result.stderr, 'warning:')) == 1 and 'Traceback' not in result.stderr
+  ens = lpd_jax.load(copy_of, epoch=2)
+  ds = data.load_dataset(ens.config)
+  expected = predict.clean_accuracy(ens, ds.test_images[:100], ds.test_labels[:100], 100)
+  assert f'| ensemble | {100 * expected["ensemble_accuracy"]:.2f} |' in result.stdout
+  with open(os.path.join(copy_of, 'eval_clean.json')) as f:
+    assert json.load(f)['num_examples'] == 100
+
+
+def test_no_verifying_checkpoint_is_one_error_line(copy_of):
+  flip_bytes(copy_of, 3)
+  delete_metadata(copy_of, 2)
+  result = run_cli('eval.py', f'--workdir={copy_of}')
+  assert result.returncode == 1 and 'Traceback' not in result.stderr
+  (error,) = lines(result.stderr, 'error:')
+  assert 'no usable checkpoint' in error and 'epoch 3' in error and 'epoch 2' in error
+  assert result.stderr.strip() == error
+
+
+def test_resume_from_a_damaged_checkpoint_moves_it_aside_and_ends_bit_identical(
+  copy_of, trained_workdir, capsys
+):
+  flip_bytes(copy_of, 3)
+  resumed = train.train_and_evaluate(tiny_config(), copy_of)
+  err = capsys.readouterr().err
+  assert 'checkpoint of epoch 3 is damaged' in err and 'moved the damaged checkpoint' in err
+  assert os.path.isdir(os.path.join(copy_of, checkpoint.DAMAGED_DIR, '3'))  # kept, not deleted
+  assert same_variables(resumed.variables, lpd_jax.load(trained_workdir).variables)
+  with open(os.path.join(copy_of, 'metrics.jsonl')) as f:
+    assert [json.loads(line)['epoch'] for line in f] == [1, 2, 3]
+
+
+def test_a_failed_checkpoint_write_stops_training_and_keeps_the_previous(tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'w')
+  save = ocp.CheckpointManager.save
+
+  def full_disk_at_epoch_2(self, step, *args, **kwargs):
+    if step == 2:
+      raise OSError(28, 'No space left on device')
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', full_disk_at_epoch_2)
+  with pytest.raises(CheckpointError) as err:
+    train.train_and_evaluate(tiny_config(num_epochs=2), workdir)
+  message = str(err.value)
+  assert '\n' not in message and 'could not write the checkpoint of epoch 2' in message
+  assert 'No space left on device' in message and 'epoch 1 is intact' in message
+  monkeypatch.undo()
+  assert checkpoint.manager(workdir).all_steps() == [1]
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints', '2.manifest.json'))
+  assert lpd_jax.load(workdir).meta['epoch'] == 1  # verifies
+
+
+def write_npz(path, **changes):
+  ds = data.load_dataset(tiny_config())
+  arrays = dict(
+    train_images=ds.train_images,
+    train_labels=ds.train_labels,
+    test_images=ds.test_images,
+    test_labels=ds.test_labels,
+  )
+  for name, change in changes.items():
+    arrays[name] = change(arrays[name].copy())
+  np.savez(path, **arrays)
+  return str(path)
+
+
+def _set(index, value):
+  def change(a):
+    a[index] = value
+    return a
+
+  return change
+
+
+@pytest.mark.parametrize(
+  'changes, message',
+  [
+    (dict(train_labels=_set(7, 10)), r'train_labels\[7\] = 10 is outside 0..9'),
+    (dict(test_labels=_set(3, -1)), r'test_labels\[3\] = -1 is outside'),
+    (dict(train_labels=lambda a: a.astype(np.float32)), 'train_labels has dtype float32'),
+    (
+      dict(train_images=lambda a: a * 255),
+      r'train_images\[0\] has values in .*Pixels look like '
+      '0..255: divide by 255',
+    ),
+    (dict(test_images=_set(5, np.nan)), r'test_images\[5\] is not finite'),
+    (dict(train_labels=lambda a: a[:-1]), 'train_labels has shape'),
+    (dict(test_images=lambda a: a[:, :4]), 'train images are .* but test images are'),
+  ],
+)
+def test_bad_npz_data_is_one_clear_error(tmp_path, changes, message):
+  path = write_npz(tmp_path / 'bad.npz', **changes)
+  config = tiny_config(dataset='npz', npz_path=path, num_classes=10)
+  with pytest.raises(DataError, match=message) as err:
+    data.load_dataset(config)
+  assert str(err.value).startswith(path) and '\n' not in str(err.value)
+
+
+def test_classes_come_from_the_data_or_the_config(tmp_path):
+  path = write_npz(tmp_path / 'ok.npz')
+  assert data.load_dataset(tiny_config(dataset='npz', npz_path=path)).num_classes == 10
+  with pytest.raises(DataError, match=r'outside 0..4 \(5 classes\)'):
+    data.load_dataset(tiny_config(dataset='npz', npz_path=path, num_classes=5))
+  with_names = tmp_path / 'names.npz'
+  np.savez(with_names, label_names=np.array([f'c{i}' for i in range(12)]), **dict(np.load(path)))
+  assert data.load_dataset(tiny_config(dataset='npz', npz_path=str(with_names))).num_classes == 12
+
+
+@pytest.mark.parametrize(
+  'args, message',
+  [
+    (['--config.keep_checkpoints=0'], 'error: keep_checkpoints must be >= 1'),
+    (['--config.dataset=npz', '--config.npz_path=BAD'], r'error: BAD: train_labels\[7\] = 10'),
+  ],
+)
+def test_train_command_refuses_with_one_line(tmp_path, args, message):
+  bad = write_npz(tmp_path / 'bad.npz', train_labels=_set(7, 10))
+  args = [a.replace('BAD', bad) for a in args]
+  message = message.replace('BAD', re.escape(bad))
+  result = run_cli(
+    'train.py', *TINY_CLI, f'--workdir={tmp_path / "w"}', '--config.num_classes=10', *args
+  )
+  assert result.returncode == 1 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().count('\n') == 0 and re.match(message, result.stderr), result.stderr
+  assert not os.path.exists(os.path.join(tmp_path, 'w', 'checkpoints'))
+
+
+def test_eval_overrides_apply_to_the_workdirs_own_config(trained_workdir):
+  result = run_cli(
+    'eval.py',
+    f'--workdir={trained_workdir}',
+    '--config.eval.num_examples=20',
+    '--config.eval.inference=expected',
+  )
+  assert result.returncode == 0, result.stderr
+  assert 'Clean accuracy on 20 test images of digits' in result.stdout
+  assert 'inference expected' in result.stdout
+  refused = run_cli('eval.py', f'--workdir={trained_workdir}', '--config.width=8')
+  assert refused.returncode == 1
+  assert 'holds a checkpoint of another ensemble (width: workdir has 4, config says 8)' in (
+    refused.stderr
+  )
+  missing = run_cli('eval.py', f'--workdir={trained_workdir}/nothing')
+  assert missing.returncode == 1 and lines(missing.stderr, 'error: no ensemble.json')
+
+
+def test_sigkill_at_random_moments_then_rerun_ends_bit_identical(trained_workdir, tmp_path):
+  """10 seeded kills: at random times, right after a manifest is written (during a save,
+  before orbax commits), and right after a checkpoint is committed (before its metrics
+  line). The rerun that follows them all ends with the uninterrupted run's parameters, and
+  metrics.jsonl has exactly one line per epoch."""
+  workdir = str(tmp_path / 'killed')
+  ckpt = os.path.join(workdir, 'checkpoints')
+  rng = np.random.default_rng(0)
+  moments = []
+  for i in range(10):
+    trigger = ['time', 'manifest', 'commit'][i % 3]
+    seen = set(os.listdir(ckpt)) if os.path.isdir(ckpt) else set()
+    proc = subprocess.Popen(
+      [sys.executable, 'train.py', *TINY_CLI, f'--workdir={workdir}'],
+      cwd=REPO,
+      env=cli_env(),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + (rng.uniform(1.0, 8.0) if trigger == 'time' else 120)
+    killed = None
+    while proc.poll() is None and killed is None:
+      now = set(os.listdir(ckpt)) if os.path.isdir(ckpt) else set()
+      new = now - seen
+      if trigger == 'manifest' and any(n.endswith('.manifest.json') for n in new):
+        killed = 'during a save'
+      elif trigger == 'commit' and any(n.isdigit() for n in new):
+        killed = 'after a commit'
+      elif time.monotonic() > deadline:
+        killed = 'at a random time'
+      if killed:
+        proc.send_signal(signal.SIGKILL)
+      time.sleep(0.002)
+    proc.wait()
+    moments.append(killed or 'not killed: finished')
+  assert sum(m == 'during a save' for m in moments) >= 1, moments
+  final = run_cli('train.py', *TINY_CLI, f'--workdir={workdir}')
+  assert final.returncode == 0, final.stderr
+  assert same_variables(lpd_jax.load(workdir).variables, lpd_jax.load(trained_workdir).variables)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    assert [json.loads(line)['epoch'] for line in f] == [1, 2, 3], moments
+
+
+def test_config_validation_of_new_fields():
+  with pytest.raises(ConfigError, match='keep_checkpoints must be >= 1'):
+    config_lib.validate(tiny_config(keep_checkpoints=0))
+  with pytest.raises(ConfigError, match='num_classes must be >= 0'):
+    config_lib.validate(tiny_config(num_classes=-1))
