@@ -5,7 +5,8 @@ and the images are uniform noise; the attack's cost does not depend on the weigh
 Each member strategy (`lpd_jax.ensemble.map_members`) gets one warm-up call (the
 compile), then --repeats timed calls with `block_until_ready`; images/s = batch / the
 median seconds per call. Prints a table and writes JSON to
-`benchmarks/results/attack_pgd_<backend>.json` (or --out).
+`benchmarks/out/attack_pgd_<backend>.json` (or --out; the committed record is
+`benchmarks/results/attack_pgd_cpu.json`).
 
 The committed CPU result (2 shared cores, so a small width) came from
   python benchmarks/attack_pgd.py --width=16 --batch=64 --repeats=3
@@ -45,7 +46,9 @@ def parse_args(argv=None):
   p.add_argument('--eps', type=float, default=0.03)
   p.add_argument('--repeats', type=int, default=5, help='timed calls after the warm-up')
   p.add_argument(
-    '--out', default='', help='JSON path; default benchmarks/results/attack_pgd_<backend>.json'
+    '--out',
+    default='',
+    help='JSON path; default benchmarks/out/attack_pgd_<backend>.json (git-ignored)',
   )
   return p.parse_args(argv)
 
@@ -107,7 +110,7 @@ def main(argv=None):
       flush=True,
     )
   out = args.out or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), 'results', f'attack_pgd_{backend}.json'
+    os.path.dirname(os.path.abspath(__file__)), 'out', f'attack_pgd_{backend}.json'
   )
   os.makedirs(os.path.dirname(out), exist_ok=True)
   device = sharding.describe()

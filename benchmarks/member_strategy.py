@@ -8,7 +8,7 @@ the backend; this script is how that choice is checked.
   python benchmarks/member_strategy.py                       # CPU: widths 8 16 32
   python benchmarks/member_strategy.py --widths 64 --steps 20  # GPU
 
-Prints a table and writes benchmarks/results/member_strategy_<backend>.json.
+Prints a table and writes benchmarks/out/member_strategy_<backend>.json (or --out).
 """
 
 import argparse
@@ -71,6 +71,11 @@ def main():
   parser.add_argument('--method', default='lpd')
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument(
+    '--out',
+    default='',
+    help='JSON path; default benchmarks/out/member_strategy_<backend>.json (git-ignored)',
+  )
   args = parser.parse_args()
 
   device = sharding.describe()
@@ -104,10 +109,10 @@ def main():
     args=vars(args),
     results=rows,
   )
-  os.makedirs(os.path.join(os.path.dirname(__file__), 'results'), exist_ok=True)
-  path = os.path.join(
-    os.path.dirname(__file__), 'results', f'member_strategy_{jax.default_backend()}.json'
+  path = args.out or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), 'out', f'member_strategy_{device["backend"]}.json'
   )
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, 'w') as f:
     json.dump(out, f, indent=2)
   print(f'wrote {path}')

@@ -267,11 +267,40 @@ def move_aside(workdir, mgr, epochs):
     warn(f'moved the damaged checkpoint of epoch {epoch} to {target_root}')
 
 
-def write_meta(workdir, config, num_classes, input_shape):
+def check_writable(workdir):
+  """CheckpointError in one line if `workdir` cannot be created or written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write-test-{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise CheckpointError(
+      f'cannot write to workdir {workdir}: {e.strerror or e}. Choose a --workdir you can write'
+    ) from None
+
+
+def write_meta(workdir, config, num_classes, input_shape, schedule_restarts=()):
+  """ensemble.json: the config, num_classes, input_shape, and the epochs at which a
+  continuation (config.continue_training) restarted the learning-rate schedule."""
   os.makedirs(workdir, exist_ok=True)
-  meta = dict(config=config.to_dict(), num_classes=num_classes, input_shape=list(input_shape))
-  with open(os.path.join(workdir, 'ensemble.json'), 'w') as f:
-    json.dump(meta, f, indent=2)
+  meta = dict(
+    config=config.to_dict(),
+    num_classes=num_classes,
+    input_shape=list(input_shape),
+    schedule_restarts=list(schedule_restarts),
+  )
+  write_json_atomically(os.path.join(workdir, 'ensemble.json'), meta)
+
+
+def schedule_restarts(workdir):
+  """The epochs at which continuations restarted the schedule ([] if none or no workdir)."""
+  path = os.path.join(workdir, 'ensemble.json')
+  if not os.path.isfile(path):
+    return []
+  with open(path) as f:
+    return list(json.load(f).get('schedule_restarts', []))
 
 
 def read_meta(workdir):

@@ -6,7 +6,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lpd_jax import workdir_config
-from lpd_jax.errors import USER_ERRORS
+from lpd_jax.errors import USER_ERRORS, Interrupted
 
 
 def define_flags(config_required):
@@ -71,3 +71,9 @@ def run_reporting_user_errors(fn, *args):
   except USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
+  except Interrupted as e:
+    print(f'interrupted: {e}', file=sys.stderr)
+    sys.exit(130)
+  except KeyboardInterrupt:
+    print('interrupted: stopped by Ctrl-C', file=sys.stderr)
+    sys.exit(130)

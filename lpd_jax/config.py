@@ -42,6 +42,12 @@ def base_config():
   c.member_strategy = 'auto'  # how the stacked K axis executes: unroll | vmap | map | auto
   c.log_every_steps = 50
   c.keep_checkpoints = 2
+  # Continue a finished run past its num_epochs with a new cosine schedule over the extra
+  # epochs (from learning_rate); without it a larger num_epochs on a finished run is refused.
+  c.continue_training = False
+  # XLA compilation cache folder; '' = $LPD_JAX_COMPILATION_CACHE or ~/.cache/lpd-jax/xla;
+  # 'off' disables it (lpd_jax/compilation_cache.py).
+  c.compilation_cache = ''
   for method in methods.REGISTRY.values():
     if method.defaults:
       c[method.name] = ml_collections.ConfigDict(dict(method.defaults))
@@ -115,6 +121,11 @@ def validate_eval(config):
   """Raises ConfigError for eval fields that cannot work (common ones and each chosen
   suite's group). Returns the config."""
   e = config.eval
+  _need(e.batch_size >= 1, f'eval.batch_size must be >= 1, got {e.batch_size}')
+  _need(
+    e.num_examples is None or e.num_examples >= 1 or e.num_examples == -1,
+    f'eval.num_examples must be >= 1, or -1 for all, got {e.num_examples}',
+  )
   _need(
     e.inference in ensemble.INFERENCE_MODES,
     f'unknown eval.inference {e.inference!r}; choose one of {", ".join(ensemble.INFERENCE_MODES)}',

@@ -21,4 +21,8 @@ class TrainingError(RuntimeError):
   """Training diverged (NaN or Inf loss)."""
 
 
+class Interrupted(RuntimeError):
+  """Ctrl-C: the message says what was saved and how to go on (exit status 130)."""
+
+
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError)

@@ -12,9 +12,10 @@ import os
 
 import ml_collections
 
+from lpd_jax import checkpoint, compilation_cache, data, loading, suites
 from lpd_jax import config as config_lib
-from lpd_jax import data, loading, suites
 from lpd_jax.errors import ConfigError
+from lpd_jax.progress import phase
 
 SUITES = suites.REGISTRY
 
@@ -22,8 +23,6 @@ SUITES = suites.REGISTRY
 def test_prefix(ds, config):
   """The first config.eval.num_examples test images and labels (all if -1)."""
   n = config.eval.num_examples
-  if n is not None and n == 0:
-    raise ConfigError('eval.num_examples must be >= 1, or -1 for all, got 0')
   n = len(ds.test_labels) if n is None or n < 0 else n
   return ds.test_images[:n], ds.test_labels[:n]
 
@@ -37,8 +36,13 @@ def evaluate(config, workdir):
   names = config_lib.suite_names(config)
   config_lib.validate(config)
   config_lib.validate_eval(config)
-  ens = loading.load(workdir, config)
-  ds = data.load_dataset(config)
+  compilation_cache.enable(config.compilation_cache)
+  with phase(f'loading the checkpoint of {workdir}'):
+    ens = loading.load(workdir, config)
+    print(f' epoch {ens.meta["epoch"]}, inference {ens.inference};', end='')
+  checkpoint.check_writable(workdir)
+  with phase(f'loading {config.dataset}'):
+    ds = data.load_dataset(config)
   images, labels = test_prefix(ds, config)
   frozen = ml_collections.FrozenConfigDict(config)
 

@@ -6,6 +6,7 @@ Members share batches and nothing else: own parameters, own BatchNorm statistics
 optimizer state.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -17,18 +18,30 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from lpd_jax import checkpoint, data, ensemble, loading, methods, predict
+from lpd_jax import checkpoint, compilation_cache, data, ensemble, loading, methods, predict
 from lpd_jax import config as config_lib
-from lpd_jax.errors import CheckpointError, ConfigError, TrainingError
+from lpd_jax.errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from lpd_jax.progress import phase
 
 __all__ = ['TrainingError', 'init_state', 'make_optimizer', 'make_train_step', 'train_and_evaluate']
 
 
-def make_optimizer(config, steps_per_epoch):
-  """SGD with momentum, coupled weight decay and cosine decay to final_learning_rate."""
-  total = config.num_epochs * steps_per_epoch
-  schedule = optax.cosine_decay_schedule(
-    config.learning_rate, total, alpha=config.final_learning_rate / config.learning_rate
+def make_optimizer(config, steps_per_epoch, restarts=()):
+  """SGD with momentum, coupled weight decay and cosine decay to final_learning_rate.
+
+  One cosine over num_epochs; a continued run (`restarts`: the epochs at which
+  config.continue_training extended it) starts a new cosine from learning_rate at each.
+  """
+  bounds = [0, *restarts, config.num_epochs]
+  alpha = config.final_learning_rate / config.learning_rate
+  pieces = [
+    optax.cosine_decay_schedule(config.learning_rate, (b - a) * steps_per_epoch, alpha)
+    for a, b in zip(bounds, bounds[1:])
+  ]
+  schedule = (
+    pieces[0]
+    if len(pieces) == 1
+    else optax.join_schedules(pieces, [b * steps_per_epoch for b in bounds[1:-1]])
   )
   tx = optax.chain(
     optax.add_decayed_weights(config.weight_decay), optax.sgd(schedule, momentum=config.momentum)
@@ -100,11 +113,15 @@ def _epoch_record(means, test, epoch, state, schedule, seen, config, train_secon
   return record
 
 
-def evaluate_epoch(ens, ds, batch_size):
+def evaluate_epoch(ens, ds, batch_size, warm_up=False):
   """Test metrics logged every epoch: accuracies (raw inference, the report default) and
   the median member logit margin z_y - max_{j != y} z_j over members and test images, raw
   and, for a method with keep rates, expected: their ratio is the train/test scale drift
   of METHODS.md "Evaluation of dropout-trained members"."""
+  if warm_up:  # compile what the epochs' evaluation runs: one batch of the same shape
+    ds = dataclasses.replace(
+      ds, test_images=ds.test_images[:batch_size], test_labels=ds.test_labels[:batch_size]
+    )
   logits = predict.member_logits(ens, ds.test_images, batch_size)
   acc = predict.accuracy_from_logits(logits, ds.test_labels)
   out = dict(
@@ -160,19 +177,49 @@ def reconcile_metrics(path, mgr, last_epoch):
     os.replace(tmp, path)
 
 
-def train_and_evaluate(config, workdir):
-  """Trains config's ensemble in `workdir`, resuming from its latest checkpoint.
+def _epochs(first, last):
+  return f'epoch {first}' if first == last else f'epochs {first}..{last}'
 
-  Writes per-epoch metrics to stdout and `workdir/metrics.jsonl` and an orbax
-  checkpoint after every epoch. Returns the final Ensemble.
+
+def _schedule_restarts(workdir, config, meta, latest):
+  """The schedule's restart epochs for this run; refuses a num_epochs that would silently
+  change the learning-rate schedule of the workdir's run (ConfigError)."""
+  restarts = checkpoint.schedule_restarts(workdir)
+  saved_epochs = meta[0].num_epochs
+  if config.num_epochs == saved_epochs or latest is None or latest >= config.num_epochs:
+    return restarts, False
+  if latest < saved_epochs:
+    raise ConfigError(
+      f'workdir {workdir} holds epoch {latest} of a run of num_epochs={saved_epochs}; '
+      f'num_epochs={config.num_epochs} would change its learning-rate schedule mid-run. '
+      f'Pass --config.num_epochs={saved_epochs}, or a new --workdir'
+    )
+  if not config.continue_training:
+    raise ConfigError(
+      f'workdir {workdir} finished its run of num_epochs={saved_epochs} (its cosine schedule '
+      f'ended at learning rate {config.final_learning_rate:g}); to train '
+      f'{_epochs(saved_epochs + 1, config.num_epochs)} with a new cosine schedule from '
+      f'{config.learning_rate:g}, pass --config.continue_training=True, or use a new --workdir'
+    )
+  return [*restarts, saved_epochs], True
+
+
+def train_and_evaluate(config, workdir):
+  """Trains config's ensemble in `workdir`, resuming from its newest good checkpoint.
+
+  Prints one line per start-up phase (data, init, compiles) with its time, then a
+  progress bar per epoch; writes per-epoch metrics to stdout and `workdir/metrics.jsonl`
+  and a verified checkpoint after every epoch. Returns the final Ensemble.
   """
   config_lib.validate(config)
+  cache = compilation_cache.enable(config.compilation_cache)
   meta = checkpoint.read_meta(workdir)
-  mgr, latest = None, None
+  mgr, latest, restarts, continuing = None, None, [], False
   if meta is not None:
     checkpoint.check_compatible(workdir, config, meta[0])
     mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
     latest = mgr.latest_step()
+    restarts, continuing = _schedule_restarts(workdir, config, meta, latest)
     if latest is not None and latest >= config.num_epochs:
       try:
         ens = loading.load(workdir, config, epoch=latest)
@@ -181,15 +228,24 @@ def train_and_evaluate(config, workdir):
         return ens
       except CheckpointError:
         pass  # damaged: the resume below falls back to the newest good checkpoint
-  ds = data.load_dataset(config)
+  with phase(f'loading {config.dataset}'):
+    ds = data.load_dataset(config)
+    print(
+      f' {len(ds.train_labels):,} train / {len(ds.test_labels):,} test images of '
+      f'{"x".join(map(str, ds.input_shape))}, {ds.num_classes} classes;',
+      end='',
+    )
   steps_per_epoch = data.num_train_steps(ds, config.batch_size)
   if steps_per_epoch == 0:
     raise ConfigError(
       f'batch_size {config.batch_size} is larger than the {len(ds.train_labels)} training images'
     )
+  checkpoint.check_writable(workdir)
   members = ensemble.create(config, ds.num_classes)
-  tx, schedule = make_optimizer(config, steps_per_epoch)
-  state = init_state(config, members, tx, ds.input_shape)
+  tx, schedule = make_optimizer(config, steps_per_epoch, restarts)
+  with phase(f'initialising {config.num_members} members ({config.model}, width {config.width})'):
+    state = init_state(config, members, tx, ds.input_shape)
+    jax.block_until_ready(state)
   start_epoch = 0
   if meta is not None and latest is not None:
     start_epoch, state, damaged = checkpoint.restore_newest(mgr, like_state=state)
@@ -200,54 +256,78 @@ def train_and_evaluate(config, workdir):
     print(f'resuming from the checkpoint of epoch {start_epoch} in {workdir}')
   else:  # nothing is written into the workdir before the config and the data passed
     mgr = mgr or checkpoint.manager(workdir, keep=config.keep_checkpoints)
-    checkpoint.write_meta(workdir, config, ds.num_classes, ds.input_shape)
     reconcile_metrics(os.path.join(workdir, 'metrics.jsonl'), mgr, 0)  # lines of no checkpoint
-
-  train_step = make_train_step(config, members, tx)
-  eval_ensemble = lambda s, epoch: loading.assemble(
-    s['variables'],
-    members,
-    config,
-    dict(
-      workdir=os.path.abspath(workdir),
-      epoch=epoch,
-      num_classes=ds.num_classes,
-      input_shape=tuple(ds.input_shape),
-    ),
-  )
-  dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  for epoch in range(start_epoch, config.num_epochs):
-    start, sums, seen = time.perf_counter(), None, 0
-    batches = data.train_batches(
-      ds, config.batch_size, seed=config.seed, epoch=epoch, augment=config.augment
-    )
-    bar = tqdm(
-      batches, total=steps_per_epoch, desc=f'epoch {epoch + 1}/{config.num_epochs}', leave=False
-    )
-    for i, (x, y) in enumerate(bar):
-      step = epoch * steps_per_epoch + i  # host-side: no device sync per step
-      state, m = train_step(state, x, y, jax.random.fold_in(dropout_key, step))
-      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-      seen += 1
-      if seen % config.log_every_steps == 0:
-        loss = float(m['loss'])
-        _check_finite(loss, step, epoch)
-        bar.set_postfix(loss=f'{loss:.4f}')
-    means = jax.tree.map(lambda v: np.asarray(v) / seen, sums)
-    _check_finite(float(means['loss']), int(state['step']), epoch)
-    train_seconds = time.perf_counter() - start
-    test = evaluate_epoch(eval_ensemble(state, epoch + 1), ds, config.eval.batch_size)
-    record = _epoch_record(means, test, epoch, state, schedule, seen, config, train_seconds)
-    checkpoint.save(mgr, epoch + 1, state, record)
-    with open(metrics_path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+  if continuing:
     print(
-      f'epoch {epoch + 1:3d}  loss {record["train_loss"]:.4f}  '
-      f'train acc {record["train_ensemble_accuracy"]:.4f}  '
-      f'test acc {record["test_ensemble_accuracy"]:.4f} '
-      f'(members {" ".join(f"{a:.3f}" for a in record["test_member_accuracy"])})  '
-      f'{record["images_per_second"]:.0f} img/s',
-      flush=True,
+      f'continuing {workdir}: {_epochs(restarts[-1] + 1, config.num_epochs)} on a new cosine '
+      f'schedule from learning rate {config.learning_rate:g} to {config.final_learning_rate:g}'
     )
+  if meta is None or continuing:
+    checkpoint.write_meta(workdir, config, ds.num_classes, ds.input_shape, restarts)
+
+  meta_of = lambda epoch: dict(
+    workdir=os.path.abspath(workdir),
+    epoch=epoch,
+    num_classes=ds.num_classes,
+    input_shape=tuple(ds.input_shape),
+  )
+  eval_ensemble = lambda s, epoch: loading.assemble(s['variables'], members, config, meta_of(epoch))
+  dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+  where = f'cached in {cache}' if cache else 'compilation cache off'
+  with phase(f'compiling the training step (first run of these shapes; {where})'):
+    x0, y0 = next(data.train_batches(ds, config.batch_size, seed=config.seed, epoch=start_epoch))
+    train_step = (
+      make_train_step(config, members, tx)
+      .lower(state, x0, y0, jax.random.fold_in(dropout_key, 0))
+      .compile()
+    )
+  with phase('compiling the evaluation'):
+    evaluate_epoch(eval_ensemble(state, start_epoch), ds, config.eval.batch_size, warm_up=True)
+
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  epoch = start_epoch
+  try:
+    for epoch in range(start_epoch, config.num_epochs):
+      start, sums, seen = time.perf_counter(), None, 0
+      batches = data.train_batches(
+        ds, config.batch_size, seed=config.seed, epoch=epoch, augment=config.augment
+      )
+      bar = tqdm(
+        batches, total=steps_per_epoch, desc=f'epoch {epoch + 1}/{config.num_epochs}', leave=False
+      )
+      for i, (x, y) in enumerate(bar):
+        step = epoch * steps_per_epoch + i  # host-side: no device sync per step
+        state, m = train_step(state, x, y, jax.random.fold_in(dropout_key, step))
+        sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+        seen += 1
+        if seen % config.log_every_steps == 0:
+          loss = float(m['loss'])
+          _check_finite(loss, step, epoch)
+          bar.set_postfix(loss=f'{loss:.4f}')
+      means = jax.tree.map(lambda v: np.asarray(v) / seen, sums)
+      _check_finite(float(means['loss']), int(state['step']), epoch)
+      train_seconds = time.perf_counter() - start
+      test = evaluate_epoch(eval_ensemble(state, epoch + 1), ds, config.eval.batch_size)
+      record = _epoch_record(means, test, epoch, state, schedule, seen, config, train_seconds)
+      checkpoint.save(mgr, epoch + 1, state, record)
+      with open(metrics_path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+      print(
+        f'epoch {epoch + 1:3d}  loss {record["train_loss"]:.4f}  '
+        f'train acc {record["train_ensemble_accuracy"]:.4f}  '
+        f'test acc {record["test_ensemble_accuracy"]:.4f} '
+        f'(members {" ".join(f"{a:.3f}" for a in record["test_member_accuracy"])})  '
+        f'{record["images_per_second"]:.0f} img/s',
+        flush=True,
+      )
+  except KeyboardInterrupt:
+    saved = mgr.latest_step()
+    raise Interrupted(
+      f'in epoch {epoch + 1}; '
+      + (
+        f'the last saved checkpoint is epoch {saved} in {workdir}: rerun the same command to resume'
+        if saved
+        else 'no checkpoint was saved yet'
+      )
+    ) from None
   return eval_ensemble(state, config.num_epochs)

@@ -1,0 +1,124 @@
+"""What a new user meets in the first minutes: start-up feedback, Ctrl-C, the compilation
+cache, extending a finished run, and one-line errors instead of tracebacks."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import tiny_config
+from test_faults import REPO, TINY_CLI, cli_env
+
+from lpd_jax import checkpoint, compilation_cache, evaluate, train
+from lpd_jax.errors import CheckpointError, ConfigError
+
+
+def test_start_up_phases_are_printed_and_ctrl_c_is_one_line(tmp_path):
+  """A fresh run prints one timed line per phase before the first epoch; SIGINT (Ctrl-C)
+  after an epoch stops it with one line naming the last saved checkpoint, exit 130."""
+  workdir = str(tmp_path / 'w')
+  args = [a for a in TINY_CLI if 'num_epochs' not in a] + ['--config.num_epochs=40']
+  proc = subprocess.Popen(
+    [sys.executable, 'train.py', *args, f'--workdir={workdir}'],
+    cwd=REPO,
+    env=cli_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  out = []
+  for line in proc.stdout:
+    out.append(line)
+    if line.startswith('epoch   2'):
+      proc.send_signal(signal.SIGINT)
+      break
+  rest, err = proc.communicate(timeout=120)
+  out = ''.join(out) + rest
+  assert proc.returncode == 130, err
+  phases = [line for line in out.splitlines() if line.endswith(' s')]
+  assert [p.split(' ...')[0] for p in phases][:4] == [
+    'loading digits',
+    'initialising 3 members (resnet18, width 4)',
+    phases[2].split(' ...')[0],
+    'compiling the evaluation',
+  ]
+  assert phases[2].startswith('compiling the training step (first run of these shapes; cached in ')
+  assert '1,438 train / 359 test images of 8x8x1, 10 classes' in phases[0]
+  assert out.index(phases[-1]) < out.index('epoch   1')
+  messages = [line for line in err.splitlines() if line.startswith('interrupted:')]
+  assert len(messages) == 1 and 'Traceback' not in err, err
+  saved = checkpoint.manager(workdir).latest_step()
+  assert saved >= 2 and f'the last saved checkpoint is epoch {saved} in {workdir}' in messages[0]
+  assert 'rerun the same command to resume' in messages[0]
+
+
+def test_compilation_cache_folder_choice(monkeypatch, tmp_path):
+  monkeypatch.delenv(compilation_cache.ENV, raising=False)
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  assert compilation_cache.choose_dir() == str(tmp_path / 'lpd-jax' / 'xla')
+  monkeypatch.setenv(compilation_cache.ENV, str(tmp_path / 'env'))
+  assert compilation_cache.choose_dir() == str(tmp_path / 'env')
+  assert compilation_cache.choose_dir(str(tmp_path / 'config')) == str(tmp_path / 'config')
+  assert compilation_cache.choose_dir('off') is None
+  monkeypatch.setenv(compilation_cache.ENV, 'off')
+  assert compilation_cache.choose_dir() is None
+
+
+def test_a_finished_run_is_extended_only_when_asked(trained_workdir, tmp_path, capsys):
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(trained_workdir, workdir)
+  with pytest.raises(
+    ConfigError,
+    match='finished its run of num_epochs=3 .*to train epoch 4 .*continue_training=True',
+  ):
+    train.train_and_evaluate(tiny_config(num_epochs=4), workdir)
+  train.train_and_evaluate(tiny_config(num_epochs=4, continue_training=True), workdir)
+  assert 'continuing' in capsys.readouterr().out
+  with open(os.path.join(workdir, 'ensemble.json')) as f:
+    meta = json.load(f)
+  assert meta['schedule_restarts'] == [3] and meta['config']['num_epochs'] == 4
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  assert [r['epoch'] for r in records] == [1, 2, 3, 4]
+  # Epoch 4 runs a new cosine from learning_rate over its 22 steps: its last step's rate
+  # is the cosine at 21/22 of the way, far above the 1e-4 the first schedule ended at.
+  _, schedule = train.make_optimizer(tiny_config(num_epochs=4), 22, restarts=[3])
+  assert records[-1]['learning_rate'] == pytest.approx(float(schedule(87)))
+  assert float(schedule(66)) == pytest.approx(0.05) and records[2]['learning_rate'] < 1e-3
+  train.train_and_evaluate(tiny_config(num_epochs=4), workdir)  # finished: nothing to do
+  assert 'nothing to do' in capsys.readouterr().out
+
+
+def test_a_changed_num_epochs_mid_run_is_refused(trained_workdir, tmp_path):
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(trained_workdir, workdir)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '3'))  # as if killed in epoch 3
+  with pytest.raises(ConfigError, match='holds epoch 2 of a run of num_epochs=3.*mid-run'):
+    train.train_and_evaluate(tiny_config(num_epochs=5, continue_training=True), workdir)
+
+
+def test_unwritable_workdir_and_zero_sizes_are_one_line(tmp_path, trained_workdir):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  with pytest.raises(CheckpointError, match='cannot write to workdir .*a_file/w: Not a directory'):
+    train.train_and_evaluate(tiny_config(), str(blocker / 'w'))
+  assert blocker.read_text() == 'not a folder'
+  for field, message in (
+    ('num_examples', 'eval.num_examples must be >= 1, or -1'),
+    ('batch_size', 'eval.batch_size must be >= 1'),
+  ):
+    with pytest.raises(ConfigError, match=message):
+      evaluate.evaluate(tiny_config(eval={field: 0}), trained_workdir)
+  result = subprocess.run(
+    [sys.executable, 'train.py', *TINY_CLI, f'--workdir={blocker}/w'],
+    cwd=REPO,
+    env=cli_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode == 1 and result.stderr.startswith('error: cannot write to workdir')
+  assert result.stderr.strip().count('\n') == 0
