@@ -9,7 +9,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import numpy as np
 
-from lpd_jax import methods
+from lpd_jax import attacks, methods, predict
 from lpd_jax.errors import ConfigError
 
 
@@ -91,6 +91,33 @@ def attack_key(seed, name):
   The batch starting at test index s then gets fold_in(key, s) (`predict.attack_correct`).
   """
   return jax.random.fold_in(jax.random.key(seed), zlib.crc32(f'attack:{name}'.encode()) >> 1)
+
+
+def run_attack_row(row, source_fn, ctx, *, targets=None, bar=None):
+  """One row of an attack grid ({'attack', 'params', ...}) on the test prefix with the
+  key of `attack_key(seed, attack)`: -> correctness [N] per target (`predict.attack_correct`)."""
+  return predict.attack_correct(
+    attacks.REGISTRY[row['attack']].fn,
+    row['params'],
+    source_fn,
+    ctx.images,
+    ctx.labels,
+    key=attack_key(ctx.config.seed, row['attack']),
+    batch_size=ctx.config.eval.batch_size,
+    targets=targets,
+    bar=bar,
+  )
+
+
+def grid_table(header, rows, value_columns):
+  """An attack grid as Markdown, in the layout of the paper's Tables 4-5: the attack's
+  label on its first row only, then Para., then `value_columns` (functions of the row)."""
+  cells, previous = [], None
+  for row in rows:
+    label = row['label'] if row['attack'] != previous else ''
+    cells.append((label, fmt_param(row['param']), *(f(row) for f in value_columns)))
+    previous = row['attack']
+  return markdown_table(header, cells)
 
 
 def accuracies(correct, clean_correct):

@@ -22,14 +22,13 @@ from lpd_jax.suites.common import (
   Report,
   Suite,
   accuracies,
-  attack_key,
   describe,
-  fmt_param,
   grid,
-  markdown_table,
+  grid_table,
   names,
   npz_bytes,
   pct,
+  run_attack_row,
 )
 
 # The attacks with a paper grid (`attack_grid`); each must be in attacks.REGISTRY.
@@ -134,16 +133,7 @@ def run(ens, ctx):
     for row in rows_to_run:
       bar.set_postfix_str(f'{row["label"]} {row["param"]:g}')
       start = time.perf_counter()
-      (correct,) = predict.attack_correct(
-        attacks.REGISTRY[row['attack']].fn,
-        row['params'],
-        ens.log_predict,
-        images,
-        labels,
-        key=attack_key(config.seed, row['attack']),
-        batch_size=batch_size,
-        bar=bar,
-      )
+      (correct,) = run_attack_row(row, ens.log_predict, ctx, bar=bar)
       acc, acc_clean = accuracies(correct, clean)
       rows.append(
         dict(
@@ -169,23 +159,16 @@ def run(ens, ctx):
 def paper_table(result, ens, ctx):
   """Markdown of a paper-suite result in the layout of Table 4."""
   c = ctx.cfg
-  cells, previous = [], None
-  for row in result['rows']:
-    cells.append(
-      (
-        row['label'] if row['attack'] != previous else '',
-        fmt_param(row['param']),
-        pct(row['accuracy']),
-        pct(row['accuracy_clean_correct']),
-      )
-    )
-    previous = row['attack']
   return '\n'.join(
     [
       f'White-box attacks, accuracy (%) on {describe(ens, ctx)}; '
       f'{result["num_clean_correct"]} of them classified right clean',
       '',
-      markdown_table(('Attacks', 'Para.', 'Accuracy (%)', 'Accuracy on clean-correct (%)'), cells),
+      grid_table(
+        ('Attacks', 'Para.', 'Accuracy (%)', 'Accuracy on clean-correct (%)'),
+        result['rows'],
+        (lambda r: pct(r['accuracy']), lambda r: pct(r['accuracy_clean_correct'])),
+      ),
       '',
       f'Para.: eps (L-inf) for FGSM, BIM and PGD ({c.steps} steps of eps / 10, PGD from a '
       f'random start); gamma for JSMA (theta {c.jsma_theta}); c for C&W L2 ({c.cw_steps} steps, '

@@ -10,18 +10,17 @@ import os
 
 from tqdm.auto import tqdm
 
-from lpd_jax import attacks, methods, predict
+from lpd_jax import methods, predict
 from lpd_jax.errors import CheckpointError, ConfigError
 from lpd_jax.suites.common import (
   Report,
   Suite,
   accuracies,
-  attack_key,
   describe,
-  fmt_param,
-  markdown_table,
+  grid_table,
   names,
   pct,
+  run_attack_row,
 )
 from lpd_jax.suites.paper import attack_grid
 
@@ -66,16 +65,8 @@ def run(ens, ctx):
     )
     for row in rows_to_run:
       bar.set_postfix_str(f'{row["label"]} {row["param"]:g}')
-      correct, surrogate_correct = predict.attack_correct(
-        attacks.REGISTRY[row['attack']].fn,
-        row['params'],
-        surrogate.log_predict,
-        images,
-        labels,
-        key=attack_key(config.seed, row['attack']),
-        batch_size=batch_size,
-        targets=both,
-        bar=bar,
+      correct, surrogate_correct = run_attack_row(
+        row, surrogate.log_predict, ctx, targets=both, bar=bar
       )
       acc, acc_clean = accuracies(correct, clean)
       rows.append(
@@ -104,18 +95,6 @@ def run(ens, ctx):
     labels='true',
     rows=rows,
   )
-  cells, previous = [], None
-  for row in rows:
-    cells.append(
-      (
-        row['label'] if row['attack'] != previous else '',
-        fmt_param(row['param']),
-        pct(row['accuracy']),
-        pct(row['accuracy_clean_correct']),
-        pct(row['surrogate_accuracy']),
-      )
-    )
-    previous = row['attack']
   markdown = '\n'.join(
     [
       f'Transfer attacks (Table 5 layout): examples made with true labels on the surrogate '
@@ -123,7 +102,7 @@ def run(ens, ctx):
       f'{surrogate.num_members}, width {sur.width}), evaluated on this ensemble: '
       f'{describe(ens, ctx)}; clean {pct(result["clean_accuracy"])}',
       '',
-      markdown_table(
+      grid_table(
         (
           'Attacks',
           'Para.',
@@ -131,7 +110,12 @@ def run(ens, ctx):
           'Accuracy on clean-correct (%)',
           'Surrogate accuracy, white-box (%)',
         ),
-        cells,
+        rows,
+        (
+          lambda r: pct(r['accuracy']),
+          lambda r: pct(r['accuracy_clean_correct']),
+          lambda r: pct(r['surrogate_accuracy']),
+        ),
       ),
     ]
   )
