@@ -258,3 +258,47 @@ def test_transfer_accuracy(digits):
   constant = linear_model(jnp.zeros((10, 64)), jnp.arange(10.0))  # always predicts 9
   result = transfer_accuracy(model.log_predict, constant, bim, x, y, batch_size=100, eps=0.05)
   assert result['accuracy'] == result['clean_accuracy'] == pytest.approx(float(np.mean(y == 9)))
+
+
+@flax.struct.dataclass
+class ScaledMLP:
+  """The digits MLP with its logits multiplied by `scale` (a traced leaf)."""
+
+  params: dict
+  scale: float
+
+  def log_predict(self, x):
+    h = jax.nn.relu(x.reshape(x.shape[0], -1) @ self.params['w1'] + self.params['b1'])
+    return jax.nn.log_softmax(self.scale * (h @ self.params['w2'] + self.params['b2']))
+
+
+def test_margin_loss_matches_numpy():
+  rng = np.random.default_rng(0)
+  log_probs = np.log(rng.dirichlet(np.ones(6), size=9)).astype(np.float32)
+  y = rng.integers(0, 6, 9)
+  expected = [np.delete(lp, t).max() - lp[t] for lp, t in zip(log_probs, y)]
+  np.testing.assert_allclose(
+    gradient.LOSSES['margin'](jnp.asarray(log_probs), jnp.asarray(y)), expected, rtol=1e-6
+  )
+  with pytest.raises(ValueError, match='loss must be one of'):
+    pgd(
+      lambda x: x, jnp.zeros((1, 2)), jnp.zeros(1, int), eps=0.1, random_start=False, loss='hinge'
+    )
+
+
+def test_margin_attack_sees_through_scaled_logits_where_ce_is_weakened(digits):
+  """Logits x 1e3 saturate the softmax: the cross-entropy's float32 input gradient is 0 or
+  rounding noise on confident samples, so CE-BIM loses most of its power (measured: 5.6%
+  accuracy unscaled, 67.5% scaled); the margin's gradient keeps its sign, so margin BIM
+  is as strong on the scaled model as on the unscaled one."""
+  model, x, y = digits
+  plain, scaled = ScaledMLP(model.params, 1.0), ScaledMLP(model.params, 1e3)
+  attack = lambda m, loss: accuracy(
+    m.log_predict, bim(m.log_predict, x, y, eps=0.15, steps=10, loss=loss), y
+  )
+  assert accuracy(scaled.log_predict, x, y) > 0.95
+  ce_plain, ce_scaled = attack(plain, 'ce'), attack(scaled, 'ce')
+  margin_plain, margin_scaled = attack(plain, 'margin'), attack(scaled, 'margin')
+  assert ce_plain < 0.2 and margin_plain < 0.2  # both are real attacks on the plain model
+  assert ce_scaled > ce_plain + 0.3  # CE is masked by the scale
+  assert abs(margin_scaled - margin_plain) <= 0.03  # the margin is not

@@ -17,9 +17,29 @@ def cross_entropy(log_probs, y):
   return -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
 
 
-def cross_entropy_grad(model, x, y):
-  """d cross_entropy(model(x), y) / dx, shaped as x (grad of the batch-summed loss)."""
-  return jax.grad(lambda x: cross_entropy(model(x), y).sum())(x)
+def margin(log_probs, y):
+  """Per-sample margin loss max_{j != y} log p_j - log p_y [B] from log-probabilities [B, C].
+
+  METHODS.md "Attacks" (strong attacks): a difference of log-probabilities, whose gradient
+  does not underflow when the model is confident. The cross-entropy's float32 gradient is
+  exactly 0 there (1 - p_y rounds to 0), which makes gradient attacks return their input.
+  """
+  log_p_y = jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
+  others = jnp.where(jax.nn.one_hot(y, log_probs.shape[-1], dtype=bool), -jnp.inf, log_probs)
+  return jnp.max(others, axis=-1) - log_p_y
+
+
+LOSSES = {'ce': cross_entropy, 'margin': margin}
+
+
+def check_loss(loss):
+  if loss not in LOSSES:
+    raise ValueError(f'loss must be one of {tuple(LOSSES)}, got {loss!r}')
+
+
+def loss_grad(model, x, y, loss='ce'):
+  """d LOSSES[loss](model(x), y) / dx, shaped as x (grad of the batch-summed loss)."""
+  return jax.grad(lambda x: LOSSES[loss](model(x), y).sum())(x)
 
 
 def l2_norm(v):

@@ -2,7 +2,9 @@
 
 Paper section 5, METHODS.md "Attacks": FGSM (Goodfellow et al. 2015), BIM (Kurakin
 et al. 2017) and PGD (Madry et al. 2018) maximise the cross-entropy -log p_y of the
-model's log-probabilities; 10 steps of eps/10 by default.
+model's log-probabilities (the paper's loss), or with loss='margin' the margin
+max_{j != y} log p_j - log p_y (a strong attack's loss: its gradient does not vanish on
+confident samples); 10 steps of eps/10 by default.
 """
 
 import functools
@@ -10,13 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lpd_jax.attacks.common import (
-  as_partial,
-  cross_entropy,
-  cross_entropy_grad,
-  l2_norm,
-  sample_keys,
-)
+from lpd_jax.attacks.common import LOSSES, as_partial, check_loss, l2_norm, loss_grad, sample_keys
 
 NORMS = ('linf', 'l2')
 
@@ -35,8 +31,8 @@ def _unit_ball_noise(key, shape, norm):
   return jax.vmap(one)(sample_keys(key, shape[0]))
 
 
-@functools.partial(jax.jit, static_argnames=('steps', 'norm', 'random_start', 'restarts'))
-def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restarts):
+@functools.partial(jax.jit, static_argnames=('steps', 'norm', 'random_start', 'restarts', 'loss'))
+def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restarts, loss):
   def project(x_adv):
     delta = x_adv - x
     if norm == 'linf':
@@ -47,7 +43,7 @@ def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restart
     return jnp.clip(x + delta, 0.0, 1.0)
 
   def step(_, x_adv):
-    g = cross_entropy_grad(model, x_adv, y)
+    g = loss_grad(model, x_adv, y, loss)
     if norm == 'linf':
       direction = jnp.sign(g)
     else:
@@ -62,7 +58,7 @@ def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restart
 
   def score(x_adv):
     logp = model(x_adv)
-    return jnp.argmax(logp, -1) != y, cross_entropy(logp, y)
+    return jnp.argmax(logp, -1) != y, LOSSES[loss](logp, y)
 
   if restarts == 1:
     return run(0)
@@ -95,8 +91,9 @@ def pgd(
   norm='linf',
   random_start=True,
   restarts=1,
+  loss='ce',
 ):
-  """Projected gradient descent on the cross-entropy (Madry et al. 2018).
+  """Projected gradient descent (Madry et al. 2018) on the cross-entropy or the margin.
 
   x_{t+1} = Proj_{B(x, eps) ∩ [0,1]}(x_t + step_size * d_t), with d_t = sign(grad) for
   'linf' and grad / ||grad||_2 for 'l2'; the last iterate is returned.
@@ -116,10 +113,13 @@ def pgd(
       depend on the batch size.
     restarts: runs per sample; keeps the worst case (misclassified first, else the
       highest loss).
+    loss: 'ce' (-log p_y, the paper's) or 'margin' (max_{j != y} log p_j - log p_y,
+      which keeps a gradient where the cross-entropy's float32 gradient is 0).
 
   Returns:
     x_adv [B, ...] in [0, 1] and within eps of x in `norm`.
   """
+  check_loss(loss)
   if norm not in NORMS:
     raise ValueError(f'norm must be one of {NORMS}, got {norm!r}')
   if random_start and key is None:
@@ -137,20 +137,31 @@ def pgd(
     norm=norm,
     random_start=random_start,
     restarts=restarts,
+    loss=loss,
   )
 
 
-def bim(model_fn, x, y, *, key=None, eps, steps=10, step_size=None):
+def bim(model_fn, x, y, *, key=None, eps, steps=10, step_size=None, loss='ce'):
   """Basic iterative method (Kurakin et al. 2017): L-inf PGD from x itself, no random
   start; step_size defaults to eps / 10. Shapes and conventions as `pgd`; `key` unused."""
   del key
   return pgd(
-    model_fn, x, y, eps=eps, steps=steps, step_size=step_size, norm='linf', random_start=False
+    model_fn,
+    x,
+    y,
+    eps=eps,
+    steps=steps,
+    step_size=step_size,
+    norm='linf',
+    random_start=False,
+    loss=loss,
   )
 
 
-def fgsm(model_fn, x, y, *, key=None, eps):
+def fgsm(model_fn, x, y, *, key=None, eps, loss='ce'):
   """Fast gradient sign method (Goodfellow et al. 2015): clip(x + eps * sign(grad), 0, 1),
   i.e. one L-inf step of size eps. Shapes and conventions as `pgd`; `key` unused."""
   del key
-  return pgd(model_fn, x, y, eps=eps, steps=1, step_size=eps, norm='linf', random_start=False)
+  return pgd(
+    model_fn, x, y, eps=eps, steps=1, step_size=eps, norm='linf', random_start=False, loss=loss
+  )
