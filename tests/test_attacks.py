@@ -11,6 +11,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from lpd_jax.attacks import (
+  apgd,
   as_partial,
   bim,
   cw_l2,
@@ -22,6 +23,7 @@ from lpd_jax.attacks import (
   saliency_map,
   transfer_accuracy,
 )
+from lpd_jax.attacks import autopgd as apgd_module
 
 
 def linear_model(w, b):
@@ -302,3 +304,56 @@ def test_margin_attack_sees_through_scaled_logits_where_ce_is_weakened(digits):
   assert ce_plain < 0.2 and margin_plain < 0.2  # both are real attacks on the plain model
   assert ce_scaled > ce_plain + 0.3  # CE is masked by the scale
   assert abs(margin_scaled - margin_plain) <= 0.03  # the margin is not
+
+
+def test_dlr_matches_numpy_and_ignores_the_logit_scale():
+  rng = np.random.default_rng(1)
+  z = rng.normal(size=(7, 6)).astype(np.float32)
+  y, t = rng.integers(0, 6, 7), rng.integers(0, 6, 7)
+  untargeted, targeted = [], []
+  for zi, yi, ti in zip(z, y, t):
+    s = np.sort(zi)
+    untargeted.append(-(zi[yi] - np.delete(zi, yi).max()) / (s[-1] - s[-3] + 1e-12))
+    targeted.append(-(zi[yi] - zi[ti]) / (s[-1] - 0.5 * (s[-3] + s[-4]) + 1e-12))
+  log_p = jax.nn.log_softmax(jnp.asarray(z))  # log-probabilities: the same differences
+  np.testing.assert_allclose(apgd_module.dlr(log_p, jnp.asarray(y)), untargeted, rtol=1e-5)
+  np.testing.assert_allclose(
+    apgd_module.dlr(log_p, jnp.asarray(y), jnp.asarray(t)), targeted, rtol=1e-5
+  )
+  scaled = jax.nn.log_softmax(1e3 * jnp.asarray(z))
+  np.testing.assert_allclose(apgd_module.dlr(scaled, jnp.asarray(y)), untargeted, rtol=1e-4)
+
+
+def test_apgd_checkpoints_follow_the_authors_schedule():
+  """N = 100: first check after 22 iterations, windows shrinking by 3 down to 6."""
+  is_check, window = apgd_module.checkpoint_schedule(100)
+  assert list(np.flatnonzero(is_check)) == [21, 40, 56, 69, 79, 86, 92, 98]
+  assert list(window[is_check]) == [22, 19, 16, 13, 10, 7, 6, 6]
+
+
+@pytest.mark.parametrize('eps', [0.05, 0.1])
+def test_apgd_beats_pgd_at_equal_budget_and_stays_in_the_ball(digits, eps):
+  model, x, y = digits
+  key = jax.random.key(0)
+  x_apgd = apgd(model.log_predict, x, y, key=key, eps=eps, steps=10)
+  x_pgd = pgd(model.log_predict, x, y, key=key, eps=eps, steps=10)
+  assert float(jnp.abs(x_apgd - x).max()) <= eps + 1e-6
+  assert 0 <= float(x_apgd.min()) and float(x_apgd.max()) <= 1
+  assert accuracy(model.log_predict, x_apgd, y) <= accuracy(model.log_predict, x_pgd, y)
+  again = apgd(model.log_predict, x, y, key=key, eps=eps, steps=10)
+  np.testing.assert_array_equal(x_apgd, again)
+
+
+def test_apgd_dlr_is_as_strong_on_scaled_logits_and_targeting_adds(digits):
+  model, x, y = digits
+  plain, scaled = ScaledMLP(model.params, 1.0), ScaledMLP(model.params, 1e3)
+  key = jax.random.key(0)
+  run = lambda m, **kw: accuracy(
+    m.log_predict, apgd(m.log_predict, x, y, key=key, eps=0.1, steps=20, loss='dlr', **kw), y
+  )
+  dlr_plain, dlr_scaled = run(plain), run(scaled)
+  assert dlr_plain < accuracy(plain.log_predict, x, y) - 0.5
+  assert abs(dlr_scaled - dlr_plain) <= 0.01
+  assert run(plain, targeted=True, num_targets=3) <= dlr_plain
+  with pytest.raises(ValueError, match="targeted APGD uses loss='dlr'"):
+    apgd(plain.log_predict, x, y, key=key, eps=0.1, targeted=True)

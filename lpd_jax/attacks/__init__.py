@@ -10,6 +10,7 @@ read: adding an attack is one module here plus one line below.
 
 from typing import Callable, NamedTuple
 
+from lpd_jax.attacks.autopgd import apgd
 from lpd_jax.attacks.common import as_partial
 from lpd_jax.attacks.cw import cw_l2
 from lpd_jax.attacks.gradient import bim, fgsm, pgd
@@ -39,12 +40,14 @@ REGISTRY = {
     Attack('pgd', 'PGD', pgd),
     Attack('jsma', 'JSMA', jsma),
     Attack('cw', 'C&W', cw_l2),
+    Attack('apgd', 'APGD', apgd),
   )
 }
 
 __all__ = [
   'REGISTRY',
   'Attack',
+  'apgd',
   'as_partial',
   'bim',
   'cw_l2',
