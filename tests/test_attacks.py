@@ -24,6 +24,8 @@ from lpd_jax.attacks import (
   transfer_accuracy,
 )
 from lpd_jax.attacks import autopgd as apgd_module
+from lpd_jax.attacks import square_attack as square_module
+from lpd_jax.attacks.square_attack import square
 
 
 def linear_model(w, b):
@@ -357,3 +359,43 @@ def test_apgd_dlr_is_as_strong_on_scaled_logits_and_targeting_adds(digits):
   assert run(plain, targeted=True, num_targets=3) <= dlr_plain
   with pytest.raises(ValueError, match="targeted APGD uses loss='dlr'"):
     apgd(plain.log_predict, x, y, key=key, eps=0.1, targeted=True)
+
+
+def no_gradient(log_predict, mode):
+  """log_predict behind a custom_vjp whose backward pass returns zeros ('zero') or raises
+  ('raise'): a model whose gradients are masked, or forbidden."""
+
+  @jax.custom_vjp
+  def f(x):
+    return log_predict(x)
+
+  def bwd(x, g):
+    if mode == 'raise':
+      raise AssertionError('the model was differentiated')
+    return (jnp.zeros_like(x),)
+
+  f.defvjp(lambda x: (log_predict(x), x), bwd)
+  return f
+
+
+def test_square_window_sides_follow_the_schedule():
+  sides = square_module.window_sides(10000, 32, 32)
+  assert sides[0] == round(np.sqrt(0.8 * 1024)) == 29  # p_init 0.8 of a 32x32 image
+  assert sides[11] == round(np.sqrt(0.4 * 1024)) and sides[-1] == round(np.sqrt(0.8 / 512 * 1024))
+  assert list(np.diff(sides) <= 0).count(False) == 0  # windows never grow
+
+
+def test_square_needs_no_gradient_and_beats_masked_gradients(digits):
+  """A zero-gradient wrapper stops PGD; Square never differentiates (a backward pass
+  that raises is never called) and still finds adversarial examples at a large eps."""
+  model, x, y = digits
+  masked = no_gradient(model.log_predict, 'zero')
+  forbidden = no_gradient(model.log_predict, 'raise')
+  key = jax.random.key(0)
+  clean = accuracy(model.log_predict, x, y)
+  assert accuracy(model.log_predict, pgd(masked, x, y, key=key, eps=0.3, steps=10), y) > clean - 0.1
+  x_sq = square(forbidden, x, y, key=key, eps=0.3, queries=300)
+  assert float(jnp.abs(x_sq - x).max()) <= 0.3 + 1e-6 and 0 <= float(x_sq.min())
+  assert accuracy(model.log_predict, x_sq, y) < clean - 0.5
+  with pytest.raises(AssertionError, match='differentiated'):
+    pgd(forbidden, x, y, key=key, eps=0.3, steps=1)

@@ -15,6 +15,7 @@ from lpd_jax.attacks.common import as_partial
 from lpd_jax.attacks.cw import cw_l2
 from lpd_jax.attacks.gradient import bim, fgsm, pgd
 from lpd_jax.attacks.saliency_map import jsma, random_targets
+from lpd_jax.attacks.square_attack import square
 from lpd_jax.attacks.transfer import transfer_accuracy
 
 
@@ -41,6 +42,7 @@ REGISTRY = {
     Attack('jsma', 'JSMA', jsma),
     Attack('cw', 'C&W', cw_l2),
     Attack('apgd', 'APGD', apgd),
+    Attack('square', 'Square', square),
   )
 }
 
@@ -55,5 +57,6 @@ __all__ = [
   'jsma',
   'pgd',
   'random_targets',
+  'square',
   'transfer_accuracy',
 ]
