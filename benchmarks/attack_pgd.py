@@ -1,6 +1,6 @@
 """Throughput of PGD-10 (L-inf, eps 0.03, random start) against a K = 3 ResNet-18 ensemble.
 
-Trains nothing: the members are randomly initialised (`lpd_jax.ensemble.init_variables`)
+Trains nothing: the members are randomly initialised (`lpd_jax.ensemble.Members.init`)
 and the images are uniform noise; the attack's cost does not depend on the weights.
 Each member strategy (`lpd_jax.ensemble.map_members`) gets one warm-up call (the
 compile), then --repeats timed calls with `block_until_ready`; images/s = batch / the
