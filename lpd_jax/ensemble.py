@@ -5,7 +5,7 @@
               unrolled at trace time). Fastest on CPU (benchmarks/member_strategy.py).
     'vmap':   `jax.vmap` over the K axis (one batched program).
     'map':    `jax.lax.map` over the K axis (a sequential loop in XLA).
-    'auto':   'unroll' on CPU, 'vmap' on accelerators.
+    'auto':   `AUTO_STRATEGY[backend]`: 'unroll' on CPU (measured), 'vmap' on accelerators.
 * `Members` applies the member network to stacked variables: features, heads, logits,
   in training or evaluation mode. Training losses and `Ensemble` both go through it.
 * `Ensemble` is a trained ensemble in evaluation mode, with its inference mode.
@@ -27,11 +27,25 @@ MEMBER_STRATEGIES = ('auto', 'unroll', 'vmap', 'map')
 INFERENCE_MODES = ('raw', 'expected')
 
 
+# What 'auto' means per backend, and the measurement behind it (one table, one place).
+AUTO_STRATEGY = {
+  # benchmarks/results/member_strategy_cpu.json (2 CPU cores, K = 3, batch 64, 32x32x3,
+  # LPD training step): unroll 272 ms vs vmap 3547 ms vs map 5132 ms at width 8, and
+  # 562 / 7402 / 20157 ms at width 16: unroll is 13x faster than vmap.
+  'cpu': 'unroll',
+  # Not measured yet (no accelerator has been lent to this project): vmap keeps one
+  # batched program, the usual choice on accelerators. Run benchmarks/member_strategy.py
+  # there and set it from the numbers.
+  'gpu': 'vmap',
+  'tpu': 'vmap',
+}
+
+
 def resolve_strategy(strategy):
-  """'auto' -> the strategy measured fastest on the default backend."""
+  """'auto' -> AUTO_STRATEGY of the default backend ('vmap' for a backend not in it)."""
   if strategy != 'auto':
     return strategy
-  return 'unroll' if jax.default_backend() == 'cpu' else 'vmap'
+  return AUTO_STRATEGY.get(jax.default_backend(), 'vmap')
 
 
 def map_members(fn, stacked, strategy='auto'):

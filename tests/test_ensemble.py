@@ -85,6 +85,24 @@ def test_auto_strategy_is_unroll_on_cpu():
   assert ensemble.resolve_strategy('auto') == 'unroll'
 
 
+def test_auto_strategy_table_agrees_with_the_committed_measurement():
+  """AUTO_STRATEGY['cpu'] is the fastest strategy at every width of the CPU benchmark."""
+  import json
+  import os
+
+  path = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    'benchmarks',
+    'results',
+    'member_strategy_cpu.json',
+  )
+  with open(path) as f:
+    rows = json.load(f)['results']
+  for width in {r['width'] for r in rows}:
+    fastest = min((r for r in rows if r['width'] == width), key=lambda r: r['step_ms'])
+    assert fastest['strategy'] == ensemble.AUTO_STRATEGY['cpu'], width
+
+
 def _one_step(config, x, y):
   members = ensemble.create(config, num_classes=10)
   tx, _ = train.make_optimizer(config, steps_per_epoch=10)
