@@ -190,12 +190,12 @@ def restore(mgr, epoch, like_state=None, like_variables=None):
     with _quiet_orbax():
       out = mgr.restore(epoch, args=args)
   except (ValueError, KeyError, TypeError) as e:
-    if os.path.isfile(manifest_path(mgr, epoch)) or _looks_like_mismatch(e):
+    if _looks_like_mismatch(e):
       raise CheckpointError(
-        f'checkpoint of epoch {epoch} cannot be read ({_first_line(e)})'
+        f'checkpoint {mgr.directory}/{epoch} does not match this model: {_first_line(e)}'
       ) from None
     raise CheckpointError(
-      f'checkpoint {mgr.directory}/{epoch} does not match this model: {_first_line(e)}'
+      f'checkpoint of epoch {epoch} cannot be read ({_first_line(e)})'
     ) from None
   except Exception as e:  # noqa: BLE001  orbax / tensorstore raise many types for bad files
     raise CheckpointError(
