@@ -2,12 +2,12 @@
 
 python train.py --config=configs/baseline_cifar10.py --workdir=workdirs/baseline_cifar10
 python eval.py --config=configs/baseline_cifar10.py --workdir=workdirs/baseline_cifar10
+
+The same as --config=configs/cifar10.py:baseline (the dataset file holds the settings).
 """
 
-from configs import lpd_cifar10
+from configs import cifar10
 
 
 def get_config():
-  config = lpd_cifar10.get_config()
-  config.method = 'baseline'
-  return config
+  return cifar10.get_config('baseline')

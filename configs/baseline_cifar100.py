@@ -2,12 +2,12 @@
 
 python train.py --config=configs/baseline_cifar100.py --workdir=workdirs/baseline_cifar100
 python eval.py --config=configs/baseline_cifar100.py --workdir=workdirs/baseline_cifar100
+
+The same as --config=configs/cifar100.py:baseline (the dataset file holds the settings).
 """
 
-from configs import lpd_cifar100
+from configs import cifar100
 
 
 def get_config():
-  config = lpd_cifar100.get_config()
-  config.method = 'baseline'
-  return config
+  return cifar100.get_config('baseline')

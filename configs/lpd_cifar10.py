@@ -3,15 +3,12 @@
 Needs CIFAR-10 prepared for TFDS in array_record format (see README, "Data").
 python train.py --config=configs/lpd_cifar10.py --workdir=workdirs/lpd_cifar10
 python eval.py --config=configs/lpd_cifar10.py --workdir=workdirs/lpd_cifar10
+
+The same as --config=configs/cifar10.py:lpd (the dataset file holds the settings).
 """
 
-from lpd_jax.config import base_config
+from configs import cifar10
 
 
 def get_config():
-  config = base_config()
-  config.dataset = 'cifar10'
-  config.augment = True
-  config.method = 'lpd'
-  config.num_epochs = 150
-  return config
+  return cifar10.get_config('lpd')

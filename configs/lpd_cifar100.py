@@ -3,16 +3,13 @@
 Needs CIFAR-100 prepared for TFDS in array_record format (see README, "Data").
 python train.py --config=configs/lpd_cifar100.py --workdir=workdirs/lpd_cifar100
 python eval.py --config=configs/lpd_cifar100.py --workdir=workdirs/lpd_cifar100
-K = 5 (Table 1): add --config.num_members=5
+K = 5 (Table 1): --config=configs/cifar100.py:lpd,k5
+
+The same as --config=configs/cifar100.py:lpd (the dataset file holds the settings).
 """
 
-from lpd_jax.config import base_config
+from configs import cifar100
 
 
 def get_config():
-  config = base_config()
-  config.dataset = 'cifar100'
-  config.augment = True
-  config.method = 'lpd'
-  config.num_epochs = 150
-  return config
+  return cifar100.get_config('lpd')

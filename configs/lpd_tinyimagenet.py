@@ -3,16 +3,12 @@
 Needs the unzipped tiny-imagenet-200 folder under data_dir (see README, "Data").
 python train.py --config=configs/lpd_tinyimagenet.py --workdir=workdirs/lpd_tiny \
     --config.data_dir=/path/holding/tiny-imagenet-200
+
+The same as --config=configs/tinyimagenet.py:lpd (the dataset file holds the settings).
 """
 
-from lpd_jax.config import base_config
+from configs import tinyimagenet
 
 
 def get_config():
-  config = base_config()
-  config.dataset = 'tiny_imagenet'
-  config.augment = True
-  config.method = 'lpd'
-  config.num_epochs = 100
-  config.eval.paper.pgd_eps = (0.01, 0.02)  # the paper's Tiny-ImageNet grid (Table 4)
-  return config
+  return tinyimagenet.get_config('lpd')

@@ -51,6 +51,8 @@ def base_config():
   for method in methods.REGISTRY.values():
     if method.defaults:
       c[method.name] = ml_collections.ConfigDict(dict(method.defaults))
+  # Adversarial training over any method (methods/adversarial.py): attack none | fgsm | pgd.
+  c.adv_train = ml_collections.ConfigDict(dict(methods.adversarial.DEFAULTS))
 
   c.eval = ml_collections.ConfigDict()
   c.eval.suite = 'clean'  # comma-separated report names (suites.REGISTRY)
@@ -102,6 +104,7 @@ def validate(config):
   method = methods.REGISTRY[config.method]
   if method.validate is not None:
     method.validate(config)
+  methods.adversarial.validate(config)
   return config
 
 

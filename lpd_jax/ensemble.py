@@ -99,19 +99,27 @@ class Members:
     members = [init_one(keys[k], dummy) for k in range(num_members)]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
 
-  def features(self, variables, x, *, train=False):
+  def features(self, variables, x, *, train=False, per_member_inputs=False):
     """x [B, H, W, c] -> (h [K, B, D], new batch_stats [K, ...] or None in eval mode).
 
-    In training mode BatchNorm uses (and updates) each member's batch statistics.
+    In training mode BatchNorm uses (and updates) each member's batch statistics. With
+    `per_member_inputs`, x is [K, B, H, W, c] and member k sees x[k] only: the gradient of
+    a sum of member losses w.r.t. x is then each member's own input gradient, in one
+    backward pass (`gradients.member_loss_gradients`).
     """
 
-    def one(v):
+    def one(vx):
+      v, inputs = vx
       if not train:
-        return self.model.apply(v, x, train=False, method='features'), None
-      h, updates = self.model.apply(v, x, train=True, method='features', mutable=['batch_stats'])
+        return self.model.apply(v, inputs, train=False, method='features'), None
+      h, updates = self.model.apply(
+        v, inputs, train=True, method='features', mutable=['batch_stats']
+      )
       return h, updates['batch_stats']
 
-    return map_members(one, variables, self.strategy)
+    if per_member_inputs:
+      return map_members(one, (variables, x), self.strategy)
+    return map_members(lambda v: one((v, x)), variables, self.strategy)
 
   def heads(self, params, h):
     """h [K, B, D] -> logits [K, B, C], member k's head on member k's features."""

@@ -9,6 +9,7 @@ import contextlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lpd_jax.pytrees import as_partial, cast_floating
 
@@ -81,6 +82,60 @@ def member_input_gradients(logits_fn, x, y, *, float64=False):
     return _gradients_jit(
       cast_floating(fn, jnp.float64), jnp.asarray(x, jnp.float64), jnp.asarray(y)
     )
+
+
+def member_loss_gradients(member_logits_fn, x, y, num_members):
+  """Each member's batch-mean cross-entropy and its input gradient, in one backward pass.
+
+  The training-mode form used by the second-order methods (DEG, GAL, TRS): g_k = d CE_k / dx
+  with CE_k = mean_b CE(f_k(x_b), y_b), the loss whose input gradient their reference codes
+  take (`autograd.grad(criterion(m(x), y), x)`, batch-mean reduction; BatchNorm batch
+  statistics in training mode couple the samples). Member k is given its own copy of x, so
+  the gradient of sum_k CE_k w.r.t. the copies is all K gradients at the cost of one
+  backward pass (`jax.jacrev` would take K). The result is differentiable: a loss built
+  on g is differentiated w.r.t. the parameters by JAX (double backprop).
+
+  Args:
+    member_logits_fn: xs [K, B, ...] -> (logits [K, B, C], aux); member k must see xs[k]
+      only (e.g. `Members.features(..., per_member_inputs=True)` then the heads).
+    x: inputs [B, ...].
+    y: int labels [B].
+    num_members: K.
+
+  Returns:
+    (g [K, B, ...], CE_k [K], logits [K, B, C], aux). Note g is the gradient of the batch
+    *mean*: sample b's slice is (1/B) d CE(f_k(x_b), y_b) / dx_b in evaluation mode.
+  """
+
+  def summed(xs):
+    logits, aux = member_logits_fn(xs)
+    member_ce = cross_entropy(logits, y[None]).mean(axis=1)
+    return member_ce.sum(), (member_ce, logits, aux)
+
+  xs = jnp.broadcast_to(x, (num_members, *x.shape))
+  g, (member_ce, logits, aux) = jax.grad(summed, has_aux=True)(xs)
+  return g, member_ce, logits, aux
+
+
+def pairwise_cosines(g):
+  """cos(g_i[b], g_j[b]) for every pair i < j: g [K, B, ...] -> [B, P], P = K(K-1)/2.
+
+  Pairs in `numpy.triu_indices(K, 1)` order; the cosine is over the flattened trailing
+  (input) dimensions. Safe for the probes and for training losses alike: each vector is
+  first divided by its (stop-gradient) largest |entry|, which leaves the cosine unchanged
+  and keeps squares of tiny gradients (|g| < 1e-19 in float32) from underflowing; a zero
+  vector gives cos 0 with finite derivatives (no NaN from the norm at 0).
+  """
+  k, b = g.shape[:2]
+  g = g.reshape(k, b, -1)
+  s = jax.lax.stop_gradient(jnp.max(jnp.abs(g), axis=-1, keepdims=True))
+  u = g / jnp.where(s > 0, s, 1)
+  sq = jnp.sum(u * u, axis=-1, keepdims=True)
+  u = u / jnp.sqrt(jnp.where(sq > 0, sq, 1))  # unit vectors; zero vectors stay zero
+  # HIGHEST: no TF32/bf16 passes on accelerators; cosines of interest go down to ~1e-8.
+  gram = jnp.einsum('kbd,lbd->bkl', u, u, precision=jax.lax.Precision.HIGHEST)
+  i, j = np.triu_indices(k, 1)
+  return gram[:, i, j]
 
 
 def precision(float64):

@@ -67,14 +67,9 @@ def gradient_cosine(g):
   Returns:
     [N]. 0 means pairwise orthogonal gradients. A pair in which either gradient is
     exactly zero contributes cos = 0 (not NaN). For K = 1 there are no pairs: L_d = 0.
+    The cosines are `gradients.pairwise_cosines` (one definition for probes and losses).
   """
-  u, _ = _flatten_rescaled(g)
-  norm = jnp.sqrt(jnp.sum(u * u, axis=-1))
-  u = u / jnp.where(norm > 0, norm, 1)[..., None]  # zero vectors stay zero -> cos 0
-  # HIGHEST: no TF32/bf16 passes on accelerators; L_d of interest is ~1e-8.
-  gram = jnp.einsum('knd,lnd->nkl', u, u, precision=jax.lax.Precision.HIGHEST)
-  i, j = np.triu_indices(g.shape[0], 1)
-  return jnp.sum(gram[:, i, j], axis=-1)
+  return jnp.sum(gradients.pairwise_cosines(g), axis=-1)
 
 
 def gradient_norm(g):

@@ -57,20 +57,26 @@ def init_state(config, members, tx, input_shape):
   return dict(variables=variables, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
 
 
-def make_train_step(config, members, tx):
+def make_train_step(config, members, tx, steps_per_epoch=1):
   """-> jitted (state, x [B, H, W, c], y [B], key) -> (state, metrics).
+
+  The method's loss is `methods.adversarial.wrap`ped when config.adv_train.attack is set
+  (examples made against the current ensemble each step). `steps_per_epoch` sets the
+  training progress the loss sees (step / (steps_per_epoch * num_epochs)).
 
   metrics: loss, terms {name: scalar} and stats {name: array} of the method's aux,
   member_accuracy [K] and ensemble_accuracy (eq. 1) on the batch as the loss saw it.
   """
-  method = methods.get(config.method)
   frozen = ml_collections.FrozenConfigDict(config)
+  loss_fn = methods.adversarial.wrap(methods.get(config.method).loss, frozen)
+  total_steps = steps_per_epoch * config.num_epochs
 
   def train_step(state, x, y, key):
     variables = state['variables']
-    grad_fn = jax.value_and_grad(method.loss, argnums=1, has_aux=True)
+    progress = state['step'].astype(jnp.float32) / total_steps
+    grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
     (loss, aux), grads = grad_fn(
-      members, variables['params'], variables['batch_stats'], x, y, key, state['step'], frozen
+      members, variables['params'], variables['batch_stats'], x, y, key, progress, frozen
     )
     updates, opt_state = jax.vmap(tx.update)(grads, state['opt_state'], variables['params'])
     params = optax.apply_updates(variables['params'], updates)
@@ -277,7 +283,7 @@ def train_and_evaluate(config, workdir):
   with phase(f'compiling the training step (first run of these shapes; {where})'):
     x0, y0 = next(data.train_batches(ds, config.batch_size, seed=config.seed, epoch=start_epoch))
     train_step = (
-      make_train_step(config, members, tx)
+      make_train_step(config, members, tx, steps_per_epoch)
       .lower(state, x0, y0, jax.random.fold_in(dropout_key, 0))
       .compile()
     )

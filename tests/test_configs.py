@@ -11,8 +11,8 @@ from ml_collections import config_flags
 from lpd_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(
-  p for p in glob.glob(os.path.join(REPO, 'configs', '*.py')) if not p.endswith('__init__.py')
+CONFIGS = sorted(  # configs/_*.py are helpers (the variant grammar), not configs
+  p for p in glob.glob(os.path.join(REPO, 'configs', '*.py')) if not os.path.basename(p)[0] == '_'
 )
 
 
@@ -39,3 +39,27 @@ def test_variants_differ_from_their_base_only_in_method():
   base = parse(os.path.join(REPO, 'configs', 'lpd_cifar100.py')).to_dict()
   pdd = parse(os.path.join(REPO, 'configs', 'pdd_cifar100.py')).to_dict()
   assert {k for k in base if base[k] != pdd[k]} == {'method'}
+
+
+SPECS = ['baseline', 'deg', 'adp', 'gal', 'trs', 'deg,k5', 'lpd,advt_fgsm', 'pdd,advt_pgd']
+
+
+@pytest.mark.parametrize(
+  'dataset', ['cifar10', 'cifar100', 'tinyimagenet', 'cifar10_subset', 'digits']
+)
+@pytest.mark.parametrize('spec', SPECS)
+def test_every_method_and_variant_has_a_valid_config_per_dataset(dataset, spec):
+  config = parse(os.path.join(REPO, 'configs', f'{dataset}.py:{spec}'))
+  config_lib.validate(config)
+  method = spec.split(',')[0]
+  assert config.method == method
+  assert config.num_members == (5 if 'k5' in spec else 3)
+  assert config.pdd.num_bins == (20 if 'k5' in spec else 10)  # the PDD authors' bins per K
+  assert config.adv_train.attack == {'advt_fgsm': 'fgsm', 'advt_pgd': 'pgd'}.get(
+    spec.split(',')[-1], 'none'
+  )
+
+
+def test_an_unknown_variant_is_refused_with_the_grammar():
+  with pytest.raises(Exception, match='unknown config variant .k7.'):
+    parse(os.path.join(REPO, 'configs', 'cifar10.py:lpd,k7'))

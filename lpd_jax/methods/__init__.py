@@ -6,10 +6,13 @@ validation, CLI errors and report labels all read it. Adding a method is one mod
 this package plus one line in `REGISTRY` (README, "Extending").
 """
 
-from lpd_jax.methods import baseline, lpd, pdd
+from lpd_jax.methods import adp, adversarial, baseline, deg, gal, lpd, pdd, trs
 from lpd_jax.methods.common import Method
 
-REGISTRY = {m.name: m for m in (baseline.METHOD, lpd.METHOD, pdd.METHOD)}
+REGISTRY = {
+  m.name: m
+  for m in (baseline.METHOD, lpd.METHOD, pdd.METHOD, deg.METHOD, adp.METHOD, gal.METHOD, trs.METHOD)
+}
 
 
 def get(name):
@@ -24,4 +27,11 @@ def display_name(name):
   return REGISTRY[name].display if name in REGISTRY else name
 
 
-__all__ = ['REGISTRY', 'Method', 'display_name', 'get']
+def label(config):
+  """A run's column label: the method's, prefixed by its adversarial training
+  ('AdvT_PGD + LPD'); configs saved before adv_train existed have none."""
+  name = display_name(config.method)
+  return adversarial.label(config, name) if 'adv_train' in config else name
+
+
+__all__ = ['REGISTRY', 'Method', 'adversarial', 'display_name', 'get', 'label']

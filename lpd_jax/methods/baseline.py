@@ -3,9 +3,9 @@
 from lpd_jax.methods.common import Method, forward, mean_cross_entropy
 
 
-def loss(members, params, batch_stats, x, y, key, step, config):
+def loss(members, params, batch_stats, x, y, key, progress, config):
   """mean_k CE_k of the unmasked members; see `Method.loss` for the signature."""
-  del key, step, config
+  del key, progress, config
   logits, new_batch_stats, _ = forward(members, params, batch_stats, x)
   ce, member_ce = mean_cross_entropy(logits, y)
   return ce, dict(

@@ -9,7 +9,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import optax
 
-from lpd_jax import dropout
+from lpd_jax import dropout, gradients
 from lpd_jax.errors import ConfigError
 
 
@@ -20,11 +20,12 @@ class Method(NamedTuple):
     name: the `config.method` value, also the name of its config group.
     display: the column label of reports (the paper's name where the method is the paper's).
     defaults: the config group `config.<name>` (METHODS.md defaults); {} for none.
-    loss: `loss(members, params, batch_stats, x, y, key, step, config) -> (scalar, aux)`:
+    loss: `loss(members, params, batch_stats, x, y, key, progress, config) -> (scalar, aux)`:
       members an `ensemble.Members`, params and batch_stats stacked [K, ...], x [B, ...],
-      y [B], key a PRNG key for this step, step the global step (traced int), config the
-      run's config. aux is a dict with 'batch_stats' (updated, [K, ...]), 'logits'
-      [K, B, C] (what the loss saw), 'terms' {name: scalar} (the loss's parts, logged
+      y [B], key a PRNG key for this step, progress the fraction of the configured
+      training done before this step (traced float32 in [0, 1): step / (steps per epoch *
+      num_epochs); TRS ramps its eps with it), config the run's config. aux is a dict
+      with 'batch_stats' (updated, [K, ...]), 'logits' [K, B, C] (what the loss saw), 'terms' {name: scalar} (the loss's parts, logged
       per epoch as train_loss_<name>) and 'stats' {name: scalar} (diagnostics, logged as
       train_<name>).
     keep_rates: config -> `dropout.KeepRates` (h [K, B, D] -> p) for 'expected' inference,
@@ -46,13 +47,24 @@ def mean_cross_entropy(logits, y):
   return member_ce.mean(), member_ce
 
 
+def _masked_heads(members, params, h, key, keep_rates, rescale):
+  """h [K, B, D] -> (logits [K, B, C], stats): keep rates from the stop-gradient features of
+  all K members at once (LPD's bin statistics are over the ensemble), Bernoulli(p) masks per
+  (k, b, j), divided by p if `rescale`; the plain heads without `keep_rates`."""
+  stats = {}
+  if keep_rates is not None:
+    h_fixed = jax.lax.stop_gradient(h)
+    p = keep_rates(h_fixed)
+    stats['mean_keep_rate'] = dropout.mean_active_keep_rate(h_fixed, p)
+    h = h * dropout.sample_mask(key, p, rescale=rescale)
+  return members.heads(params, h), stats
+
+
 def forward(members, params, batch_stats, x, *, key=None, keep_rates=None, rescale=False):
   """Training-mode forward of all members: features -> keep rates -> masks -> heads.
 
-  The shared helper of every dropout method (LPD, PDD, DEG); without `keep_rates` it is
-  the plain forward. The keep rates see the stop-gradient features of all K members at
-  once (LPD's bin statistics are over the ensemble); the mask is Bernoulli(p) per
-  (k, b, j), divided by p if `rescale`.
+  The shared helper of every dropout method (LPD, PDD); without `keep_rates` it is the
+  plain forward.
 
   Returns:
     (logits [K, B, C], new batch_stats [K, ...], stats {'mean_keep_rate'} or {}).
@@ -60,13 +72,46 @@ def forward(members, params, batch_stats, x, *, key=None, keep_rates=None, resca
   h, new_batch_stats = members.features(
     {'params': params, 'batch_stats': batch_stats}, x, train=True
   )  # h [K, B, D]
-  stats = {}
-  if keep_rates is not None:
-    h_fixed = jax.lax.stop_gradient(h)
-    p = keep_rates(h_fixed)
-    stats['mean_keep_rate'] = dropout.mean_active_keep_rate(h_fixed, p)
-    h = h * dropout.sample_mask(key, p, rescale=rescale)
-  return members.heads(params, h), new_batch_stats, stats
+  logits, stats = _masked_heads(members, params, h, key, keep_rates, rescale)
+  return logits, new_batch_stats, stats
+
+
+def num_members(params):
+  """K, the leading axis of the stacked parameters."""
+  return jax.tree.leaves(params)[0].shape[0]
+
+
+def forward_with_input_gradients(
+  members, params, batch_stats, x, y, *, key=None, keep_rates=None, rescale=False
+):
+  """`forward` plus each member's input gradient, for second-order methods (DEG, GAL, TRS).
+
+  g_k = d CE_k / dx with CE_k member k's batch-mean cross-entropy through the same
+  training-mode network the data term sees (BatchNorm batch statistics; the same dropout
+  mask, which is held fixed w.r.t. x as the reference codes' host-side masks are); one
+  backward pass for all K (`gradients.member_loss_gradients`). g is differentiable w.r.t.
+  the parameters, so a loss on it is trained by double backprop.
+
+  Returns:
+    (g [K, B, ...], CE_k [K], logits [K, B, C], new batch_stats [K, ...], stats).
+  """
+
+  def member_logits(xs):  # xs [K, B, ...]: member k sees xs[k]
+    h, new_batch_stats = members.features(
+      {'params': params, 'batch_stats': batch_stats}, xs, train=True, per_member_inputs=True
+    )
+    logits, stats = _masked_heads(members, params, h, key, keep_rates, rescale)
+    return logits, (new_batch_stats, stats)
+
+  g, member_ce, logits, (new_batch_stats, stats) = gradients.member_loss_gradients(
+    member_logits, x, y, num_members(params)
+  )
+  return g, member_ce, logits, new_batch_stats, stats
+
+
+def result(loss, logits, batch_stats, terms, stats):
+  """The (loss, aux) pair every Method.loss returns (see `Method`)."""
+  return loss, dict(batch_stats=batch_stats, logits=logits, terms=terms, stats=stats)
 
 
 def need(ok, message):
@@ -82,8 +127,8 @@ def dropout_method(name, display, defaults, make_keep_rates, validate_group=None
   inverted dropout (1/p) in training, in which case 'expected' inference equals 'raw'.
   """
 
-  def loss(members, params, batch_stats, x, y, key, step, config):
-    del step
+  def loss(members, params, batch_stats, x, y, key, progress, config):
+    del progress
     logits, new_batch_stats, stats = forward(
       members,
       params,

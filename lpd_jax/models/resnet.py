@@ -1,14 +1,16 @@
-"""CIFAR-style ResNet-18 (He et al. 2016) as used by the paper and METHODS.md.
+"""CIFAR-style ResNets (He et al. 2016): ResNet-18 as used by the paper and METHODS.md,
+and ResNet-34 as a surrogate architecture for black-box transfer attacks.
 
-3x3 stem with stride 1 and no max-pool; four stages of two BasicBlocks with widths
-w, 2w, 4w, 8w (strides 1, 2, 2, 2); global average pooling gives the feature vector
-h(x) of size D = 8w (512 at the paper's w = 64); a Dense head gives the logits.
+3x3 stem with stride 1 and no max-pool; four stages of BasicBlocks with widths
+w, 2w, 4w, 8w (strides 1, 2, 2, 2): 2, 2, 2, 2 blocks for ResNet-18 and 3, 4, 6, 3
+for ResNet-34. Global average pooling gives the feature vector h(x) of size D = 8w
+(512 at the paper's w = 64); a Dense head gives the logits.
 
 The forward pass is split into `features` and `classify` so that dropout methods
 whose masks depend on *all* members' features (LPD, PDD) can act between them.
 """
 
-from typing import Optional
+from typing import ClassVar, Optional, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -33,8 +35,11 @@ class BasicBlock(nn.Module):
     return nn.relu(y + x)
 
 
-class ResNet18(nn.Module):
-  """CIFAR ResNet-18 with a `width` field (64: the paper; 4: the certification model).
+class ResNet(nn.Module):
+  """The CIFAR ResNet shared by ResNet18 and ResNet34; subclasses set `blocks_per_stage`.
+
+  Parameters are named `stem_conv`, `stem_bn`, `blocks_0` ... `blocks_{n-1}` (n the total
+  number of blocks, numbered across stages) and `head`.
 
   Attributes:
     num_classes: C.
@@ -43,13 +48,14 @@ class ResNet18(nn.Module):
 
   num_classes: int
   width: int = 64
+  blocks_per_stage: ClassVar[Tuple[int, ...]] = (2, 2, 2, 2)
 
   def setup(self):
     self.stem_conv = nn.Conv(self.width, (3, 3), 1, padding=1, use_bias=False)
     self.stem_bn = nn.BatchNorm(momentum=0.9)
     blocks = []
-    for stage, mult in enumerate((1, 2, 4, 8)):
-      for i in range(2):
+    for stage, (mult, num_blocks) in enumerate(zip((1, 2, 4, 8), self.blocks_per_stage)):
+      for i in range(num_blocks):
         strides = 2 if (stage > 0 and i == 0) else 1
         blocks.append(BasicBlock(self.width * mult, strides))
     self.blocks = blocks
@@ -72,3 +78,30 @@ class ResNet18(nn.Module):
     if feature_mask is not None:
       h = h * feature_mask
     return self.classify(h), h
+
+
+class ResNet18(ResNet):
+  """CIFAR ResNet-18 with a `width` field (64: the paper; 4: the certification model).
+
+  Stages of 2, 2, 2, 2 BasicBlocks; 11,173,962 parameters at w = 64, C = 10.
+
+  Attributes:
+    num_classes: C.
+    width: w; the feature size is D = 8 * w.
+  """
+
+  blocks_per_stage: ClassVar[Tuple[int, ...]] = (2, 2, 2, 2)
+
+
+class ResNet34(ResNet):
+  """CIFAR ResNet-34, a surrogate architecture for transfer attacks.
+
+  Stages of 3, 4, 6, 3 BasicBlocks (`blocks_0` ... `blocks_15`); 21,282,122 parameters
+  at w = 64, C = 10.
+
+  Attributes:
+    num_classes: C.
+    width: w; the feature size is D = 8 * w.
+  """
+
+  blocks_per_stage: ClassVar[Tuple[int, ...]] = (3, 4, 6, 3)

@@ -144,7 +144,7 @@ def describe(ens, ctx):
   config = ctx.config
   return (
     f'{len(ctx.labels)} test images of {config.dataset}, K = {ens.num_members}, '
-    f'method {methods.display_name(config.method)}, inference {inference_note(ens)}'
+    f'method {methods.label(config)}, inference {inference_note(ens)}'
   )
 
 

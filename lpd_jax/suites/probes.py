@@ -122,7 +122,7 @@ def run(ens, ctx):
   )
   return Report(
     result,
-    markdown_tables([(methods.display_name(config.method), result)]),
+    markdown_tables([(methods.label(config), result)]),
     {'probes_per_sample.npz': npz_bytes(labels=y, **probed['per_sample'])},
   )
 

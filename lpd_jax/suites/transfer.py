@@ -98,7 +98,7 @@ def run(ens, ctx):
   markdown = '\n'.join(
     [
       f'Transfer attacks (Table 5 layout): examples made with true labels on the surrogate '
-      f'{result["surrogate"]["workdir"]} ({methods.display_name(sur.method)}, K = '
+      f'{result["surrogate"]["workdir"]} ({methods.label(sur)}, K = '
       f'{surrogate.num_members}, width {sur.width}), evaluated on this ensemble: '
       f'{describe(ens, ctx)}; clean {pct(result["clean_accuracy"])}',
       '',

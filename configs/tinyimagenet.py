@@ -1,0 +1,19 @@
+"""Any method on Tiny-ImageNet (64x64, 200 classes), K = 3 ResNet-18s (width 64), 100 epochs.
+
+Needs the unzipped tiny-imagenet-200 folder under data_dir (see README, "Data").
+python train.py --config=configs/tinyimagenet.py:deg --workdir=workdirs/deg_tiny \
+    --config.data_dir=/path/holding/tiny-imagenet-200
+Variants as configs/cifar10.py (configs/_variants.py).
+"""
+
+from configs import _variants as variants
+from lpd_jax.config import base_config
+
+
+def get_config(spec='lpd'):
+  config = base_config()
+  config.dataset = 'tiny_imagenet'
+  config.augment = True
+  config.num_epochs = 100
+  config.eval.paper.pgd_eps = (0.01, 0.02)  # the paper's Tiny-ImageNet grid (Table 4)
+  return variants.apply(config, spec)

@@ -1,0 +1,236 @@
+"""The compared methods (DEG, ADP, GAL, TRS, adversarial training): their regularizers against
+NumPy, their second-order gradients against float64 finite differences, and what the terms do.
+
+A tiny conv + BatchNorm member network keeps compile times low; the methods only need
+`features` / `classify`, so they run on it exactly as on the ResNets.
+"""
+
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lpd_jax import config as config_lib
+from lpd_jax import ensemble, gradients, methods, pytrees
+from lpd_jax.methods import adp, deg, gal, trs
+
+
+class TinyNet(nn.Module):
+  """conv 3x3 -> BatchNorm -> ReLU -> mean pool (h [B, width]) -> Dense."""
+
+  num_classes: int = 4
+  width: int = 3
+
+  def setup(self):
+    self.conv = nn.Conv(self.width, (3, 3), padding=1)
+    self.bn = nn.BatchNorm(momentum=0.9)
+    self.head = nn.Dense(self.num_classes)
+
+  def features(self, x, train=False):
+    return jnp.mean(nn.relu(self.bn(self.conv(x), use_running_average=not train)), axis=(1, 2))
+
+  def classify(self, h):
+    return self.head(h)
+
+  def __call__(self, x, train=False):
+    h = self.features(x, train)
+    return self.classify(h), h
+
+
+def setup(method, k=3, batch=6, strategy='unroll', **groups):
+  config = config_lib.base_config()
+  config.method = method
+  config.num_members = k
+  config.batch_size = batch
+  for group, values in groups.items():
+    config[group].update(values)
+  config_lib.validate(config)
+  members = ensemble.Members(TinyNet(), strategy)
+  variables = members.init(jax.random.key(0), k, (4, 4, 1))
+  x = jax.random.uniform(jax.random.key(1), (batch, 4, 4, 1))
+  y = jnp.arange(batch) % 4
+  return config, members, variables, x, y
+
+
+def loss_of(config, members, variables, x, y, progress=0.5):
+  method = methods.get(config.method)
+  return method.loss(
+    members,
+    variables['params'],
+    variables['batch_stats'],
+    x,
+    y,
+    jax.random.key(2),
+    progress,
+    config,
+  )
+
+
+# -- the regularizers against NumPy on fixed arrays -------------------------------------------
+
+
+def np_cos(a, b):
+  return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def np_pair_cosines(g):
+  """[K, B, ...] -> {(i, j): [B]} by a plain loop."""
+  k, b = g.shape[:2]
+  flat = g.reshape(k, b, -1).astype(np.float64)
+  return {
+    (i, j): np.array([np_cos(flat[i, s], flat[j, s]) for s in range(b)])
+    for i, j in itertools.combinations(range(k), 2)
+  }
+
+
+@pytest.fixture(scope='module')
+def fixed_gradients():
+  return np.random.default_rng(0).normal(size=(4, 5, 3, 3, 2)).astype(np.float32)
+
+
+def test_deg_gal_and_trs_terms_equal_numpy_loops(fixed_gradients):
+  g = fixed_gradients
+  pairs = np_pair_cosines(g)
+  k = g.shape[0]
+  assert float(deg.cosine_term(g)) == pytest.approx(sum(c.mean() for c in pairs.values()), 1e-5)
+  gal_ref = np.mean(np.log(sum(np.exp(c) for c in pairs.values()) + 1e-20))
+  assert float(gal.alignment_term(g)) == pytest.approx(gal_ref, 1e-5)
+  trs_cos_ref = np.mean([np.abs(c).mean() for c in pairs.values()])
+  assert float(trs.cosine_term(g)) == pytest.approx(trs_cos_ref, 1e-5)
+  flat = g.reshape(k, g.shape[1], -1).astype(np.float64)
+  magnitude_ref = sum(2 * np.mean(np.sum(flat[m] ** 2, axis=-1)) for m in range(k)) / k
+  assert float(trs.smoothness_term(g)) == pytest.approx(magnitude_ref, 1e-5)
+
+
+def test_adp_entropy_and_log_det_equal_numpy():
+  rng = np.random.default_rng(1)
+  k, b, c = 3, 6, 5
+  logits = rng.normal(scale=2.0, size=(k, b, c)).astype(np.float32)
+  y = rng.integers(0, c, size=b)
+  p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  mean_p = p.mean(0)
+  entropy_ref = -np.sum(mean_p * np.log(mean_p + 1e-20), axis=-1)
+  np.testing.assert_allclose(adp.ensemble_entropy(logits), entropy_ref, rtol=1e-5)
+  log_det_ref = []
+  for s in range(b):
+    m = np.stack([np.delete(p[m_, s], y[s]) for m_ in range(k)])  # [K, C-1]
+    m = m / np.linalg.norm(m, axis=1, keepdims=True)
+    log_det_ref.append(np.linalg.slogdet(m @ m.T + 1e-6 * np.eye(k))[1])
+  np.testing.assert_allclose(adp.log_det(logits, y), log_det_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_adp_log_det_stays_finite_when_the_true_class_takes_all_the_mass():
+  logits = jnp.array([[[200.0, 0.0, 1.0]], [[300.0, 2.0, 0.0]]])  # p_y rounds to 1 in float32
+  value = adp.log_det(logits, jnp.array([0]))
+  assert np.isfinite(value).all()
+
+
+def test_deg_is_one_per_pair_for_identical_members_and_zero_for_orthogonal_gradients():
+  config, members, variables, x, y = setup('deg', k=2, deg={'pdd_masks': False})
+  same = jax.tree.map(lambda a: jnp.stack([a[0], a[0]]), variables)
+  _, aux = loss_of(config, members, same, x, y)
+  assert float(aux['terms']['gradient_cosine']) == pytest.approx(1.0, abs=1e-5)
+  eye = jnp.eye(6).reshape(6, 1, 6)  # six members, one sample, pairwise orthogonal gradients
+  assert float(deg.cosine_term(eye)) == 0.0
+  assert float(deg.cosine_term(jnp.stack([eye[0], -eye[0]]))) == pytest.approx(-1.0)
+
+
+def test_pairwise_cosines_of_a_zero_gradient_are_zero_with_finite_derivatives():
+  g = jnp.stack([jnp.zeros((2, 3)), jnp.ones((2, 3))])
+  assert np.all(np.asarray(gradients.pairwise_cosines(g)) == 0)
+  d = jax.grad(lambda g: jnp.sum(gradients.pairwise_cosines(g)))(g)
+  assert np.isfinite(np.asarray(d)).all()
+
+
+# -- the training-mode input gradients and the losses on a model --------------------------------
+
+
+def test_member_loss_gradients_equal_each_members_own_gradient():
+  _, members, variables, x, y = setup('baseline')
+
+  def member_logits(xs):
+    h, _ = members.features(variables, xs, train=True, per_member_inputs=True)
+    return members.heads(variables['params'], h), None
+
+  g, member_ce, _, _ = gradients.member_loss_gradients(member_logits, x, y, 3)
+  for k in range(3):
+    one = jax.tree.map(lambda a, k=k: a[k : k + 1], variables)
+
+    def ce_k(x, one=one):
+      h, _ = members.features(one, x, train=True)
+      return gradients.cross_entropy(members.heads(one['params'], h)[0], y).mean()
+
+    np.testing.assert_allclose(g[k], jax.grad(ce_k)(x), rtol=1e-5, atol=1e-8)
+    assert float(member_ce[k]) == pytest.approx(float(ce_k(x)), rel=1e-6)
+
+
+@pytest.mark.parametrize('name', ['gal', 'trs'])
+@pytest.mark.parametrize('k', [2, 3, 5])
+def test_gal_and_trs_run_at_any_k_and_their_terms_match_numpy(name, k):
+  config, members, variables, x, y = setup(name, k=k, strategy='vmap', trs={'pgd_steps': 1})
+  (value, aux), grads = jax.value_and_grad(
+    lambda p: loss_of(config, members, dict(variables, params=p), x, y), has_aux=True
+  )(variables['params'])
+  assert np.isfinite(float(value))
+  assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(grads))
+  assert any(np.abs(np.asarray(v)).max() > 0 for v in jax.tree.leaves(grads))
+
+  def member_logits(xs):
+    h, _ = members.features(variables, xs, train=True, per_member_inputs=True)
+    return members.heads(variables['params'], h), None
+
+  g = np.asarray(gradients.member_loss_gradients(member_logits, x, y, k)[0])
+  pairs = np_pair_cosines(g)
+  terms = aux['terms']
+  if name == 'gal':
+    ref = np.mean(np.log(sum(np.exp(c) for c in pairs.values()) + 1e-20))
+    assert float(terms['gradient_alignment']) == pytest.approx(ref, rel=1e-4)
+    assert float(value) == pytest.approx(float(terms['ce'] + 0.5 / k * ref), rel=1e-5)
+  else:
+    ref = np.mean([np.abs(c).mean() for c in pairs.values()])
+    assert float(terms['gradient_cosine']) == pytest.approx(ref, rel=1e-4)
+    expected = terms['ce'] + 40 / k * terms['gradient_cosine'] + 2.5 / k * terms['smoothness']
+    assert float(value) == pytest.approx(float(expected), rel=1e-5)
+    assert float(aux['stats']['pgd_eps']) == pytest.approx(0.02)  # halfway from 0.01 to 0.03
+
+
+def directional_derivative_check(name, **groups):
+  """d loss / d params along a random direction, autodiff vs central differences (float64)."""
+  config, members, variables, x, y = setup(name, **groups)
+  with jax.enable_x64(True):
+    variables = pytrees.cast_floating(variables, jnp.float64)
+    x = jnp.asarray(x, jnp.float64)
+    keys = jax.random.split(jax.random.key(3), len(jax.tree.leaves(variables['params'])))
+    leaves, treedef = jax.tree.flatten(variables['params'])
+    v = treedef.unflatten(
+      [jax.random.normal(kk, a.shape, jnp.float64) for kk, a in zip(keys, leaves)]
+    )
+
+    def f(params):
+      return loss_of(config, members, dict(variables, params=params), x, y)[0]
+
+    grad = jax.grad(f)(variables['params'])
+    analytic = sum(float(jnp.vdot(a, b)) for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(v)))
+    h = 1e-5
+    shifted = lambda s: jax.tree.map(lambda p, d: p + s * h * d, variables['params'], v)
+    numeric = (float(f(shifted(1))) - float(f(shifted(-1)))) / (2 * h)
+  return analytic, numeric
+
+
+@pytest.mark.parametrize(
+  'name, groups',
+  [
+    ('deg', {}),
+    ('deg', {'deg': {'pdd_masks': False, 'beta': 1.0}}),
+    ('gal', {'gal': {'coefficient': 5.0}}),
+    ('trs', {'trs': {'pgd_steps': 2}}),
+    ('adp', {}),
+  ],
+  ids=['deg', 'deg-no-masks', 'gal', 'trs', 'adp'],
+)
+def test_second_order_losses_match_finite_differences_in_float64(name, groups):
+  analytic, numeric = directional_derivative_check(name, **groups)
+  assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8)
