@@ -25,9 +25,9 @@ class Method(NamedTuple):
       y [B], key a PRNG key for this step, progress the fraction of the configured
       training done before this step (traced float32 in [0, 1): step / (steps per epoch *
       num_epochs); TRS ramps its eps with it), config the run's config. aux is a dict
-      with 'batch_stats' (updated, [K, ...]), 'logits' [K, B, C] (what the loss saw), 'terms' {name: scalar} (the loss's parts, logged
-      per epoch as train_loss_<name>) and 'stats' {name: scalar} (diagnostics, logged as
-      train_<name>).
+      with 'batch_stats' (updated, [K, ...]), 'logits' [K, B, C] (what the loss saw),
+      'terms' {name: scalar} (the loss's parts, logged per epoch as train_loss_<name>)
+      and 'stats' {name: scalar} (diagnostics, logged as train_<name>).
     keep_rates: config -> `dropout.KeepRates` (h [K, B, D] -> p) for 'expected' inference,
       or None when the head saw unscaled features in training (no dropout, or 1/p rescaling).
     validate: config -> None; raises ConfigError for settings of this method that cannot work.
