@@ -22,17 +22,29 @@ from lpd_jax import attacks, ensemble
 from lpd_jax.methods.common import need
 
 ATTACKS = ('none', 'fgsm', 'pgd')
-DEFAULTS = dict(attack='none', eps=8 / 255, steps=7, step_size=2 / 255, mix=1.0, loss='ce')
+MODES = ('train', 'eval')
+DEFAULTS = dict(
+  attack='none', eps=8 / 255, steps=7, step_size=2 / 255, mix=1.0, loss='ce', mode='train'
+)
 
 
 def _log_predict(members, variables, x):
+  """Evaluation mode: BatchNorm running statistics, raw features."""
   return ensemble.log_mean_softmax(members.logits(variables, x))
+
+
+def _log_predict_train_mode(members, variables, x):
+  """Training mode without dropout: BatchNorm statistics of the batch being attacked
+  (not kept), so the attack sees the network the loss trains."""
+  h, _ = members.features(variables, x, train=True)
+  return ensemble.log_mean_softmax(members.heads(variables['params'], h))
 
 
 def adversarial_batch(members, params, batch_stats, x, y, key, c):
   """x [B, ...] -> x' [B, ...]: its first round(c.mix * B) samples attacked (see module)."""
   variables = jax.lax.stop_gradient({'params': params, 'batch_stats': batch_stats})
-  model_fn = jax.tree_util.Partial(functools.partial(_log_predict, members), variables)
+  forward = _log_predict_train_mode if c.mode == 'train' else _log_predict
+  model_fn = jax.tree_util.Partial(functools.partial(forward, members), variables)
   n = round(c.mix * x.shape[0])
   if n == 0:
     return x
@@ -74,6 +86,7 @@ def validate(config):
   need(c.eps > 0, f'adv_train.eps must be > 0, got {c.eps}')
   need(0 < c.mix <= 1, f'adv_train.mix must be in (0, 1], got {c.mix}')
   need(c.loss in ('ce', 'margin'), f"adv_train.loss must be 'ce' or 'margin', got {c.loss!r}")
+  need(c.mode in MODES, f'adv_train.mode must be one of {MODES}, got {c.mode!r}')
   if c.attack == 'pgd':
     need(c.steps >= 1, f'adv_train.steps must be >= 1, got {c.steps}')
     need(c.step_size > 0, f'adv_train.step_size must be > 0, got {c.step_size}')
