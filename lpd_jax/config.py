@@ -29,7 +29,7 @@ def base_config():
   c.augment = False  # random 4-pixel-pad crop and horizontal flip (CIFAR-like data)
   c.model = 'resnet18'  # models.REGISTRY
   c.num_members = 3  # K
-  c.width = 64  # base width w; ResNet-18 feature size D = 8w
+  c.width = 64  # base width w; the feature size is D = 8w (every model in models.REGISTRY)
   c.method = 'lpd'  # methods.REGISTRY
   c.num_epochs = 150
   c.batch_size = 64

@@ -85,6 +85,7 @@ def run(ens, ctx):
     surrogate=dict(
       workdir=os.path.abspath(ctx.cfg.workdir),
       method=sur.method,
+      model=sur.model,
       num_members=surrogate.num_members,
       width=sur.width,
     ),
@@ -98,7 +99,7 @@ def run(ens, ctx):
   markdown = '\n'.join(
     [
       f'Transfer attacks (Table 5 layout): examples made with true labels on the surrogate '
-      f'{result["surrogate"]["workdir"]} ({methods.label(sur)}, K = '
+      f'{result["surrogate"]["workdir"]} ({methods.label(sur)}, {sur.model}, K = '
       f'{surrogate.num_members}, width {sur.width}), evaluated on this ensemble: '
       f'{describe(ens, ctx)}; clean {pct(result["clean_accuracy"])}',
       '',
