@@ -22,6 +22,9 @@ from lpd_jax.attacks import cw, fgsm, gradient, pgd, saliency_map, transfer_accu
 from lpd_jax.config import ConfigError, base_config
 from lpd_jax.suites import common, paper
 
+# The module fixture runs the suites once: keep its tests on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('attack_report')
+
 N, BATCH = 40, 16
 PAPER_ROWS = [
   ('none', None),
@@ -35,6 +38,20 @@ PAPER_ROWS = [
   ('jsma', 0.1),
   ('cw', 0.1),
 ]
+
+
+# The robust suite cut short: every attack, one eps, few steps and queries.
+ROBUST = dict(
+  attacks='apgd-ce,apgd-t,square,pgd-margin,pgd-member-margin',
+  eps=(0.04,),
+  steps=3,
+  num_targets=2,
+  square_queries=20,
+)
+
+
+# steps = strong_steps and one restart: the audit's PGD runs share compiles with robust's.
+AUDIT = dict(num_examples=16, steps=3, strong_steps=3, restarts=1, square_queries=20)
 
 
 def eval_config(suite, paper=None, **groups):
@@ -59,9 +76,16 @@ def reports(trained_workdir):
     'correct': predict._correct,
   }
   before = {name: f._cache_size() for name, f in cores.items()}
-  config = eval_config('paper,sweep,transfer', transfer=dict(workdir=trained_workdir))
+  config = eval_config(
+    'paper,sweep,transfer',
+    transfer=dict(workdir=trained_workdir),
+    robust=ROBUST,
+    audit=dict(AUDIT, surrogate=trained_workdir),
+  )
   results = evaluate.evaluate(config, trained_workdir)
   compiles = {name: f._cache_size() - before[name] for name, f in cores.items()}
+  config.eval.suite = 'robust,audit'  # the strong-attack suites, after the compile count
+  results.update(evaluate.evaluate(config, trained_workdir))
   return config, results, compiles
 
 
@@ -108,7 +132,7 @@ def test_paper_suite_writes_table_4(reports, trained_workdir):
   with open(os.path.join(trained_workdir, 'eval_paper.md')) as f:
     table = f.read()
   for line in [
-    '| Attacks | Para. | Accuracy (%) | Accuracy on clean-correct (%) |',
+    '| Attacks | Para. | Accuracy (%) | Accuracy on clean-correct (%) | median L2 |',
     '| No Attack | - |',
     '| FGSM | 0.02 |',
     '| BIM | 0.02 |',
@@ -234,9 +258,86 @@ def test_config_grid_and_errors(trained_workdir):
   config.eval.paper.pgd_eps = (0.03,)
   assert [r['params'] for r in paper.attack_grid(config.eval.paper, ('bim', 'cw'))] == [
     dict(eps=0.03, steps=10),
-    dict(c=0.1, confidence=0.01, steps=1000, binary_search_steps=5, learning_rate=0.01),
+    dict(
+      c=0.1,
+      confidence=0.01,
+      steps=1000,
+      binary_search_steps=5,
+      learning_rate=0.01,
+      margin='probability',  # the authors' cw.py: the paper suite's default
+    ),
   ]
+  jsma_rows = paper.attack_grid(config.eval.paper, ('jsma',))
+  assert {r['params']['variant'] for r in jsma_rows} == {'art'}  # ART 1.1, as the paper ran it
   with pytest.raises(ConfigError, match='eval.paper.attacks'):
     evaluate.evaluate(eval_config('paper', paper=dict(attacks='fgsm,deepfool')), trained_workdir)
   with pytest.raises(ConfigError, match='eval.sweep.norms'):
     evaluate.evaluate(eval_config('sweep', sweep=dict(norms='l1')), trained_workdir)
+
+
+def test_paper_cw_row_reports_the_median_distortion_of_its_successes(reports, direct):
+  rows = rows_by_key(reports[1]['paper'])
+  cw_row = rows[('cw', 0.1)]
+  ens, x, y = direct
+  per_sample = np.load(os.path.join(ens.meta['workdir'], 'paper_per_sample.npz'))
+  successful = per_sample['none'] & ~per_sample['cw_0.1']
+  assert cw_row['num_successful'] == int(successful.sum())
+  if successful.any():
+    assert cw_row['median_l2_successful'] > 0
+  else:
+    assert cw_row['median_l2_successful'] is None
+  assert rows[('fgsm', 0.04)]['median_l2_successful'] <= 0.04 * np.sqrt(x[0].size) + 1e-5
+
+
+def test_robust_suite_is_the_per_sample_worst_case(reports, direct, trained_workdir):
+  config, results, _ = reports
+  robust = results['robust']
+  assert robust['attacks'] == ROBUST['attacks'].split(',') and robust['eps'] == [0.04]
+  assert robust['threat_model'] == 'Linf' and robust['num_examples'] == N
+  assert robust['inference'] == 'raw'
+  per_sample = np.load(os.path.join(trained_workdir, 'robust_per_sample.npz'))
+  worst = per_sample['clean'].copy()
+  for name in robust['attacks']:
+    worst &= per_sample[f'{name}_0.04']
+  np.testing.assert_array_equal(per_sample['worst_0.04'], worst)
+  accuracy = robust['robust_accuracy']['0.04']
+  assert accuracy == worst.mean()
+  assert accuracy <= min(r['accuracy'] for r in robust['rows'])
+  # One row repeated by hand: margin PGD with the suite's key, batches and padding.
+  ens, x, y = direct
+  (direct_correct,) = predict.attack_correct(
+    pgd,
+    dict(eps=0.04, steps=3, restarts=1, loss='margin'),
+    ens.log_predict,
+    x,
+    y,
+    key=common.attack_key(config.seed, 'robust:pgd-margin'),
+    batch_size=BATCH,
+  )
+  np.testing.assert_array_equal(direct_correct, per_sample['pgd-margin_0.04'])
+  with open(os.path.join(trained_workdir, 'eval_robust.md')) as f:
+    table = f.read()
+  assert '| L-inf eps | apgd-ce | apgd-t | square | pgd-margin | pgd-member-margin |' in table
+
+
+def test_audit_suite_runs_every_check_on_the_ensemble(reports, trained_workdir):
+  result = reports[1]['audit']
+  assert set(result['checks']) == {
+    'iterative_beats_single_step',
+    'white_box_beats_transfer',
+    'large_eps_reaches_zero',
+    'monotone_in_eps',
+    'gradient_free_not_better',
+    'more_steps_do_not_help_much',
+    'margin_not_much_better_than_ce',
+    'gradients_are_not_zero',
+    'raw_vs_expected',
+  }
+  # Every check ran: a surrogate was given, and LPD has an 'expected' inference.
+  assert all(c['passed'] in (True, False) for c in result['checks'].values())
+  assert result['eps'] == 0.04 and result['num_examples'] == 16  # the paper grid's largest
+  assert 'pgd-member-margin' in result['accuracies']
+  assert result['worst_case_accuracy'] <= min(result['accuracies'].values())
+  with open(os.path.join(trained_workdir, 'eval_audit.md')) as f:
+    table = f.read()
+  assert '| check | verdict | numbers |' in table and result['verdict'] in table

@@ -14,6 +14,7 @@ from lpd_jax.attacks import (
   apgd,
   as_partial,
   bim,
+  cw,
   cw_l2,
   fgsm,
   gradient,
@@ -26,6 +27,7 @@ from lpd_jax.attacks import (
 from lpd_jax.attacks import autopgd as apgd_module
 from lpd_jax.attacks import square_attack as square_module
 from lpd_jax.attacks.square_attack import square
+from lpd_jax.ensemble import log_mean_softmax
 
 
 def linear_model(w, b):
@@ -308,6 +310,51 @@ def test_margin_attack_sees_through_scaled_logits_where_ce_is_weakened(digits):
   assert abs(margin_scaled - margin_plain) <= 0.03  # the margin is not
 
 
+@flax.struct.dataclass
+class ScaledMLPEnsemble:
+  """Three copies of the digits MLP (weights jittered per member), logits x `scale`."""
+
+  params: dict  # leaves stacked [3, ...]
+  scale: float
+
+  def member_logits(self, x):
+    p = self.params
+    h = jnp.einsum('bd,kdh->kbh', x.reshape(x.shape[0], -1), p['w1']) + p['b1'][:, None]
+    z = jnp.einsum('kbh,khc->kbc', jax.nn.relu(h), p['w2']) + p['b2'][:, None]
+    return self.scale * z
+
+  def log_predict(self, x):
+    return log_mean_softmax(self.member_logits(x))
+
+
+def test_member_margin_defeats_an_ensemble_of_saturated_members(digits):
+  """Members' logits x 1e3: the mean softmax becomes a vote, and even the margin loss on it
+  is masked (its gradient vanishes away from a tie); the members' own logit margins are
+  not, so member-margin BIM is as strong on the scaled ensemble as on the plain one."""
+  model, x, y = digits
+  keys = jax.random.split(jax.random.key(5), 3)
+  jitter = lambda a, k: a + 0.05 * jnp.std(a) * jax.random.normal(k, a.shape)
+  stacked = {n: jnp.stack([jitter(v, k) for k in keys]) for n, v in model.params.items()}
+  plain, scaled = ScaledMLPEnsemble(stacked, 1.0), ScaledMLPEnsemble(stacked, 1e3)
+  assert accuracy(scaled.log_predict, x, y) > 0.9
+
+  def attacked(m, fn, loss):
+    return accuracy(m.log_predict, bim(fn(m), x, y, eps=0.15, steps=10, loss=loss), y)
+
+  on_mean = lambda m: m.log_predict
+  on_members = lambda m: m.member_logits
+  margin_plain, margin_scaled = (attacked(m, on_mean, 'margin') for m in (plain, scaled))
+  member_plain, member_scaled = (attacked(m, on_members, 'member_margin') for m in (plain, scaled))
+  assert margin_plain < 0.2 and member_plain < 0.2  # real attacks on the plain ensemble
+  assert margin_scaled > margin_plain + 0.2  # masked by the scale (measured: 6.1% -> 32.8%)
+  assert abs(member_scaled - member_plain) <= 0.03  # the members' margins are not
+  # Member logits work with every loss: the predictions go through eq. 1.
+  ce = attacked(plain, on_members, 'ce')
+  assert ce == pytest.approx(attacked(plain, on_mean, 'ce'), abs=0.01)
+  with pytest.raises(ValueError, match='needs member logits'):
+    bim(plain.log_predict, x, y, eps=0.1, loss='member_margin')
+
+
 def test_dlr_matches_numpy_and_ignores_the_logit_scale():
   rng = np.random.default_rng(1)
   z = rng.normal(size=(7, 6)).astype(np.float32)
@@ -399,3 +446,62 @@ def test_square_needs_no_gradient_and_beats_masked_gradients(digits):
   assert accuracy(model.log_predict, x_sq, y) < clean - 0.5
   with pytest.raises(AssertionError, match='differentiated'):
     pgd(forbidden, x, y, key=key, eps=0.3, steps=1)
+
+
+def numpy_jsma_art(w, b, x, target, theta, gamma):
+  """ART 1.1 `SaliencyMapMethod` (theta > 0) as METHODS.md settles it, one sample at a
+  time, on log_softmax(W x + b): raise the two most salient features of the search space
+  (d log p_t / dx = W_t - sum_j p_j W_j) by theta, clip to 1; a feature leaves the search
+  space when it reaches 1; stop at argmax = t or after int(gamma * D / 2) iterations."""
+  x = np.array(x, np.float64).reshape(len(x), -1)
+  w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
+  for i in range(len(x)):
+    xi, search = x[i], x[i] < 1.0
+    for _ in range(int(gamma * xi.size / 2)):
+      z = w @ xi + b
+      p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+      if z.argmax() == target[i] or not search.any():
+        break
+      saliency = np.where(search, w[target[i]] - p @ w, -np.inf)
+      pick = [j for j in np.argsort(-saliency, kind='stable')[:2] if search[j]]
+      xi[pick] = np.minimum(xi[pick] + theta, 1.0)
+      search &= xi < 1.0
+  return x
+
+
+def test_jsma_art_variant_matches_a_numpy_loop_of_art_1_1():
+  k1, k2, k3, k4 = jax.random.split(jax.random.key(7), 4)
+  w, b = jax.random.normal(k1, (5, 12)), 0.1 * jax.random.normal(k2, (5,))
+  x = jax.random.uniform(k3, (16, 3, 4)) * 0.8
+  y = jnp.argmax(linear_model(w, b)(x), -1)
+  target = random_targets(k4, y, 5)
+  x_adv = jsma(linear_model(w, b), x, y, target=target, theta=0.3, gamma=0.9, variant='art')
+  expected = numpy_jsma_art(w, b, x, np.asarray(target), 0.3, 0.9)
+  np.testing.assert_allclose(np.asarray(x_adv).reshape(16, -1), expected, atol=1e-5)
+  raised = (expected - np.asarray(x).reshape(16, -1)).max()
+  assert raised > 0.3 + 1e-3  # some pixel was raised more than once (ART, not 'once')
+  once = jsma(linear_model(w, b), x, y, target=target, theta=0.3, gamma=0.9)
+  hit = lambda xa: np.mean(np.argmax(linear_model(w, b)(xa), -1) == np.asarray(target))
+  assert hit(x_adv) >= hit(once)
+
+
+def test_cw_paper_margin_is_the_authors_on_mean_probabilities():
+  rng = np.random.default_rng(3)
+  logits = rng.normal(scale=3.0, size=(8, 6))
+  log_probs = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))
+  y = rng.integers(0, 6, size=8)
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  p_true = p[np.arange(8), y]
+  p_other = np.where(np.eye(6, dtype=bool)[y], -np.inf, p).max(1)
+  f, success = cw.margin_loss(log_probs, jnp.asarray(y), 0.01, 'probability')
+  np.testing.assert_allclose(f, np.maximum(p_true - p_other + 0.01, 0), atol=1e-6)
+  np.testing.assert_array_equal(success, p_other > p_true + 0.01)
+  f_log, _ = cw.margin_loss(log_probs, jnp.asarray(y), 0.01, 'log_probability')
+  lp = np.log(p)
+  ref = np.maximum(
+    lp[np.arange(8), y] - np.where(np.eye(6, dtype=bool)[y], -np.inf, lp).max(1) + 0.01, 0
+  )
+  np.testing.assert_allclose(f_log, ref, atol=1e-4)
+  # The authors' margin is bounded by 1 + confidence; the log margin is not.
+  assert float(f.max()) <= 1.01 + 1e-6 and float(f_log.max()) > 1.01

@@ -28,6 +28,9 @@ def test_start_up_phases_are_printed_and_ctrl_c_is_one_line(tmp_path):
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
+    # pytest-xdist workers ignore SIGINT, and an ignored signal stays ignored in a child:
+    # give the child the default disposition a terminal's process gets.
+    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
   )
   out = []
   for line in proc.stdout:

@@ -4,17 +4,48 @@ Conventions (METHODS.md "Attacks"): `model(x) -> [B, C]` log-probabilities (for 
 ensemble, log of the mean member softmax, eq. 1); x is float32 in [0, 1] with any
 shape [B, ...]; y int labels [B]. Samples are independent (evaluation mode), so the
 gradient of the batch-summed loss is each sample's own input gradient.
+
+The gradient attacks (FGSM, BIM, PGD) also take `model(x) -> [K, B, C]` member logits
+(e.g. `Ensemble.member_logits`): their predictions go through eq. 1, and the loss
+'member_margin' attacks the members' logits directly, which an ensemble of saturated
+members cannot mask (see `member_margin`).
 """
 
 import jax
 import jax.numpy as jnp
 
+from lpd_jax.ensemble import log_mean_softmax
 from lpd_jax.pytrees import as_partial  # noqa: F401  (re-exported: the attacks' model wrapper)
 
 
+def log_probs_of(out):
+  """A model's output -> log-probabilities [B, C]: member logits [K, B, C] through eq. 1."""
+  return log_mean_softmax(out) if out.ndim == 3 else out
+
+
 def cross_entropy(log_probs, y):
-  """Per-sample attack loss -log p_y [B] from log-probabilities [B, C]."""
-  return -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
+  """Per-sample attack loss -log p_y [B] from log-probabilities [B, C] (or member logits)."""
+  return -jnp.take_along_axis(log_probs_of(log_probs), y[:, None], axis=-1)[:, 0]
+
+
+def member_margin(member_logits, y):
+  """mean_k (max_{j != y} z_kj - z_ky) [B] from member logits [K, B, C]: the strong loss
+  for ensembles.
+
+  On the log mean softmax even the margin loss is masked when every member is
+  saturated (members' logits x 1e3: the mean softmax is a vote, flat between votes). Each
+  member's logit margin keeps its gradient direction at any scale, so sign-gradient
+  attacks on it are as strong on the scaled ensemble as on the unscaled one.
+  """
+  if member_logits.ndim != 3:
+    raise ValueError(
+      "loss='member_margin' needs member logits [K, B, C] from the model function "
+      f'(e.g. Ensemble.member_logits), got an output of shape {member_logits.shape}'
+    )
+  is_y = jax.nn.one_hot(y, member_logits.shape[-1], dtype=bool)
+  z_y = jnp.max(jnp.where(is_y, member_logits, -jnp.inf), axis=-1)
+  z_other = jnp.max(jnp.where(is_y, -jnp.inf, member_logits), axis=-1)
+  return jnp.mean(z_other - z_y, axis=0)
 
 
 def margin(log_probs, y):
@@ -24,12 +55,13 @@ def margin(log_probs, y):
   does not underflow when the model is confident. The cross-entropy's float32 gradient is
   exactly 0 there (1 - p_y rounds to 0), which makes gradient attacks return their input.
   """
+  log_probs = log_probs_of(log_probs)
   log_p_y = jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
   others = jnp.where(jax.nn.one_hot(y, log_probs.shape[-1], dtype=bool), -jnp.inf, log_probs)
   return jnp.max(others, axis=-1) - log_p_y
 
 
-LOSSES = {'ce': cross_entropy, 'margin': margin}
+LOSSES = {'ce': cross_entropy, 'margin': margin, 'member_margin': member_margin}
 
 
 def check_loss(loss):

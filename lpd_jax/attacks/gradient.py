@@ -12,7 +12,15 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lpd_jax.attacks.common import LOSSES, as_partial, check_loss, l2_norm, loss_grad, sample_keys
+from lpd_jax.attacks.common import (
+  LOSSES,
+  as_partial,
+  check_loss,
+  l2_norm,
+  log_probs_of,
+  loss_grad,
+  sample_keys,
+)
 
 NORMS = ('linf', 'l2')
 
@@ -57,8 +65,8 @@ def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restart
     return jax.lax.fori_loop(0, steps, step, x0)
 
   def score(x_adv):
-    logp = model(x_adv)
-    return jnp.argmax(logp, -1) != y, LOSSES[loss](logp, y)
+    out = model(x_adv)
+    return jnp.argmax(log_probs_of(out), -1) != y, LOSSES[loss](out, y)
 
   if restarts == 1:
     return run(0)
@@ -114,7 +122,9 @@ def pgd(
     restarts: runs per sample; keeps the worst case (misclassified first, else the
       highest loss).
     loss: 'ce' (-log p_y, the paper's) or 'margin' (max_{j != y} log p_j - log p_y,
-      which keeps a gradient where the cross-entropy's float32 gradient is 0).
+      which keeps a gradient where the cross-entropy's float32 gradient is 0), or
+      'member_margin' with a model_fn returning member logits [K, B, C]
+      (`common.member_margin`: the members' own logit margins, averaged).
 
   Returns:
     x_adv [B, ...] in [0, 1] and within eps of x in `norm`.

@@ -5,11 +5,20 @@ A suite is `run(ens, ctx) -> Report` (`lpd_jax.suites.common`): it computes, the
 Adding a suite is one module here plus one line below.
 """
 
-from lpd_jax.suites import clean, paper, probes, sweep, transfer
+from lpd_jax.suites import audit, clean, paper, probes, robust, sweep, transfer
 from lpd_jax.suites.common import Report, Suite, SuiteContext
 
 REGISTRY = {
-  s.name: s for s in (clean.SUITE, paper.SUITE, sweep.SUITE, transfer.SUITE, probes.SUITE)
+  s.name: s
+  for s in (
+    clean.SUITE,
+    paper.SUITE,
+    sweep.SUITE,
+    transfer.SUITE,
+    probes.SUITE,
+    robust.SUITE,
+    audit.SUITE,
+  )
 }
 
 __all__ = ['REGISTRY', 'Report', 'Suite', 'SuiteContext']

@@ -93,9 +93,10 @@ def attack_key(seed, name):
   return jax.random.fold_in(jax.random.key(seed), zlib.crc32(f'attack:{name}'.encode()) >> 1)
 
 
-def run_attack_row(row, source_fn, ctx, *, targets=None, bar=None):
+def run_attack_row(row, source_fn, ctx, *, targets=None, bar=None, keep_examples=False):
   """One row of an attack grid ({'attack', 'params', ...}) on the test prefix with the
-  key of `attack_key(seed, attack)`: -> correctness [N] per target (`predict.attack_correct`)."""
+  key of `attack_key(seed, attack)`: -> correctness [N] per target (`predict.attack_correct`;
+  with `keep_examples`, (that list, x_adv [N, ...]))."""
   return predict.attack_correct(
     attacks.REGISTRY[row['attack']].fn,
     row['params'],
@@ -106,6 +107,7 @@ def run_attack_row(row, source_fn, ctx, *, targets=None, bar=None):
     batch_size=ctx.config.eval.batch_size,
     targets=targets,
     bar=bar,
+    keep_examples=keep_examples,
   )
 
 

@@ -18,6 +18,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lpd_jax import attacks, predict
+from lpd_jax.attacks import saliency_map
+from lpd_jax.errors import ConfigError
 from lpd_jax.suites.common import (
   Report,
   Suite,
@@ -42,11 +44,17 @@ DEFAULTS = dict(
   steps=10,  # BIM / PGD steps of eps / 10
   jsma_theta=0.1,  # JSMA: increase per changed feature
   jsma_gamma=(0.05, 0.1),  # JSMA: max fraction of features changed, one row each
+  # JSMA as the paper ran it (ART 1.1: a pixel can be raised repeatedly, int(gamma * D / 2)
+  # iterations); 'once': each feature changes once, at most gamma * D of them (weaker).
+  jsma_variant='art',
   cw_c=0.1,  # C&W L2: initial trade-off constant c (then binary-searched per sample)
   cw_confidence=0.01,  # C&W L2: required margin kappa
   cw_steps=1000,  # C&W L2: Adam steps per binary-search round
   cw_binary_search_steps=5,  # C&W L2: rounds of the search over c
   cw_learning_rate=0.01,  # C&W L2: Adam step size in tanh space (ART's default)
+  # C&W margin: 'probability', the authors' cw.py on the mean softmax (the paper's numbers),
+  # or 'log_probability', the Carlini-Wagner form (strong; it does not vanish on saturation).
+  cw_margin='probability',
 )
 
 
@@ -85,7 +93,7 @@ def attack_grid(paper_cfg, attack_names):
         add(attack, 'eps', eps, eps=eps, steps=int(c.steps))
     elif attack == 'jsma':
       for gamma in grid(c, 'jsma_gamma', 'paper'):
-        add('jsma', 'gamma', gamma, theta=float(c.jsma_theta), gamma=gamma)
+        add('jsma', 'gamma', gamma, theta=float(c.jsma_theta), gamma=gamma, variant=c.jsma_variant)
     elif attack == 'cw':
       add(
         'cw',
@@ -96,6 +104,7 @@ def attack_grid(paper_cfg, attack_names):
         steps=int(c.cw_steps),
         binary_search_steps=int(c.cw_binary_search_steps),
         learning_rate=float(c.cw_learning_rate),
+        margin=c.cw_margin,
       )
   return rows
 
@@ -133,11 +142,15 @@ def run(ens, ctx):
     for row in rows_to_run:
       bar.set_postfix_str(f'{row["label"]} {row["param"]:g}')
       start = time.perf_counter()
-      (correct,) = run_attack_row(row, ens.log_predict, ctx, bar=bar)
+      (correct,), x_adv = run_attack_row(row, ens.log_predict, ctx, bar=bar, keep_examples=True)
       acc, acc_clean = accuracies(correct, clean)
       rows.append(
         dict(
-          row, accuracy=acc, accuracy_clean_correct=acc_clean, seconds=time.perf_counter() - start
+          row,
+          accuracy=acc,
+          accuracy_clean_correct=acc_clean,
+          seconds=time.perf_counter() - start,
+          **distortion(images, x_adv, clean & ~correct),
         )
       )
       per_sample[f'{row["attack"]}_{row["param"]:g}'] = correct
@@ -156,6 +169,25 @@ def run(ens, ctx):
   )
 
 
+CW_MARGINS = {
+  'probability': "the mean softmax probabilities, the authors' cw.py",
+  'log_probability': 'log-probabilities, Carlini-Wagner',
+}
+
+
+def distortion(images, x_adv, successful):
+  """Median L2 distance ||x_adv - x||_2 over the successful examples (clean-correct ones the
+  attack turned wrong): how far an unbounded attack (C&W) had to go. None if none."""
+  x = np.asarray(images, np.float32).reshape(len(images), -1)
+  if np.issubdtype(np.asarray(images).dtype, np.integer):
+    x = x / 255.0
+  d = np.linalg.norm(np.asarray(x_adv, np.float32).reshape(len(x), -1) - x, axis=1)
+  return dict(
+    median_l2_successful=float(np.median(d[successful])) if successful.any() else None,
+    num_successful=int(successful.sum()),
+  )
+
+
 def paper_table(result, ens, ctx):
   """Markdown of a paper-suite result in the layout of Table 4."""
   c = ctx.cfg
@@ -165,15 +197,23 @@ def paper_table(result, ens, ctx):
       f'{result["num_clean_correct"]} of them classified right clean',
       '',
       grid_table(
-        ('Attacks', 'Para.', 'Accuracy (%)', 'Accuracy on clean-correct (%)'),
+        ('Attacks', 'Para.', 'Accuracy (%)', 'Accuracy on clean-correct (%)', 'median L2'),
         result['rows'],
-        (lambda r: pct(r['accuracy']), lambda r: pct(r['accuracy_clean_correct'])),
+        (
+          lambda r: pct(r['accuracy']),
+          lambda r: pct(r['accuracy_clean_correct']),
+          lambda r: (
+            '-' if r.get('median_l2_successful') is None else f'{r["median_l2_successful"]:.3f}'
+          ),
+        ),
       ),
       '',
       f'Para.: eps (L-inf) for FGSM, BIM and PGD ({c.steps} steps of eps / 10, PGD from a '
-      f'random start); gamma for JSMA (theta {c.jsma_theta}); c for C&W L2 ({c.cw_steps} steps, '
-      f'{c.cw_binary_search_steps} binary-search steps, confidence {c.cw_confidence}). '
-      'Attack loss: cross-entropy on the log mean softmax (eq. 1).',
+      f'random start); gamma for JSMA (theta {c.jsma_theta}, variant {c.jsma_variant}); c for '
+      f'C&W L2 ({c.cw_steps} steps, {c.cw_binary_search_steps} binary-search steps, confidence '
+      f'{c.cw_confidence}, margin on {CW_MARGINS[c.cw_margin]}). '
+      'Attack loss of FGSM/BIM/PGD: cross-entropy on the log mean softmax (eq. 1). median L2: '
+      'of the successful examples (clean-correct, then misclassified).',
     ]
   )
 
@@ -181,6 +221,9 @@ def paper_table(result, ens, ctx):
 def validate(config):
   cfg = config.eval.paper
   attack_grid(cfg, names(cfg, 'attacks', ATTACKS, 'paper'))
+  for field, choices in (('jsma_variant', saliency_map.VARIANTS), ('cw_margin', tuple(CW_MARGINS))):
+    if cfg[field] not in choices:
+      raise ConfigError(f'eval.paper.{field} must be one of {choices}, got {cfg[field]!r}')
 
 
 SUITE = Suite('paper', run, DEFAULTS, validate)

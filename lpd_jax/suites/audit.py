@@ -1,0 +1,99 @@
+"""Suite 'audit': the gradient-masking checks of `lpd_jax.audit` on the ensemble.
+
+Runs `audit.run` on the first eval.audit.num_examples test images (one batch) at L-inf
+eval.audit.eps (0: the largest eps of eval.paper.pgd_eps, the dataset's grid), with the
+ensemble's member logits (member-margin PGD), its 'expected' inference when it has keep
+rates, and a surrogate workdir for the transfer check when eval.audit.surrogate is set.
+"""
+
+import jax
+import numpy as np
+
+from lpd_jax import audit
+from lpd_jax.errors import ConfigError
+from lpd_jax.suites.common import Report, Suite, describe, grid, markdown_table, pct
+
+DEFAULTS = dict(
+  eps=0.0,  # L-inf eps of the audit; 0 = the largest of eval.paper.pgd_eps
+  num_examples=256,  # first test images, attacked as one batch
+  surrogate='',  # optional workdir of an independent ensemble (white-box vs transfer)
+  large_eps=0.5,  # accuracy must be ~0 here
+  steps=10,
+  strong_steps=100,
+  restarts=5,
+  square_queries=1000,
+  tolerance=0.05,
+)
+
+
+def audit_eps(config):
+  cfg = config.eval.audit
+  if cfg.eps > 0:
+    return float(cfg.eps)
+  return max(grid(config.eval.paper, 'pgd_eps', 'paper'))
+
+
+def run(ens, ctx):
+  """JSON: `audit.run`'s dict (checks with their numbers, worst_case_accuracy, verdict)."""
+  config, cfg = ctx.config, ctx.cfg
+  n = min(int(cfg.num_examples), len(ctx.labels))
+  x = np.asarray(ctx.images[:n])
+  if np.issubdtype(x.dtype, np.integer):
+    x = x.astype(np.float32) / 255.0
+  y = np.asarray(ctx.labels[:n])
+  expected = ens.with_inference('expected') if ens.keep_rates is not None else None
+  surrogate = ctx.load(cfg.surrogate) if cfg.surrogate else None
+  result = audit.run(
+    ens.log_predict,
+    x.astype(np.float32),
+    y,
+    eps=audit_eps(config),
+    key=jax.random.fold_in(jax.random.key(config.seed), 0xA0D17),
+    surrogate_fn=None if surrogate is None else surrogate.log_predict,
+    expected_fn=None if expected is None else expected.log_predict,
+    member_logits_fn=ens.member_logits,
+    large_eps=float(cfg.large_eps),
+    steps=int(cfg.steps),
+    strong_steps=int(cfg.strong_steps),
+    restarts=int(cfg.restarts),
+    square_queries=int(cfg.square_queries),
+    tolerance=float(cfg.tolerance),
+  )
+  result.update(dataset=config.dataset, method=config.method, num_members=ens.num_members)
+  return Report(result, audit_table(result, ens, ctx))
+
+
+def audit_table(result, ens, ctx):
+  rows = []
+  for name, check in result['checks'].items():
+    verdict = {True: 'passed', False: 'FAILED', None: 'not run'}[check['passed']]
+    numbers = ', '.join(
+      f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
+      for k, v in check.items()
+      if k != 'passed' and not isinstance(v, list)
+    )
+    rows.append((name, verdict, numbers))
+  accuracies = ', '.join(f'{a} {pct(v)}' for a, v in result['accuracies'].items())
+  return '\n'.join(
+    [
+      f'Gradient-masking audit at L-inf eps {result["eps"]:g} on the first '
+      f'{result["num_examples"]} of {describe(ens, ctx)}; clean {pct(result["clean_accuracy"])}',
+      '',
+      markdown_table(('check', 'verdict', 'numbers'), rows),
+      '',
+      f'Accuracy (%) per attack at eps {result["eps"]:g}: {accuracies}. Worst case over all '
+      f'of them (per sample): {pct(result["worst_case_accuracy"])}.',
+      '',
+      result['verdict'],
+    ]
+  )
+
+
+def validate(config):
+  cfg = config.eval.audit
+  if cfg.eps < 0 or cfg.num_examples < 1 or cfg.large_eps <= 0:
+    raise ConfigError('eval.audit: eps must be >= 0, num_examples >= 1 and large_eps > 0')
+  audit_eps(config)
+
+
+SUITE = Suite('audit', run, DEFAULTS, validate)
