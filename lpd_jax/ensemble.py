@@ -237,6 +237,17 @@ class Ensemble:
     """x [B, H, W, c] -> log of the mean member softmax [B, C] (eq. 1): attacks' model_fn."""
     return log_mean_softmax(self.member_logits(x))
 
+  def sampled_log_predict(self, x, key):
+    """Eq. 1 of the stochastic model (dropout left on at test time): x [B, H, W, c], key ->
+    [B, C]. Each head sees h * mask, mask ~ Bernoulli(p(h)) per (k, b, j) with the method's
+    keep rates over all members as in training (0/1 masks), BatchNorm running statistics.
+    Without keep rates it is `log_predict`. Attack it with `attacks.eot`."""
+    if self.keep_rates is None:
+      return self.log_predict(x)
+    h, p = self.expected_features(x)
+    mask = jax.random.bernoulli(key, p).astype(h.dtype)
+    return log_mean_softmax(self.members.heads(self.variables['params'], h * mask))
+
   def predict(self, x):
     """x [B, H, W, c] -> mean member softmax probabilities [B, C] (eq. 1)."""
     return jnp.exp(self.log_predict(x))

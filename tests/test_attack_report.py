@@ -218,14 +218,48 @@ def test_sweep_writes_plot_and_decreases(reports, trained_workdir):
 
 
 def test_transfer_from_itself_is_white_box(reports):
+  """Table 5's attacks (PGD and JSMA) made on the target itself with the true labels and the
+  paper suite's keys are the white-box attacks: the same numbers. It is Type II (same
+  defence)."""
   _, results, _ = reports
   transfer, paper = results['transfer'], rows_by_key(results['paper'])
-  assert [(r['attack'], r['param']) for r in transfer['rows']] == [('pgd', 0.02), ('pgd', 0.04)]
+  assert [(r['attack'], r['param']) for r in transfer['rows']] == [
+    ('pgd', 0.02),
+    ('pgd', 0.04),
+    ('jsma', 0.05),
+    ('jsma', 0.1),
+  ]
+  (surrogate,) = transfer['surrogates']
+  assert surrogate['type'] == 'Type II' and transfer['labels'] == 'true'
+  assert transfer['clean_accuracy'] == surrogate['clean_accuracy']
   assert transfer['clean_accuracy'] == paper[('none', None)]['accuracy']
   for r in transfer['rows']:
     white_box = paper[(r['attack'], r['param'])]
     assert r['accuracy'] == r['surrogate_accuracy'] == white_box['accuracy']
     assert r['accuracy_clean_correct'] == white_box['accuracy_clean_correct']
+
+
+def test_transfer_with_the_surrogates_labels_and_two_surrogates(reports, trained_workdir):
+  """Labels from the surrogate's predictions equal the true ones on the clean-correct
+  samples, so there the examples, and the accuracy, are the white-box ones."""
+  config, results, _ = reports
+  config = eval_config(
+    'transfer',
+    transfer=dict(
+      workdir=f'{trained_workdir},{trained_workdir}', attacks='pgd', labels='surrogate'
+    ),
+  )
+  transfer = evaluate.evaluate(config, trained_workdir)['transfer']
+  assert transfer['labels'] == 'surrogate' and len(transfer['surrogates']) == 2
+  paper = rows_by_key(results['paper'])
+  for r in transfer['rows']:
+    white_box = paper[(r['attack'], r['param'])]
+    assert r['accuracy_clean_correct'] == white_box['accuracy_clean_correct']
+  first = [r['accuracy'] for r in transfer['rows'] if r['surrogate'] == 0]
+  assert first == [r['accuracy'] for r in transfer['rows'] if r['surrogate'] == 1]
+  with pytest.raises(ConfigError, match='eval.transfer.labels'):
+    config.eval.transfer.labels = 'guess'
+    evaluate.evaluate(config, trained_workdir)
 
 
 def test_transfer_needs_a_surrogate_of_the_same_data(trained_workdir, tmp_path):
@@ -341,3 +375,33 @@ def test_audit_suite_runs_every_check_on_the_ensemble(reports, trained_workdir):
   with open(os.path.join(trained_workdir, 'eval_audit.md')) as f:
     table = f.read()
   assert '| check | verdict | numbers |' in table and result['verdict'] in table
+
+
+def test_table6_lists_each_workdir_and_shows_missing_reports(trained_workdir, tmp_path):
+  from lpd_jax import compare
+
+  def workdir(name, paper_rows=None, **config_changes):
+    path = tmp_path / name
+    path.mkdir()
+    with open(os.path.join(trained_workdir, 'ensemble.json')) as f:
+      meta = json.load(f)
+    meta['config'].update(config_changes)
+    with open(path / 'ensemble.json', 'w') as f:
+      json.dump(meta, f)
+    if paper_rows is not None:
+      rows = [dict(attack=a, param=p, accuracy=acc) for a, p, acc in paper_rows]
+      with open(path / 'eval_paper.json', 'w') as f:
+        json.dump(dict(rows=rows), f)
+    return str(path)
+
+  adv = dict(attack='pgd', eps=0.03, steps=7, step_size=0.01, mix=1.0, loss='ce', mode='train')
+  a = workdir('a', [('none', None, 0.9), ('fgsm', 0.04, 0.5), ('pgd', 0.02, 0.25)], adv_train=adv)
+  b = workdir('b', method='baseline')
+  result, markdown = compare.table6([a, b])
+  assert [r['label'] for r in result['rows']] == ['AdvT_PGD + LPD', 'Baseline']
+  assert result['columns'] == ['fgsm 0.04', 'pgd 0.02']
+  assert '| AdvT_PGD + LPD | 50.00 | 25.00 |' in markdown
+  assert '| Baseline | - | - |' in markdown  # missing, not 0
+  c = workdir('c', dataset='npz')
+  with pytest.raises(ConfigError, match='different datasets'):
+    compare.table6([a, c])

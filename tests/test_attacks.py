@@ -16,6 +16,7 @@ from lpd_jax.attacks import (
   bim,
   cw,
   cw_l2,
+  eot,
   fgsm,
   gradient,
   jsma,
@@ -505,3 +506,41 @@ def test_cw_paper_margin_is_the_authors_on_mean_probabilities():
   np.testing.assert_allclose(f_log, ref, atol=1e-4)
   # The authors' margin is bounded by 1 + confidence; the log margin is not.
   assert float(f.max()) <= 1.01 + 1e-6 and float(f_log.max()) > 1.01
+
+
+@flax.struct.dataclass
+class DropoutMLP:
+  """The digits MLP with dropout (keep 0.5, no rescaling) left on at test time."""
+
+  params: dict
+
+  def sampled_log_predict(self, x, key):
+    p = self.params
+    h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p['w1'] + p['b1'])
+    h = h * jax.random.bernoulli(key, 0.5, h.shape)
+    return jax.nn.log_softmax(h @ p['w2'] + p['b2'])
+
+
+def test_eot_is_the_expected_prediction_and_attacks_the_stochastic_model(digits):
+  model, x, y = digits
+  stochastic = DropoutMLP(model.params)
+  key = jax.random.key(11)
+  expected = eot(stochastic.sampled_log_predict, key, samples=4)
+  draws = np.stack([stochastic.sampled_log_predict(x, k) for k in jax.random.split(key, 4)])
+  by_hand = np.log(np.mean(np.exp(draws.astype(np.float64)), axis=0))
+  np.testing.assert_allclose(expected(x), by_hand, atol=1e-5)
+
+  def fresh_accuracy(x_adv):  # over 8 new draws of the masks
+    keys = jax.random.split(jax.random.key(99), 8)
+    return np.mean(
+      [accuracy(lambda v, k=k: stochastic.sampled_log_predict(v, k), x_adv, y) for k in keys]
+    )
+
+  one_draw = jax.tree_util.Partial(stochastic.sampled_log_predict.__func__, stochastic)
+  single = lambda v: one_draw(v, key)
+  x_single = pgd(single, x, y, key=key, eps=0.1, steps=10)
+  x_eot = pgd(
+    eot(stochastic.sampled_log_predict, key, samples=16), x, y, key=key, eps=0.1, steps=10
+  )
+  assert fresh_accuracy(x_eot) < fresh_accuracy(x)
+  assert fresh_accuracy(x_eot) <= fresh_accuracy(x_single) + 0.01

@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple
 from lpd_jax.attacks.autopgd import apgd
 from lpd_jax.attacks.common import as_partial
 from lpd_jax.attacks.cw import cw_l2
+from lpd_jax.attacks.eot import eot
 from lpd_jax.attacks.gradient import bim, fgsm, pgd
 from lpd_jax.attacks.saliency_map import jsma, random_targets
 from lpd_jax.attacks.square_attack import square
@@ -53,6 +54,7 @@ __all__ = [
   'as_partial',
   'bim',
   'cw_l2',
+  'eot',
   'fgsm',
   'jsma',
   'pgd',

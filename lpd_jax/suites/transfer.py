@@ -1,21 +1,27 @@
-"""Suite 'transfer': black-box transfer (Table 5) from a surrogate ensemble's workdir.
+"""Suite 'transfer': black-box transfer (Table 5) from one or more surrogate workdirs.
 
-Each attack of eval.transfer.attacks runs on the surrogate at the paper suite's grid
-(config.eval.paper), with the paper suite's keys; this ensemble (the target) is evaluated
-on the examples. Labels for the attack are the true labels. With the target's own
-workdir as surrogate the result is the paper suite's white-box accuracy.
+Each attack of eval.transfer.attacks (Table 5: PGD and JSMA) runs on each surrogate at the
+paper suite's grid (config.eval.paper, so JSMA is ART 1.1's by default), with the paper
+suite's keys; this ensemble (the target) is evaluated on the examples. Each surrogate is
+labelled Type I (a Baseline of another architecture or width: the authors' VGG-16 or
+ResNet-34, `configs/*.py:baseline --config.model=vgg16`), Type II (the same defence: an
+adaptive attacker) or other. The attack's labels are the true ones or the surrogate's
+predictions (eval.transfer.labels), stated in the report. With the target's own workdir as
+surrogate and true labels the result is the paper suite's white-box accuracy.
 """
 
 import os
 
+import jax.numpy as jnp
 from tqdm.auto import tqdm
 
-from lpd_jax import methods, predict
+from lpd_jax import attacks, methods, predict
 from lpd_jax.errors import CheckpointError, ConfigError
 from lpd_jax.suites.common import (
   Report,
   Suite,
   accuracies,
+  attack_key,
   describe,
   grid_table,
   names,
@@ -25,83 +31,161 @@ from lpd_jax.suites.common import (
 from lpd_jax.suites.paper import attack_grid
 
 ATTACKS = ('fgsm', 'bim', 'pgd', 'jsma')
+LABELS = ('true', 'surrogate')
 
 DEFAULTS = dict(
-  workdir='',  # the surrogate ensemble's workdir, on which the examples are made
-  attacks='pgd',  # attacks at the paper suite's grid (fgsm|bim|pgd|jsma)
+  workdir='',  # surrogate workdirs (comma-separated), on which the examples are made
+  attacks='pgd,jsma',  # at the paper suite's grid (fgsm|bim|pgd|jsma); Table 5: PGD, JSMA
+  labels='true',  # attack labels: 'true', or 'surrogate' (its own predictions, as ART)
 )
 
 
-def load_surrogate(ctx):
-  """The surrogate Ensemble of eval.transfer.workdir (the driver's loader refuses one of
-  another dataset); ConfigError naming the field if it cannot be loaded."""
-  workdir = ctx.cfg.workdir
-  if not workdir:
+def on_predicted_labels(attack):
+  """`attack` run with the source model's own predictions as labels (ART's default when no
+  labels are given); correctness is still judged against the true labels."""
+
+  def run(model_fn, x, y, **params):
+    del y
+    return attack(model_fn, x, jnp.argmax(model_fn(x), -1), **params)
+
+  return run
+
+
+def surrogate_workdirs(cfg):
+  workdirs = [w.strip() for w in str(cfg.workdir).split(',') if w.strip()]
+  if not workdirs:
     raise ConfigError(
-      "suite 'transfer' needs --config.eval.transfer.workdir=DIR: the workdir of the "
-      'surrogate ensemble the adversarial examples are made on'
+      "suite 'transfer' needs --config.eval.transfer.workdir=DIR[,DIR...]: the workdirs of "
+      'the surrogate ensembles the adversarial examples are made on'
     )
+  return workdirs
+
+
+def load_surrogate(ctx, workdir):
+  """The surrogate Ensemble of `workdir` (the driver's loader refuses one of another
+  dataset); ConfigError naming the field if it cannot be loaded."""
   try:
     return ctx.load(workdir)
   except (CheckpointError, ConfigError) as e:
     raise ConfigError(f'eval.transfer.workdir={workdir!r}: {e}') from None
 
 
+def transfer_type(target_config, surrogate_config):
+  """'Type II' (same defence), 'Type I' (a Baseline of another architecture or width), or
+  'other' (METHODS.md "Attacks", black-box transfer)."""
+  if surrogate_config.method == target_config.method:
+    return 'Type II'
+  other = (surrogate_config.model, surrogate_config.width) != (
+    target_config.model,
+    target_config.width,
+  )
+  return 'Type I' if surrogate_config.method == 'baseline' and other else 'other'
+
+
 def run(ens, ctx):
-  """JSON: dataset, method, num_members, surrogate {workdir, method, num_members, width},
-  num_examples, num_clean_correct (target), clean_accuracy (target),
-  surrogate_clean_accuracy, labels ('true') and rows [{attack, label, param_name, param,
-  params, accuracy, accuracy_clean_correct, surrogate_accuracy}]."""
-  config, images, labels = ctx.config, ctx.images, ctx.labels
-  surrogate = load_surrogate(ctx)
-  rows_to_run = attack_grid(config.eval.paper, names(ctx.cfg, 'attacks', ATTACKS, 'transfer'))
+  """Every surrogate of eval.transfer.workdir, every attack of eval.transfer.attacks at the
+  paper suite's grid, with the paper suite's keys.
+
+  JSON: dataset, method, num_members, num_examples, num_clean_correct (target),
+  clean_accuracy (target), labels ('true' | 'surrogate'), surrogates [{workdir, method,
+  label, model, num_members, width, type, clean_accuracy}] and rows [{surrogate (index),
+  attack, label, param_name, param, params, accuracy, accuracy_clean_correct,
+  surrogate_accuracy}].
+  """
+  config, cfg, images, labels = ctx.config, ctx.cfg, ctx.images, ctx.labels
+  workdirs = surrogate_workdirs(cfg)
+  if cfg.labels not in LABELS:
+    raise ConfigError(f'eval.transfer.labels must be one of {LABELS}, got {cfg.labels!r}')
+  rows_to_run = attack_grid(config.eval.paper, names(cfg, 'attacks', ATTACKS, 'transfer'))
   batch_size = config.eval.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
-  both = (ens.log_predict, surrogate.log_predict)
-  rows = []
-  with tqdm(total=per_row * (1 + len(rows_to_run)), desc='transfer', disable=None) as bar:
-    clean, surrogate_clean = predict.attack_correct(
-      None, {}, surrogate.log_predict, images, labels, batch_size=batch_size, targets=both, bar=bar
-    )
-    for row in rows_to_run:
-      bar.set_postfix_str(f'{row["label"]} {row["param"]:g}')
-      correct, surrogate_correct = run_attack_row(
-        row, surrogate.log_predict, ctx, targets=both, bar=bar
+  surrogates, rows = [], []
+  with tqdm(
+    total=per_row * len(workdirs) * (1 + len(rows_to_run)), desc='transfer', disable=None
+  ) as bar:
+    for index, workdir in enumerate(workdirs):
+      surrogate = load_surrogate(ctx, workdir)
+      both = (ens.log_predict, surrogate.log_predict)
+      clean, surrogate_clean = predict.attack_correct(
+        None,
+        {},
+        surrogate.log_predict,
+        images,
+        labels,
+        batch_size=batch_size,
+        targets=both,
+        bar=bar,
       )
-      acc, acc_clean = accuracies(correct, clean)
-      rows.append(
+      sur = surrogate.config
+      surrogates.append(
         dict(
-          row,
-          accuracy=acc,
-          accuracy_clean_correct=acc_clean,
-          surrogate_accuracy=float(surrogate_correct.mean()),
+          workdir=os.path.abspath(workdir),
+          method=sur.method,
+          label=methods.label(sur),
+          model=sur.model,
+          num_members=surrogate.num_members,
+          width=sur.width,
+          type=transfer_type(config, sur),
+          clean_accuracy=float(surrogate_clean.mean()),
         )
       )
-  sur = surrogate.config
+      for row in rows_to_run:
+        bar.set_postfix_str(f'{index + 1}: {row["label"]} {row["param"]:g}')
+        if cfg.labels == 'surrogate':
+          attack = on_predicted_labels(attacks.REGISTRY[row['attack']].fn)
+          correct, surrogate_correct = predict.attack_correct(
+            attack,
+            row['params'],
+            surrogate.log_predict,
+            images,
+            labels,
+            key=attack_key(config.seed, row['attack']),
+            batch_size=batch_size,
+            targets=both,
+            bar=bar,
+          )
+        else:
+          correct, surrogate_correct = run_attack_row(
+            row, surrogate.log_predict, ctx, targets=both, bar=bar
+          )
+        acc, acc_clean = accuracies(correct, clean)
+        rows.append(
+          dict(
+            row,
+            surrogate=index,
+            accuracy=acc,
+            accuracy_clean_correct=acc_clean,
+            surrogate_accuracy=float(surrogate_correct.mean()),
+          )
+        )
   result = dict(
     dataset=config.dataset,
     method=config.method,
     num_members=ens.num_members,
-    surrogate=dict(
-      workdir=os.path.abspath(ctx.cfg.workdir),
-      method=sur.method,
-      model=sur.model,
-      num_members=surrogate.num_members,
-      width=sur.width,
-    ),
     num_examples=len(labels),
     num_clean_correct=int(clean.sum()),
     clean_accuracy=float(clean.mean()),
-    surrogate_clean_accuracy=float(surrogate_clean.mean()),
-    labels='true',
+    labels=cfg.labels,
+    surrogates=surrogates,
     rows=rows,
   )
-  markdown = '\n'.join(
-    [
-      f'Transfer attacks (Table 5 layout): examples made with true labels on the surrogate '
-      f'{result["surrogate"]["workdir"]} ({methods.label(sur)}, {sur.model}, K = '
-      f'{surrogate.num_members}, width {sur.width}), evaluated on this ensemble: '
-      f'{describe(ens, ctx)}; clean {pct(result["clean_accuracy"])}',
+  return Report(result, transfer_markdown(result, ens, ctx))
+
+
+def transfer_markdown(result, ens, ctx):
+  with_labels = {
+    'true': 'the true labels',
+    'surrogate': "the surrogate's own predictions as labels",
+  }[result['labels']]
+  parts = [
+    f'Transfer attacks (Table 5 layout): examples made on each surrogate with {with_labels}, '
+    f'evaluated on this ensemble: {describe(ens, ctx)}; clean {pct(result["clean_accuracy"])}',
+  ]
+  for index, sur in enumerate(result['surrogates']):
+    parts += [
+      '',
+      f'{sur["type"]}: surrogate {sur["workdir"]} ({sur["label"]}, {sur["model"]}, '
+      f'K = {sur["num_members"]}, width {sur["width"]}; clean {pct(sur["clean_accuracy"])})',
       '',
       grid_table(
         (
@@ -111,7 +195,7 @@ def run(ens, ctx):
           'Accuracy on clean-correct (%)',
           'Surrogate accuracy, white-box (%)',
         ),
-        rows,
+        [r for r in result['rows'] if r['surrogate'] == index],
         (
           lambda r: pct(r['accuracy']),
           lambda r: pct(r['accuracy_clean_correct']),
@@ -119,12 +203,15 @@ def run(ens, ctx):
         ),
       ),
     ]
-  )
-  return Report(result, markdown)
+  return '\n'.join(parts)
 
 
 def validate(config):
   names(config.eval.transfer, 'attacks', ATTACKS, 'transfer')
+  if config.eval.transfer.labels not in LABELS:
+    raise ConfigError(
+      f'eval.transfer.labels must be one of {LABELS}, got {config.eval.transfer.labels!r}'
+    )
 
 
 SUITE = Suite('transfer', run, DEFAULTS, validate)
