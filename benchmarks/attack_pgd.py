@@ -15,12 +15,12 @@ The full-size run (width 64, 32x32x3, batch 128, unroll, vmap and map) on an acc
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 
+import _results
 import jax
 
 from lpd_jax import sharding
@@ -109,10 +109,6 @@ def main(argv=None):
       f'{r["seconds_per_call"]:.3f} | {r["first_call_s"]:.1f} |',
       flush=True,
     )
-  out = args.out or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), 'out', f'attack_pgd_{backend}.json'
-  )
-  os.makedirs(os.path.dirname(out), exist_ok=True)
   device = sharding.describe()
   result = dict(
     benchmark='attack_pgd',
@@ -125,9 +121,7 @@ def main(argv=None):
     args=vars(args),
     results=rows,
   )
-  with open(out, 'w') as f:
-    json.dump(result, f, indent=2)
-  print(f'wrote {out}')
+  _results.write(result, 'attack_pgd', backend, args.out)
   return result
 
 

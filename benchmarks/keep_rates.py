@@ -13,11 +13,11 @@ Prints a Markdown table and writes JSON (default benchmarks/out/keep_rates_<back
 
 import argparse
 import functools
-import json
 import os
 import statistics
 import time
 
+import _results
 import jax
 import jax.numpy as jnp
 
@@ -80,24 +80,15 @@ def main(argv=None):
     print(
       f'| {m} | {scatter:.3f} | {one_hot:.3f} | {one_hot / scatter:.1f}x | {keep:.3f} |', flush=True
     )
-  out = args.out or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), 'out', f'keep_rates_{device["backend"]}.json'
+  result = dict(
+    benchmark='keep_rates',
+    jax_version=jax.__version__,
+    cpu_count=os.cpu_count(),
+    **device,
+    args=vars(args),
+    results=rows,
   )
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump(
-      dict(
-        benchmark='keep_rates',
-        jax_version=jax.__version__,
-        cpu_count=os.cpu_count(),
-        **device,
-        args=vars(args),
-        results=rows,
-      ),
-      f,
-      indent=2,
-    )
-  print(f'wrote {out}')
+  _results.write(result, 'keep_rates', device['backend'], args.out)
 
 
 if __name__ == '__main__':

@@ -12,11 +12,11 @@ Prints a table and writes benchmarks/out/member_strategy_<backend>.json (or --ou
 """
 
 import argparse
-import json
 import os
 import platform
 import time
 
+import _results
 import jax
 import jax.numpy as jnp
 
@@ -109,13 +109,7 @@ def main():
     args=vars(args),
     results=rows,
   )
-  path = args.out or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), 'out', f'member_strategy_{device["backend"]}.json'
-  )
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(out, f, indent=2)
-  print(f'wrote {path}')
+  _results.write(out, 'member_strategy', device['backend'], args.out)
 
 
 if __name__ == '__main__':

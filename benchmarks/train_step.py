@@ -14,12 +14,12 @@ benchmarks/out/train_step_<backend>.json (or --out).
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 
+import _results
 import jax
 import jax.numpy as jnp
 
@@ -144,13 +144,7 @@ def main():
     results=rows,
     table='\n'.join(lines),
   )
-  path = args.out or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), 'out', f'train_step_{device["backend"]}.json'
-  )
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(out, f, indent=2)
-  print(f'wrote {path}')
+  _results.write(out, 'train_step', device['backend'], args.out)
 
 
 if __name__ == '__main__':
