@@ -10,10 +10,12 @@ The forward pass is split into `features` and `classify` so that dropout methods
 whose masks depend on *all* members' features (LPD, PDD) can act between them.
 """
 
-from typing import ClassVar, Optional, Tuple
+from typing import ClassVar, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from lpd_jax.models.common import FeatureClassifier
 
 
 class BasicBlock(nn.Module):
@@ -35,7 +37,7 @@ class BasicBlock(nn.Module):
     return nn.relu(y + x)
 
 
-class ResNet(nn.Module):
+class ResNet(FeatureClassifier):
   """The CIFAR ResNet shared by ResNet18 and ResNet34; subclasses set `blocks_per_stage`.
 
   Parameters are named `stem_conv`, `stem_bn`, `blocks_0` ... `blocks_{n-1}` (n the total
@@ -46,8 +48,6 @@ class ResNet(nn.Module):
     width: w; the feature size is D = 8 * w.
   """
 
-  num_classes: int
-  width: int = 64
   blocks_per_stage: ClassVar[Tuple[int, ...]] = (2, 2, 2, 2)
 
   def setup(self):
@@ -67,17 +67,6 @@ class ResNet(nn.Module):
     for block in self.blocks:
       y = block(y, train)
     return jnp.mean(y, axis=(1, 2))
-
-  def classify(self, h):
-    """h [B, D] -> logits [B, C]."""
-    return self.head(h)
-
-  def __call__(self, x, train: bool = False, feature_mask: Optional[jnp.ndarray] = None):
-    """x [B, H, W, c] -> (logits [B, C], h [B, D]); `feature_mask` [B, D] multiplies h."""
-    h = self.features(x, train)
-    if feature_mask is not None:
-      h = h * feature_mask
-    return self.classify(h), h
 
 
 class ResNet18(ResNet):

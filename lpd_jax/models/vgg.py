@@ -12,17 +12,17 @@ The forward pass is split into `features` and `classify` as in the ResNets, so t
 dropout methods that act on h (LPD, PDD) apply unchanged.
 """
 
-from typing import Optional
-
 import flax.linen as nn
 import jax.numpy as jnp
+
+from lpd_jax.models.common import FeatureClassifier
 
 # Output channels at width 64 of each 3x3 conv; 'M' is a 2x2 max-pool with stride 2.
 VGG16_LAYERS = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M')
 VGG16_LAYERS += (512, 512, 512, 'M')
 
 
-class VGG16(nn.Module):
+class VGG16(FeatureClassifier):
   """CIFAR VGG-16 with BatchNorm and a `width` field (64: the standard net).
 
   Max-pools that would take a spatial side below 1 are skipped, so inputs smaller than
@@ -46,9 +46,6 @@ class VGG16(nn.Module):
     width: w; layer channels are c * w / 64 and the feature size is D = 8 * w.
   """
 
-  num_classes: int
-  width: int = 64
-
   def setup(self):
     channels = [c // 64 * self.width for c in VGG16_LAYERS if c != 'M']
     self.convs = [nn.Conv(c, (3, 3), 1, padding=1, use_bias=False) for c in channels]
@@ -67,14 +64,3 @@ class VGG16(nn.Module):
         y = nn.relu(self.bns[i](self.convs[i](y), use_running_average=not train))
         i += 1
     return jnp.mean(y, axis=(1, 2))
-
-  def classify(self, h):
-    """h [B, D] -> logits [B, C]."""
-    return self.head(h)
-
-  def __call__(self, x, train: bool = False, feature_mask: Optional[jnp.ndarray] = None):
-    """x [B, H, W, c] -> (logits [B, C], h [B, D]); `feature_mask` [B, D] multiplies h."""
-    h = self.features(x, train)
-    if feature_mask is not None:
-      h = h * feature_mask
-    return self.classify(h), h
