@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from lpd_jax import audit
+from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
 from lpd_jax.suites.common import Report, Suite, describe, grid, markdown_table, pct
 
@@ -37,15 +38,13 @@ def run(ens, ctx):
   """JSON: `audit.run`'s dict (checks with their numbers, worst_case_accuracy, verdict)."""
   config, cfg = ctx.config, ctx.cfg
   n = min(int(cfg.num_examples), len(ctx.labels))
-  x = np.asarray(ctx.images[:n])
-  if np.issubdtype(x.dtype, np.integer):
-    x = x.astype(np.float32) / 255.0
+  x = to_float(np.asarray(ctx.images[:n]))
   y = np.asarray(ctx.labels[:n])
   expected = ens.with_inference('expected') if ens.keep_rates is not None else None
   surrogate = ctx.load(cfg.surrogate) if cfg.surrogate else None
   result = audit.run(
     ens.log_predict,
-    x.astype(np.float32),
+    x,
     y,
     eps=audit_eps(config),
     key=jax.random.fold_in(jax.random.key(config.seed), 0xA0D17),

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from lpd_jax import attacks, predict
 from lpd_jax.attacks import saliency_map
+from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
 from lpd_jax.suites.common import (
   Report,
@@ -178,9 +179,7 @@ CW_MARGINS = {
 def distortion(images, x_adv, successful):
   """Median L2 distance ||x_adv - x||_2 over the successful examples (clean-correct ones the
   attack turned wrong): how far an unbounded attack (C&W) had to go. None if none."""
-  x = np.asarray(images, np.float32).reshape(len(images), -1)
-  if np.issubdtype(np.asarray(images).dtype, np.integer):
-    x = x / 255.0
+  x = to_float(np.asarray(images)).reshape(len(images), -1)
   d = np.linalg.norm(np.asarray(x_adv, np.float32).reshape(len(x), -1) - x, axis=1)
   return dict(
     median_l2_successful=float(np.median(d[successful])) if successful.any() else None,
