@@ -28,11 +28,6 @@ DEFAULTS = dict(
 )
 
 
-def _log_predict(members, variables, x):
-  """Evaluation mode: BatchNorm running statistics, raw features."""
-  return ensemble.log_mean_softmax(members.logits(variables, x))
-
-
 def _log_predict_train_mode(members, variables, x):
   """Training mode without dropout: BatchNorm statistics of the batch being attacked
   (not kept), so the attack sees the network the loss trains."""
@@ -43,8 +38,10 @@ def _log_predict_train_mode(members, variables, x):
 def adversarial_batch(members, params, batch_stats, x, y, key, c):
   """x [B, ...] -> x' [B, ...]: its first round(c.mix * B) samples attacked (see module)."""
   variables = jax.lax.stop_gradient({'params': params, 'batch_stats': batch_stats})
-  forward = _log_predict_train_mode if c.mode == 'train' else _log_predict
-  model_fn = jax.tree_util.Partial(functools.partial(forward, members), variables)
+  if c.mode == 'train':
+    model_fn = jax.tree_util.Partial(functools.partial(_log_predict_train_mode, members), variables)
+  else:  # evaluation mode: BatchNorm running statistics, raw features (the deployed model)
+    model_fn = ensemble.Ensemble(variables, members).log_predict
   n = round(c.mix * x.shape[0])
   if n == 0:
     return x
