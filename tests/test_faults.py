@@ -43,14 +43,34 @@ def cli_env():
   )
 
 
+def _cli_options():
+  """How tests start the CLI: from the repo, with cli_env(), and with the SIGINT disposition
+  a terminal gives (pytest-xdist workers ignore SIGINT, and an ignored signal stays ignored
+  in a child, so Ctrl-C would not reach it)."""
+  return dict(
+    cwd=REPO,
+    env=cli_env(),
+    text=True,
+    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+  )
+
+
 def run_cli(script, *args, timeout=300):
   return subprocess.run(
     [sys.executable, os.path.join(REPO, script), *args],
-    cwd=REPO,
-    env=cli_env(),
     capture_output=True,
-    text=True,
     timeout=timeout,
+    **_cli_options(),
+  )
+
+
+def start_cli(script, *args, output=subprocess.PIPE):
+  """`python script *args` started in the background (stdout and stderr to `output`)."""
+  return subprocess.Popen(
+    [sys.executable, os.path.join(REPO, script), *args],
+    stdout=output,
+    stderr=output,
+    **_cli_options(),
   )
 
 
@@ -292,13 +312,7 @@ def test_sigkill_at_random_moments_then_rerun_ends_bit_identical(trained_workdir
   for i in range(10):
     trigger = ['time', 'manifest', 'commit'][i % 3]
     seen = set(os.listdir(ckpt)) if os.path.isdir(ckpt) else set()
-    proc = subprocess.Popen(
-      [sys.executable, 'train.py', *TINY_CLI, f'--workdir={workdir}'],
-      cwd=REPO,
-      env=cli_env(),
-      stdout=subprocess.DEVNULL,
-      stderr=subprocess.DEVNULL,
-    )
+    proc = start_cli('train.py', *TINY_CLI, f'--workdir={workdir}', output=subprocess.DEVNULL)
     deadline = time.monotonic() + (rng.uniform(1.0, 8.0) if trigger == 'time' else 120)
     killed = None
     while proc.poll() is None and killed is None:

@@ -5,12 +5,10 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 from conftest import tiny_config
-from test_faults import REPO, TINY_CLI, cli_env
+from test_faults import TINY_CLI, run_cli, start_cli
 
 from lpd_jax import checkpoint, compilation_cache, evaluate, train
 from lpd_jax.errors import CheckpointError, ConfigError
@@ -21,17 +19,7 @@ def test_start_up_phases_are_printed_and_ctrl_c_is_one_line(tmp_path):
   after an epoch stops it with one line naming the last saved checkpoint, exit 130."""
   workdir = str(tmp_path / 'w')
   args = [a for a in TINY_CLI if 'num_epochs' not in a] + ['--config.num_epochs=40']
-  proc = subprocess.Popen(
-    [sys.executable, 'train.py', *args, f'--workdir={workdir}'],
-    cwd=REPO,
-    env=cli_env(),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-    # pytest-xdist workers ignore SIGINT, and an ignored signal stays ignored in a child:
-    # give the child the default disposition a terminal's process gets.
-    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-  )
+  proc = start_cli('train.py', *args, f'--workdir={workdir}')
   out = []
   for line in proc.stdout:
     out.append(line)
@@ -115,13 +103,6 @@ def test_unwritable_workdir_and_zero_sizes_are_one_line(tmp_path, trained_workdi
   ):
     with pytest.raises(ConfigError, match=message):
       evaluate.evaluate(tiny_config(eval={field: 0}), trained_workdir)
-  result = subprocess.run(
-    [sys.executable, 'train.py', *TINY_CLI, f'--workdir={blocker}/w'],
-    cwd=REPO,
-    env=cli_env(),
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  result = run_cli('train.py', *TINY_CLI, f'--workdir={blocker}/w', timeout=120)
   assert result.returncode == 1 and result.stderr.startswith('error: cannot write to workdir')
   assert result.stderr.strip().count('\n') == 0

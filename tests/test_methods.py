@@ -9,15 +9,13 @@ import itertools
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_faults import REPO, cli_env
+from test_faults import start_cli
 
 import lpd_jax
 from lpd_jax import (
@@ -274,23 +272,12 @@ RUNS = {
 }
 
 
-def _popen(script, *args):
-  return subprocess.Popen(
-    [sys.executable, os.path.join(REPO, script), *args],
-    cwd=REPO,
-    env=cli_env(),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
-
-
 def _in_pairs(commands):
   """Runs (script, args) commands two at a time (the CI machine's two cores: compiles are
   single-threaded); -> their CompletedProcess-like (returncode, stdout, stderr)."""
   results = []
   for i in range(0, len(commands), 2):
-    procs = [_popen(script, *args) for script, args in commands[i : i + 2]]
+    procs = [start_cli(script, *args) for script, args in commands[i : i + 2]]
     for p in procs:
       out, err = p.communicate(timeout=600)
       results.append((p.returncode, out, err))
