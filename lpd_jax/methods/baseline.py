@@ -1,6 +1,6 @@
 """Baseline: K members trained independently on the same batches (mean_k CE_k, no dropout)."""
 
-from lpd_jax.methods.common import Method, forward, mean_cross_entropy
+from lpd_jax.methods.common import Method, forward, mean_cross_entropy, result
 
 
 def loss(members, params, batch_stats, x, y, key, progress, config):
@@ -8,9 +8,7 @@ def loss(members, params, batch_stats, x, y, key, progress, config):
   del key, progress, config
   logits, new_batch_stats, _ = forward(members, params, batch_stats, x)
   ce, member_ce = mean_cross_entropy(logits, y)
-  return ce, dict(
-    batch_stats=new_batch_stats, logits=logits, terms={'ce': ce}, stats=dict(member_ce=member_ce)
-  )
+  return result(ce, logits, new_batch_stats, terms={'ce': ce}, stats={'member_ce': member_ce})
 
 
 METHOD = Method('baseline', 'Baseline', {}, loss)

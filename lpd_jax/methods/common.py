@@ -139,12 +139,7 @@ def dropout_method(name, display, defaults, make_keep_rates, validate_group=None
       rescale=config[name].rescale,
     )
     ce, member_ce = mean_cross_entropy(logits, y)
-    return ce, dict(
-      batch_stats=new_batch_stats,
-      logits=logits,
-      terms={'ce': ce},
-      stats=dict(stats, member_ce=member_ce),
-    )
+    return result(ce, logits, new_batch_stats, {'ce': ce}, dict(stats, member_ce=member_ce))
 
   def keep_rates(config):
     return None if config[name].rescale else make_keep_rates(config)
