@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lpd_jax import attacks
-from lpd_jax.attacks.common import as_partial, cross_entropy
+from lpd_jax.attacks.common import as_partial, loss_grad
 
 TOLERANCE = 0.05  # accuracy points a check may be off before it fails
 
@@ -40,8 +40,7 @@ def _correct(model, x, y):
 def zero_gradient_share(model_fn, x, y):
   """Share of samples whose cross-entropy input gradient (on `model_fn`'s log-probabilities)
   is exactly 0 in every coordinate, in float32: where gradient attacks cannot move."""
-  model = as_partial(model_fn)
-  g = jax.grad(lambda v: cross_entropy(model(v), y).sum())(x)
+  g = loss_grad(as_partial(model_fn), x, y, 'ce')  # the attacks' own gradient of their loss
   flat = np.asarray(g).reshape(len(x), -1)
   return float(np.mean(np.all(flat == 0, axis=1)))
 
