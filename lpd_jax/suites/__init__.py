@@ -5,7 +5,7 @@ A suite is `run(ens, ctx) -> Report` (`lpd_jax.suites.common`): it computes, the
 Adding a suite is one module here plus one line below.
 """
 
-from lpd_jax.suites import audit, clean, paper, probes, robust, sweep, transfer
+from lpd_jax.suites import audit, certify, clean, paper, probes, robust, sweep, transfer
 from lpd_jax.suites.common import Report, Suite, SuiteContext
 
 REGISTRY = {
@@ -18,6 +18,7 @@ REGISTRY = {
     probes.SUITE,
     robust.SUITE,
     audit.SUITE,
+    certify.SUITE,
   )
 }
 

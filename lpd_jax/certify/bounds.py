@@ -1,0 +1,277 @@
+"""Bound propagation on a `graph.Graph`: interval bounds (IBP) and CROWN's backward
+linear relaxation (Zhang et al. 2018, "Efficient neural network robustness certification
+with general activation functions", the paper's [38]).
+
+Conventions. Bounds of a node are (lo, hi) [N, *shape]. A linear function of a node's
+output is a coefficient tensor A [N, S, *shape] (S rows, one per bounded quantity) plus a
+constant [N, S]; `backward` rewrites A·z_target + const as A'·z_node + const' for an
+earlier node, valid as a *lower* bound: each ReLU y = max(z, 0) with pre-activation
+bounds l < 0 < u is replaced by the line below it where its coefficient is >= 0
+(y >= a z, a = 1 if u > -l else 0: CROWN's adaptive lower slope) and by the chord above
+it where its coefficient is < 0 (y <= u (z - l) / (u - l)). An upper bound of q is minus
+the lower bound of -q. `concretize` minimises A·z + const over a box of z.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from lpd_jax.certify.graph import relu_inputs
+
+# The bound methods: (intermediate bounds, output bound).
+#   'ibp':       intervals everywhere (Gowal et al. 2018), the cheap comparison.
+#   'crown_ibp': intervals for the ReLU inputs, CROWN from the output (Zhang et al. 2020).
+#   'crown':     CROWN for the ReLU inputs too, each layer's bounds from the tightened ones
+#                before it (the paper's method).
+# Every bound is intersected with the interval one (both are sound), so no method is
+# looser than IBP.
+METHODS = ('ibp', 'crown_ibp', 'crown')
+
+
+def box(x, eps):
+  """The L-inf ball of radius eps around x [N, ...] intersected with the image domain
+  [0, 1] (attacks clip to it too): -> (lo, hi)."""
+  return jnp.clip(x - eps, 0.0, 1.0), jnp.clip(x + eps, 0.0, 1.0)
+
+
+def _sum_trailing(a, start):
+  return jnp.sum(a, axis=tuple(range(start, a.ndim)))
+
+
+def concretize(a, const, lo, hi):
+  """min of A·z + const over lo <= z <= hi: A [N, S, *shape], const [N, S], lo/hi
+  [N, *shape] -> [N, S]."""
+  center, radius = (hi + lo) / 2, (hi - lo) / 2
+  return (
+    _sum_trailing(a * center[:, None], 2) - _sum_trailing(jnp.abs(a) * radius[:, None], 2) + const
+  )
+
+
+def relu_relaxation(lo, hi):
+  """ReLU relaxation for pre-activation bounds [lo, hi]: -> (lower slope, upper slope, upper
+  intercept), each like lo: max(z, 0) >= lower_slope * z and <= upper_slope * z + intercept
+  on [lo, hi]. Stable neurons get their exact line (slope 1 or 0, intercept 0)."""
+  active = (lo >= 0).astype(lo.dtype)
+  unstable = (lo < 0) & (hi > 0)
+  width = jnp.where(unstable, hi - lo, 1.0)
+  upper_slope = jnp.where(unstable, hi / width, active)
+  upper_intercept = jnp.where(unstable, -hi * lo / width, 0.0)
+  lower_slope = jnp.where(unstable, (hi > -lo).astype(lo.dtype), active)
+  return lower_slope, upper_slope, upper_intercept
+
+
+def interval_step(graph, index, bounds):
+  """IBP through node `index` from its inputs' bounds -> (lo, hi) [N, *shape]."""
+  node = graph[index]
+  if node.op == 'linear':
+    lo, hi = bounds[node.inputs[0]]
+    center = node.apply((hi + lo) / 2) + node.bias
+    radius = node.apply_abs((hi - lo) / 2)
+    return center - radius, center + radius
+  if node.op == 'relu':
+    lo, hi = bounds[node.inputs[0]]
+    return jax.nn.relu(lo), jax.nn.relu(hi)
+  if node.op == 'add':
+    (lo_a, hi_a), (lo_b, hi_b) = bounds[node.inputs[0]], bounds[node.inputs[1]]
+    return lo_a + lo_b, hi_a + hi_b
+  raise ValueError(f'no interval rule for node op {node.op!r}')
+
+
+def backward(graph, target, a, bounds, down_to=0):
+  """Rewrites the lower bound A·z_target + 0 as A'·z_{down_to} + const.
+
+  Args:
+    graph: the member's `Graph`.
+    target: index of the node A acts on.
+    a: A [N, S, *shape of target].
+    bounds: {node index: (lo, hi)}, holding the inputs of every ReLU between down_to
+      and target.
+    down_to: a node every path from the input to `target` passes through (0: the input).
+
+  Returns:
+    (A' [N, S, *shape of down_to], const [N, S]).
+  """
+  n, s = a.shape[:2]
+  pending = {target: a}
+  const = jnp.zeros((n, s), a.dtype)
+
+  def send(index, coefficients):
+    pending[index] = pending[index] + coefficients if index in pending else coefficients
+
+  for index in range(target, down_to, -1):
+    if index not in pending:
+      continue
+    a = pending.pop(index)
+    node = graph[index]
+    if node.op == 'linear':
+      source = node.inputs[0]
+      if not (isinstance(node.bias, float) and node.bias == 0.0):
+        const = const + _sum_trailing(a * node.bias, 2)
+      in_shape = graph[source].shape
+      transpose = jax.linear_transpose(
+        node.apply, jax.ShapeDtypeStruct((n * s, *in_shape), a.dtype)
+      )
+      (prev,) = transpose(a.reshape(n * s, *node.shape))
+      send(source, prev.reshape(n, s, *in_shape))
+    elif node.op == 'relu':
+      lower_slope, upper_slope, intercept = relu_relaxation(*bounds[node.inputs[0]])
+      positive, negative = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
+      const = const + _sum_trailing(negative * intercept[:, None], 2)
+      send(node.inputs[0], positive * lower_slope[:, None] + negative * upper_slope[:, None])
+    elif node.op == 'add':
+      send(node.inputs[0], a)
+      send(node.inputs[1], a)
+    else:
+      raise ValueError(f'no backward rule for node op {node.op!r}')
+  return pending[down_to], const
+
+
+def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk):
+  """CROWN bounds for up to `max_unstable` unstable neurons per sample of node `index`
+  (the widest first), intersected with the bounds it has; the others keep theirs (sound:
+  a looser bound of a neuron only loosens what is built on it). The neurons go through
+  the backward pass `chunk` at a time (`jax.lax.map`), which caps its memory."""
+  lo, hi = bounds[index]
+  n, shape = lo.shape[0], lo.shape[1:]
+  m = lo[0].size
+  rows = min(max_unstable, m)
+  chunk = min(chunk, rows)
+  rows = -(-rows // chunk) * chunk  # whole chunks; a neuron picked twice is harmless
+  flat_lo, flat_hi = lo.reshape(n, m), hi.reshape(n, m)
+  unstable = (flat_lo < 0) & (flat_hi > 0)
+
+  def crown_chunk(picked):  # [N, chunk] neuron indices -> their (lower, upper) bounds
+    unit = jax.nn.one_hot(picked, m, dtype=lo.dtype)  # [N, chunk, m]
+    a = jnp.concatenate([unit, -unit], axis=1).reshape(n, 2 * chunk, *shape)
+    a_in, const = backward(graph, index, a, bounds)
+    low = concretize(a_in, const, x_lo, x_hi)
+    return low[:, :chunk], -low[:, chunk:]
+
+  def bound_chunk(picked):  # a chunk with no unstable neuron in the batch keeps its bounds
+    batch = jnp.arange(n)[:, None]
+    return jax.lax.cond(
+      jnp.any(unstable[batch, picked]),
+      crown_chunk,
+      lambda p: (flat_lo[batch, p], flat_hi[batch, p]),
+      picked,
+    )
+
+  def tighten(flat):
+    flat_lo, flat_hi = flat
+    if rows >= m:
+      picked = jnp.broadcast_to(jnp.arange(rows) % m, (n, rows))
+    else:
+      score = jnp.where(unstable, jnp.minimum(-flat_lo, flat_hi), -jnp.inf)
+      picked = jax.lax.top_k(score, rows)[1]
+    chunks = picked.reshape(n, rows // chunk, chunk).transpose(1, 0, 2)
+    lower, upper = jax.lax.map(bound_chunk, chunks)  # [chunks, N, chunk]
+    picked = chunks.transpose(1, 0, 2).reshape(n, rows)
+    lower = lower.transpose(1, 0, 2).reshape(n, rows)
+    upper = upper.transpose(1, 0, 2).reshape(n, rows)
+    batch = jnp.arange(n)[:, None]
+    return flat_lo.at[batch, picked].max(lower), flat_hi.at[batch, picked].min(upper)
+
+  # The widest come first, so at small eps only the first chunks (or none) do any work.
+  flat_lo, flat_hi = tighten((flat_lo, flat_hi))
+  return flat_lo.reshape(lo.shape), flat_hi.reshape(hi.shape)
+
+
+def node_bounds(graph, x_lo, x_hi, method, max_unstable=256, chunk=64):
+  """Bounds of every node for inputs in the box [x_lo, x_hi] [N, *input shape].
+
+  Args:
+    method: one of METHODS; 'crown' tightens the inputs of every ReLU by CROWN.
+    max_unstable: 'crown' only: neurons per sample and layer that get a CROWN bound (the
+      widest unstable ones); the rest keep their interval bounds.
+    chunk: 'crown' only: neurons per backward pass (memory: 2 * chunk coefficient rows).
+
+  Returns:
+    {node index: (lo, hi) [N, *shape]}.
+  """
+  bounds = {0: (x_lo, x_hi)}
+  tightened = set(relu_inputs(graph)) if method == 'crown' else set()
+  for index in range(1, len(graph)):
+    bounds[index] = interval_step(graph, index, bounds)
+    if index in tightened:
+      bounds[index] = _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk)
+  return bounds
+
+
+def margin_spec(y, num_classes):
+  """Eq. 8's specification: labels [N] -> (S [N, C-1, C] with rows e_y - e_j, j [N, C-1]),
+  the other classes j != y in increasing order."""
+  j = jnp.arange(num_classes - 1)[None, :]
+  others = j + (j >= y[:, None])
+  spec = jax.nn.one_hot(y, num_classes)[:, None, :] - jax.nn.one_hot(others, num_classes)
+  return spec, others
+
+
+def member_margin_terms(graph, x_lo, x_hi, a_logits, method, max_unstable=256, chunk=64):
+  """One member's share of the ensemble's margin bounds.
+
+  Args:
+    graph: the member's `Graph`, ending in logits [C].
+    x_lo, x_hi: the input box [N, *input shape].
+    a_logits: [N, S, C], the margin specification over this member's logits (eq. 8,
+      divided by K for the mean of the member logits).
+    method, max_unstable, chunk: see `node_bounds`.
+
+  Returns:
+    (A [N, S, *input shape], const [N, S]): the member's CROWN linear lower bound of its
+    share, A·x + const (zeros for 'ibp'); and [N, S] its interval lower bound.
+  """
+  bounds = node_bounds(graph, x_lo, x_hi, method, max_unstable, chunk)
+  last = len(graph) - 1
+  # IBP: the spec folded into the last layer, then its input's interval.
+  head_input = graph[last].inputs[0]
+  a, const = backward(graph, last, a_logits, bounds, down_to=head_input)
+  interval = concretize(a, const, *bounds[head_input])
+  if method == 'ibp':
+    n, s = a_logits.shape[:2]
+    return (jnp.zeros((n, s, *x_lo.shape[1:]), x_lo.dtype), jnp.zeros((n, s))), interval
+  return backward(graph, last, a_logits, bounds), interval
+
+
+def combine(a, const, interval, x_lo, x_hi, method):
+  """The members' summed terms of `member_margin_terms` -> lower bounds [N, S].
+
+  The linear bounds are summed before the box is minimised, so the members' dependence on
+  the same x is kept. Both the CROWN and the interval bound are sound; CROWN's adaptive
+  slope can lose to an interval on a shallow net (a ReLU with u > -l bounded below by z,
+  not by 0), so the larger is returned."""
+  if method == 'ibp':
+    return interval
+  return jnp.maximum(concretize(a, const, x_lo, x_hi), interval)
+
+
+def ensemble_margin_bounds(graphs, x, y, eps, method, max_unstable=256, chunk=64):
+  """Lower bounds of the ensemble's C - 1 margins over the eps box (eqs. 8-9).
+
+  The ensemble output is the mean of the member logits F = (1/K) sum_k z_k (METHODS.md);
+  margin j is F_y - F_j (`member_margin_terms`, `combine`). For member graphs in a list
+  (toys, tests); `lpd_jax.certify.margins` maps over an Ensemble's stacked members.
+
+  Args:
+    graphs: K member `Graph`s with the same input shape, each ending in logits [C].
+    x: [N, *input shape] in [0, 1].
+    y: int labels [N].
+    eps: L-inf radius (a float or a traced scalar).
+    method: one of METHODS.
+    max_unstable, chunk: see `node_bounds`.
+
+  Returns:
+    lower bounds [N, C-1] of F_y - F_j, j != y in increasing order.
+  """
+  check_method(method)
+  x_lo, x_hi = box(x, eps)
+  spec, _ = margin_spec(y, graphs[0][-1].shape[-1])
+  a_logits = spec.astype(x.dtype) / len(graphs)
+  terms = [
+    member_margin_terms(g, x_lo, x_hi, a_logits, method, max_unstable, chunk) for g in graphs
+  ]
+  (a, const), interval = jax.tree.map(lambda *t: sum(t), *terms)
+  return combine(a, const, interval, x_lo, x_hi, method)
+
+
+def check_method(method):
+  if method not in METHODS:
+    raise ValueError(f'method must be one of {METHODS}, got {method!r}')

@@ -1,0 +1,62 @@
+"""How much memory a bound computation needs, said before it runs.
+
+`bytes_per_sample` is an estimate from the graph's sizes alone (no compile), in float32:
+the bounds (lo, hi) of one member's ReLU inputs (members are bounded one after another),
+the K members' linear bounds on the input [C-1, *input] kept until they are summed, and
+the coefficient tensors A [rows, n] of a backward pass, of which about three of the
+largest node's size are alive at once (the one being rewritten, its transpose, and the
+one waiting at a residual connection). The rows are the C - 1 margins ('crown_ibp') or
+2 * chunk for the intermediate bounds of 'crown'. `lpd_jax.certify.memory_estimate` adds
+the variables and the inputs and outputs of a batch. `compiled_bytes` is what XLA's buffer assignment of the
+compiled program says it allocates: the measurement the estimate is checked against.
+"""
+
+import math
+
+import jax
+
+from lpd_jax.certify.graph import relu_inputs
+
+FLOAT_BYTES = 4
+LIVE_COEFFICIENT_TENSORS = 3
+
+
+def _size(node):
+  return math.prod(node.shape)
+
+
+def bytes_per_sample(graphs, method, num_members, chunk=64):
+  """Estimated peak bytes per sample bounded at once (see the module docstring).
+
+  Args:
+    graphs: the member graphs (one is enough: members share their shapes).
+    method: 'ibp' | 'crown_ibp' | 'crown'.
+    num_members: K (the members' linear bounds on the input are kept until summed).
+    chunk: 'crown' only: neurons per backward pass (2 * chunk coefficient rows).
+  """
+  graph = graphs[0]
+  num_classes = graph[-1].shape[-1]
+  largest = max(_size(node) for node in graph)
+  intervals = 2 * sum(_size(graph[i]) for i in relu_inputs(graph))
+  if method == 'ibp':
+    return FLOAT_BYTES * intervals
+  rows = num_classes - 1 if method == 'crown_ibp' else max(num_classes - 1, 2 * chunk)
+  input_bounds = num_members * (num_classes - 1) * _size(graph[0])
+  return FLOAT_BYTES * (intervals + input_bounds + LIVE_COEFFICIENT_TENSORS * rows * largest)
+
+
+def compiled_bytes(fn, *args, **kwargs):
+  """Bytes XLA assigns to `jax.jit(fn)(*args)`: temporaries + arguments + outputs (its
+  `memory_analysis()` of the compiled program; the peak of the program's own buffers)."""
+  stats = jax.jit(fn, static_argnames=tuple(kwargs)).lower(*args, **kwargs).compile()
+  stats = stats.memory_analysis()
+  return stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
+
+
+def format_bytes(n):
+  """1536 -> '1.5 KiB'."""
+  for unit in ('B', 'KiB', 'MiB', 'GiB'):
+    if n < 1024 or unit == 'GiB':
+      return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+    n /= 1024
+  return f'{n:.1f} GiB'

@@ -1,0 +1,220 @@
+"""Suite 'certify': certified robustness of the ensemble (paper section 4.4, Figure 2).
+
+Selects, as the paper does, the first eval.certify.num_examples test images that every
+member classifies correctly (raw inference), bounds the margins F_y - F_j of the mean
+member logits over the L-inf ball of radius eval.certify.eps (intersected with [0, 1])
+by each method of eval.certify.methods (`lpd_jax.certify`), and reports per sample the
+minimal lower bound (> 0: certified). The certified fraction is also traced against eps
+(eps * 2^i, i < curve_points) for the methods of curve_methods. Plots: the Figure 2
+scatter (eval_certify.png) and the curve (eval_certify_curve.png).
+"""
+
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lpd_jax import certify, predict
+from lpd_jax.certify.memory import format_bytes
+from lpd_jax.data import to_float
+from lpd_jax.errors import ConfigError
+from lpd_jax.suites.common import (
+  Report,
+  Suite,
+  describe,
+  figure_png,
+  markdown_table,
+  names,
+  pct,
+)
+
+DEFAULTS = dict(
+  num_examples=200,  # the first test images every member classifies correctly
+  eps=0.0005,  # L-inf radius (the paper's)
+  methods='ibp,crown_ibp,crown',  # lpd_jax.certify.METHODS; crown is the paper's
+  curve_methods='crown',  # certified fraction against eps * 2^i for these
+  curve_points=5,
+  batch_size=50,  # samples per call ('crown' bounds 8 at a time inside it)
+  max_unstable=certify.MAX_UNSTABLE,  # crown: neurons per sample and layer bounded by CROWN
+  chunk=certify.CHUNK,  # crown: neurons per backward pass
+)
+
+
+def select(ens, ctx, num_examples, batch_size):
+  """Indices of the first `num_examples` test images all members classify correctly."""
+  logits = predict.member_logits(ens.with_inference('raw'), ctx.images, batch_size)
+  all_correct = np.all(np.argmax(logits, axis=-1) == np.asarray(ctx.labels)[None], axis=0)
+  return np.flatnonzero(all_correct)[:num_examples], int(all_correct.size)
+
+
+def minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar):
+  """Per sample min_j of the lower bounds of F_y - F_j: [N] (numpy)."""
+  out = []
+  for _, x, y, n in predict.padded_batches(images, labels, int(cfg.batch_size)):
+    lower = certify.margins(
+      ens, x, y, eps, method=method, max_unstable=int(cfg.max_unstable), chunk=int(cfg.chunk)
+    )
+    out.append(np.asarray(lower.min(axis=1))[:n])
+    bar.update(n)
+  return np.concatenate(out)
+
+
+def run(ens, ctx):
+  """JSON: selected test indices, clean margins, per method the minimal lower bound of each
+  sample, the certified fraction and seconds; the certified fraction against eps."""
+  cfg = ctx.cfg
+  certify.check_certifiable(ens)
+  methods = names(cfg, 'methods', certify.METHODS, 'certify')
+  curve_methods = (
+    names(cfg, 'curve_methods', certify.METHODS, 'certify') if cfg.curve_points else ()
+  )
+  chosen, scanned = select(ens, ctx, int(cfg.num_examples), int(cfg.batch_size))
+  if not len(chosen):
+    raise ConfigError('certify: no test image is classified correctly by every member')
+  images = to_float(np.asarray(ctx.images)[chosen])
+  labels = np.asarray(ctx.labels)[chosen]
+  clean = np.concatenate(
+    [
+      np.asarray(certify.mean_logit_margins(ens, x, y).min(axis=1))[:n]
+      for _, x, y, n in predict.padded_batches(images, labels, int(cfg.batch_size))
+    ]
+  )
+  eps = float(cfg.eps)
+  batch = min(int(cfg.batch_size), len(labels))
+  for method in dict.fromkeys(methods + curve_methods):
+    estimate = certify.memory_estimate(ens, images.shape[1:], method, batch, int(cfg.chunk))
+    print(f'certify: {method} on batches of {batch}: about {format_bytes(estimate)} (estimate)')
+  per_method = {}
+  curve = {m: [] for m in curve_methods}
+  total = len(labels) * (len(methods) + len(curve_methods) * max(int(cfg.curve_points) - 1, 0))
+  with tqdm(total=total, desc='certify', disable=None) as bar:
+    for method in methods:
+      start = time.perf_counter()
+      lower = minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar)
+      per_method[method] = dict(
+        minimal_lower_bound=[float(v) for v in lower],
+        certified_fraction=float(np.mean(lower > 0)),
+        median_minimal_lower_bound=float(np.median(lower)),
+        seconds=time.perf_counter() - start,
+      )
+    for method in curve_methods:
+      for i in range(int(cfg.curve_points)):
+        e = eps * 2**i
+        if i == 0 and method in per_method:
+          lower = np.asarray(per_method[method]['minimal_lower_bound'])
+        else:
+          lower = minimal_lower_bounds(ens, images, labels, e, method, cfg, bar)
+        curve[method].append(dict(eps=e, certified_fraction=float(np.mean(lower > 0))))
+  result = dict(
+    eps=eps,
+    norm='linf',
+    output='mean member logits (raw inference), margins F_y - F_j over B_inf(x, eps) ∩ [0,1]',
+    selection=f'first {len(chosen)} of {scanned} test images classified correctly by every member',
+    indices=[int(i) for i in chosen],
+    num_examples=len(chosen),
+    clean_minimal_margin=[float(v) for v in clean],
+    max_unstable=int(cfg.max_unstable),
+    methods=per_method,
+    curve=curve,
+    num_members=ens.num_members,
+    method=ctx.config.method,
+    dataset=ctx.config.dataset,
+    plots=['eval_certify.png', 'eval_certify_curve.png'] if curve else ['eval_certify.png'],
+  )
+  files = {'eval_certify.png': figure_png(plot_scatter(result))}
+  if curve:
+    files['eval_certify_curve.png'] = figure_png(plot_curve(result))
+  return Report(result, table(result, ens, ctx), files)
+
+
+def table(result, ens, ctx):
+  rows = [
+    (
+      m,
+      pct(r['certified_fraction']),
+      f'{r["median_minimal_lower_bound"]:.4g}',
+      f'{r["seconds"]:.1f}',
+    )
+    for m, r in result['methods'].items()
+  ]
+  lines = [
+    f'Certified robustness (section 4.4) at L-inf eps {result["eps"]:g} on the '
+    f'{result["selection"]}; {describe(ens, ctx)}. Bounds on the margins of the mean member '
+    "logits; a sample is certified when its minimal lower bound is > 0. 'crown' bounds up "
+    f'to {result["max_unstable"]} unstable ReLUs per layer by CROWN, the rest by intervals.',
+    '',
+    markdown_table(('bound', 'certified (%)', 'median minimal lower bound', 'seconds'), rows),
+    '',
+    f'Median clean minimal margin: {np.median(result["clean_minimal_margin"]):.4g}.',
+  ]
+  for method, points in result['curve'].items():
+    cells = [(f'{p["eps"]:g}', pct(p['certified_fraction'])) for p in points]
+    lines += ['', f'Certified (%) against eps, {method}:', '']
+    lines.append(markdown_table(('eps', 'certified (%)'), cells))
+  lines += ['', 'Plots: ' + ', '.join(result['plots'])]
+  return '\n'.join(lines)
+
+
+def plot_scatter(result):
+  """Figure 2: each sample's minimal lower bound, one series per bound method."""
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(6.4, 4), layout='constrained')
+  ax = fig.subplots()
+  for method, r in result['methods'].items():
+    lower = r['minimal_lower_bound']
+    ax.scatter(range(len(lower)), lower, s=8, label=f'{method} ({pct(r["certified_fraction"])}%)')
+  ax.axhline(0, color='black', lw=1)
+  ax.set_yscale('symlog', linthresh=1e-2)
+  ax.set_xlabel('sample')
+  ax.set_ylabel('minimal lower bound (symlog)')
+  ax.legend(fontsize='small')
+  ax.set_title(
+    f'{result["dataset"]} {result["method"]} (K = {result["num_members"]}): certified '
+    f'robustness at eps {result["eps"]:g}'
+  )
+  return fig
+
+
+def plot_curve(result):
+  """Certified fraction (%) against eps (log2 axis), one line per bound method."""
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(5, 3.8), layout='constrained')
+  ax = fig.subplots()
+  for method, points in result['curve'].items():
+    ax.plot(
+      [p['eps'] for p in points],
+      [100 * p['certified_fraction'] for p in points],
+      'o-',
+      label=method,
+    )
+  ax.set_xscale('log', base=2)
+  ax.set_ylim(-3, 103)
+  ax.set_xlabel(r'$\epsilon$ ($L_\infty$)')
+  ax.set_ylabel('certified (%)')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize='small')
+  ax.set_title(f'{result["dataset"]} {result["method"]}: {result["num_examples"]} samples')
+  return fig
+
+
+def validate(config):
+  cfg = config.eval.certify
+  if config.model not in ('resnet18', 'resnet34'):
+    raise ConfigError(
+      f'eval.certify: bound propagation supports resnet18 and resnet34, not {config.model!r} '
+      '(max-pool layers have no relaxation in lpd_jax.certify)'
+    )
+  names(cfg, 'methods', certify.METHODS, 'certify')
+  if cfg.curve_points:
+    names(cfg, 'curve_methods', certify.METHODS, 'certify')
+  if cfg.eps <= 0 or cfg.num_examples < 1 or cfg.batch_size < 1 or cfg.curve_points < 0:
+    raise ConfigError(
+      'eval.certify: eps must be > 0, num_examples and batch_size >= 1, curve_points >= 0'
+    )
+  if cfg.max_unstable < 1 or cfg.chunk < 1:
+    raise ConfigError('eval.certify: max_unstable and chunk must be >= 1')
+
+
+SUITE = Suite('certify', run, DEFAULTS, validate)

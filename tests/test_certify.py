@@ -1,0 +1,287 @@
+"""lpd_jax.certify: bound propagation against the network it bounds, exact minima,
+linear programs (scipy) and attacks that look for the smallest margin."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+import lpd_jax
+from lpd_jax import attacks, certify, ensemble, models
+from lpd_jax.certify import bounds, graph, memory
+from lpd_jax.data import load_dataset, to_float
+from lpd_jax.errors import ConfigError
+
+pytestmark = pytest.mark.xdist_group('certify')
+
+METHODS = ('ibp', 'crown_ibp', 'crown')
+
+
+def random_resnet(num_members=2, width=2, input_shape=(8, 8, 1), num_classes=5, seed=0):
+  """A ResNet-18 ensemble with random weights and random BatchNorm statistics and affine
+  parameters, so the folded convolutions are not the init's identity scaling."""
+  members = ensemble.Members(models.ResNet18(num_classes=num_classes, width=width))
+  variables = members.init(jax.random.key(seed), num_members, input_shape)
+  key = jax.random.key(seed + 1)
+
+  def perturb(path, leaf):
+    name = jax.tree_util.keystr(path)
+    k = jax.random.fold_in(key, hash(name) % (2**31))
+    if name.endswith("['var']") or name.endswith("['scale']"):
+      return jax.random.uniform(k, leaf.shape, minval=0.5, maxval=1.5)
+    if name.endswith("['mean']") or name.endswith("['bias']"):
+      return 0.1 * jax.random.normal(k, leaf.shape)
+    return leaf
+
+  variables = jax.tree_util.tree_map_with_path(perturb, variables)
+  return ensemble.Ensemble(variables, members)
+
+
+@pytest.fixture(scope='module')
+def small_ensemble():
+  ens = random_resnet()
+  x = jax.random.uniform(jax.random.key(5), (6, 8, 8, 1))
+  return ens, x, jnp.arange(6) % 5
+
+
+@pytest.fixture(scope='module')
+def trained(trained_workdir):
+  """The session's width-4 K = 3 LPD digits ensemble (raw inference) and 16 test images."""
+  ens = lpd_jax.load(trained_workdir)
+  ds = load_dataset(ens.config)
+  return ens, jnp.asarray(to_float(ds.test_images[:16])), jnp.asarray(ds.test_labels[:16])
+
+
+def mean_logits_fn(ens):
+  return lambda x: jnp.mean(ens.members.logits(ens.variables, x), axis=0)
+
+
+def smallest_margins(ens, x, y, eps, key):
+  """Per sample and margin j, the smallest F_y - F_j found at 64 uniform points of the box,
+  64 of its corners and a 20-step PGD on the margin: [B, C-1]."""
+  lo, hi = bounds.box(x, eps)
+  exact = lambda p: certify.mean_logit_margins(ens, p, y)
+  found = exact(x)
+  k_uniform, k_corner, k_pgd = jax.random.split(key, 3)
+  for i in range(64):
+    u = jax.random.uniform(jax.random.fold_in(k_uniform, i), x.shape)
+    found = jnp.minimum(found, exact(lo + u * (hi - lo)))
+    corner = jax.random.bernoulli(jax.random.fold_in(k_corner, i), 0.5, x.shape)
+    found = jnp.minimum(found, exact(jnp.where(corner, hi, lo)))
+  x_pgd = attacks.pgd(
+    mean_logits_fn(ens), x, y, key=k_pgd, eps=eps, steps=20, step_size=eps / 4, loss='margin'
+  )
+  assert float(jnp.max(jnp.abs(x_pgd - x))) <= eps + 1e-6
+  return jnp.minimum(found, exact(jnp.clip(x_pgd, lo, hi)))  # float rounding of x + delta
+
+
+def test_graph_evaluates_the_model_it_was_built_from(small_ensemble):
+  ens, x, _ = small_ensemble
+  graphs = certify.member_graphs(ens, x.shape[1:])
+  ours = jnp.stack([graph.forward(g, x) for g in graphs])
+  np.testing.assert_allclose(ours, ens.members.logits(ens.variables, x), rtol=1e-5, atol=1e-5)
+  ops = [node.op for node in graphs[0]]
+  assert ops.count('add') == 8 and ops.count('relu') == 17  # 8 blocks, stem + 2 per block
+
+
+def test_a_model_without_a_relaxation_is_refused_clearly():
+  with pytest.raises(NotImplementedError, match='max-pool'):
+    graph.member_graph(models.VGG16(num_classes=3, width=4), None, (8, 8, 1))
+
+
+@pytest.mark.parametrize('eps', [0.001, 0.01])
+def test_bounds_are_sound_on_a_random_resnet(small_ensemble, eps):
+  ens, x, y = small_ensemble
+  found = smallest_margins(ens, x, y, eps, jax.random.key(1))
+  lower = {m: certify.margins(ens, x, y, eps, method=m) for m in METHODS}
+  for method, lb in lower.items():
+    assert bool(jnp.all(lb <= found + 1e-5)), method
+  assert bool(jnp.all(lower['crown'] >= lower['ibp'] - 1e-5))
+  assert bool(jnp.all(lower['crown_ibp'] >= lower['ibp'] - 1e-5))
+  # Not vacuous: CROWN's bound is within a small multiple of the gap PGD leaves.
+  clean = certify.mean_logit_margins(ens, x, y)
+  assert float(jnp.mean(clean - lower['crown'])) < 20 * float(jnp.mean(clean - found))
+
+
+def test_bounds_are_sound_and_useful_on_the_trained_digits_ensemble(trained):
+  ens, x, y = trained
+  clean = certify.mean_logit_margins(ens, x, y)
+  for eps in (0.0005, 0.004):
+    found = smallest_margins(ens, x, y, eps, jax.random.key(2))
+    lower = {m: certify.margins(ens, x, y, eps, method=m) for m in METHODS}
+    for method, lb in lower.items():
+      assert bool(jnp.all(lb <= found + 1e-4)), (method, eps)
+      assert bool(jnp.all(lb >= lower['ibp'] - 1e-4)), (method, eps)
+    # CROWN is tighter than IBP on average, by far on a 17-ReLU-layer network.
+    assert float(jnp.mean(lower['crown'] - lower['ibp'])) > 0
+    assert float(jnp.mean(clean - lower['crown'])) < 0.1 * float(jnp.mean(clean - lower['ibp']))
+  # At the paper's eps most clean-correct samples are certified by CROWN.
+  lb = certify.crown_margins(ens, x, y, 0.0005)
+  correct = clean.min(axis=1) > 0
+  assert float(jnp.mean(lb.min(axis=1)[correct] > 0)) > 0.5
+
+
+def test_all_bounds_converge_to_the_clean_margins_as_eps_goes_to_zero(small_ensemble):
+  ens, x, y = small_ensemble
+  clean = certify.mean_logit_margins(ens, x, y)
+  for method in METHODS:
+    gaps = [
+      float(jnp.max(clean - certify.margins(ens, x, y, eps, method=method)))
+      for eps in (1e-2, 1e-3, 1e-4, 1e-5, 0.0)
+    ]
+    assert all(a >= b - 1e-6 for a, b in zip(gaps, gaps[1:])), (method, gaps)
+    assert gaps[-1] < 1e-5 and gaps[-2] < 1e-2 * gaps[0], (method, gaps)
+
+
+def linear_network(key, input_shape=(6, 6, 2), num_classes=4):
+  """conv+BN -> conv+BN with a residual addition -> average pool -> dense: no ReLU."""
+  ks = jax.random.split(key, 8)
+  b = graph.Builder(input_shape)
+  c = input_shape[-1]
+
+  def bn(k, n):
+    k1, k2, k3, k4 = jax.random.split(k, 4)
+    u = lambda kk: jax.random.uniform(kk, (n,), minval=0.5, maxval=1.5)
+    return {'scale': u(k1), 'bias': jax.random.normal(k2, (n,))}, {
+      'mean': jax.random.normal(k3, (n,)),
+      'var': u(k4),
+    }
+
+  conv = lambda k, ci, co: {'kernel': 0.3 * jax.random.normal(k, (3, 3, ci, co))}
+  p, s = bn(ks[0], 3)
+  a = graph.conv_bn(b, 0, conv(ks[1], c, 3), p, s, 1, ((1, 1), (1, 1)))
+  p, s = bn(ks[2], 3)
+  main = graph.conv_bn(b, a, conv(ks[3], 3, 3), p, s, 2, ((1, 1), (1, 1)))
+  p, s = bn(ks[4], 3)
+  short = graph.conv_bn(b, a, {'kernel': jax.random.normal(ks[5], (1, 1, 3, 3))}, p, s, 2, 'VALID')
+  pooled = graph.global_average_pool(b, b.add(main, short))
+  head = {'kernel': jax.random.normal(ks[6], (3, num_classes)), 'bias': jnp.ones(num_classes)}
+  graph.dense(b, pooled, head)
+  return b.graph()
+
+
+def test_without_relus_crown_is_the_exact_minimum_over_the_box():
+  g = linear_network(jax.random.key(3))
+  x = jax.random.uniform(jax.random.key(4), (3, 6, 6, 2))
+  y = jnp.array([0, 2, 3])
+  eps = 0.05
+  lower = bounds.ensemble_margin_bounds([g], x, y, eps, 'crown')
+  # The margin is affine in x: its minimum over the box puts each pixel at the end its
+  # gradient points away from.
+  lo, hi = bounds.box(x, eps)
+  spec, _ = bounds.margin_spec(y, 4)
+  margin = lambda p: jnp.einsum('bsc,bc->bs', spec, graph.forward(g, p))
+  grads = jax.jacobian(lambda p: margin(p).sum(0))(x)  # [C-1, B, ...]: samples independent
+  grads = jnp.moveaxis(grads, 0, 1)
+  step = jnp.where(grads > 0, (lo - x)[:, None], (hi - x)[:, None])
+  exact = margin(x) + jnp.sum(step * grads, axis=(2, 3, 4))
+  np.testing.assert_allclose(lower, exact, rtol=1e-4, atol=1e-4)
+  ibp = bounds.ensemble_margin_bounds([g], x, y, eps, 'ibp')
+  assert bool(jnp.all(ibp <= lower + 1e-4)) and float(jnp.mean(lower - ibp)) > 1e-3
+
+
+def one_hidden_layer(seed, hidden=8, num_classes=3):
+  rng = np.random.default_rng(seed)
+  w1, b1 = rng.normal(size=(2, hidden)), rng.normal(size=hidden) * 0.3
+  w2, b2 = rng.normal(size=(hidden, num_classes)), rng.normal(size=num_classes)
+  return [(w1.astype(np.float32), b1.astype(np.float32)), (w2, b2)], (w1, b1, w2, b2)
+
+
+def lp_minimum(w1, b1, c, const, x_lo, x_hi, relaxation):
+  """min c·z + const over x in the box and z within a ReLU relaxation of y = w1^T x + b1
+  (scipy's HiGHS); variables [x (2), z (H)]."""
+  hidden = len(b1)
+  lo = w1.T @ ((x_lo + x_hi) / 2) + b1 - np.abs(w1.T) @ ((x_hi - x_lo) / 2)
+  hi = w1.T @ ((x_lo + x_hi) / 2) + b1 + np.abs(w1.T) @ ((x_hi - x_lo) / 2)
+  a_ub, b_ub, a_eq, b_eq = [], [], [], []
+  for i in range(hidden):
+    row = lambda cx, cz: np.concatenate([cx, np.eye(hidden)[i] * cz])
+    if lo[i] >= 0:  # z = y
+      a_eq.append(row(-w1[:, i], 1.0))
+      b_eq.append(b1[i])
+    elif hi[i] <= 0:  # z = 0
+      a_eq.append(row(np.zeros(2), 1.0))
+      b_eq.append(0.0)
+    else:
+      s = hi[i] / (hi[i] - lo[i])  # z <= s (y - l)
+      a_ub.append(row(-s * w1[:, i], 1.0))
+      b_ub.append(s * (b1[i] - lo[i]))
+      lower_lines = [0.0, 1.0] if relaxation == 'triangle' else [float(hi[i] > -lo[i])]
+      for slope in lower_lines:  # z >= slope * y
+        a_ub.append(row(slope * w1[:, i], -1.0))
+        b_ub.append(-slope * b1[i])
+  res = linprog(
+    np.concatenate([np.zeros(2), c]),
+    A_ub=np.array(a_ub) if a_ub else None,
+    b_ub=np.array(b_ub) if b_ub else None,
+    A_eq=np.array(a_eq) if a_eq else None,
+    b_eq=np.array(b_eq) if b_eq else None,
+    bounds=[(x_lo[0], x_hi[0]), (x_lo[1], x_hi[1])] + [(None, None)] * hidden,
+    method='highs',
+  )
+  assert res.status == 0
+  return res.fun + const, int(np.sum((lo < 0) & (hi > 0)))
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_one_hidden_layer_crown_is_the_lp_of_its_relaxation(seed):
+  layers, (w1, b1, w2, b2) = one_hidden_layer(seed)
+  g = graph.dense_graph(layers, 2)
+  x0, y = np.array([0.5, 0.45]), 0
+  for eps in (0.3, 0.02):
+    lower = bounds.ensemble_margin_bounds(
+      [g], jnp.asarray(x0[None], jnp.float32), jnp.array([y]), eps, 'crown'
+    )
+    x_lo, x_hi = x0 - eps, x0 + eps
+    grid = np.stack(np.meshgrid(*[np.linspace(a, b, 301) for a, b in zip(x_lo, x_hi)]), -1)
+    hidden = np.maximum(grid.reshape(-1, 2) @ w1 + b1, 0)
+    logits = hidden @ w2 + b2
+    for s, j in enumerate(k for k in range(3) if k != y):
+      c, const = w2[:, y] - w2[:, j], b2[y] - b2[j]
+      crown_lp, unstable = lp_minimum(w1, b1, c, const, x_lo, x_hi, 'crown')
+      triangle_lp, _ = lp_minimum(w1, b1, c, const, x_lo, x_hi, 'triangle')
+      brute = float(np.min(logits[:, y] - logits[:, j]))
+      if unstable:  # the LP over CROWN's own relaxation, or the interval bound if better
+        interval = float(
+          bounds.ensemble_margin_bounds(
+            [g], jnp.asarray(x0[None], jnp.float32), jnp.array([y]), eps, 'ibp'
+          )[0, s]
+        )
+        assert float(lower[0, s]) == pytest.approx(max(crown_lp, interval), abs=1e-4)
+        assert float(lower[0, s]) <= triangle_lp + 1e-4 <= brute + 2e-4
+      else:  # no unstable ReLU: the network is affine on the box, the bound exact
+        corners = np.array(list(itertools.product(*zip(x_lo, x_hi))))
+        h = np.maximum(corners @ w1 + b1, 0) @ w2 + b2
+        assert float(lower[0, s]) == pytest.approx(float(np.min(h[:, y] - h[:, j])), abs=1e-4)
+
+
+def test_expected_inference_of_a_dropout_ensemble_is_refused(trained_workdir):
+  ens = lpd_jax.load(trained_workdir, inference='expected')
+  assert ens.keep_rates is not None
+  with pytest.raises(ConfigError, match='inference=raw'):
+    certify.crown_margins(ens, jnp.zeros((1, 8, 8, 1)), jnp.zeros(1, jnp.int32), 0.01)
+
+
+def test_200_cifar_shaped_samples_certify_on_cpu_within_the_memory_estimate():
+  """The paper's setting (K = 3 width-4 ResNet-18s, 32x32x3, 200 samples): it runs on a CPU,
+  and the estimate printed before a run is within 2x of what XLA allocates."""
+  ens = random_resnet(num_members=3, width=4, input_shape=(32, 32, 3), num_classes=10)
+  images = jax.random.uniform(jax.random.key(7), (200, 32, 32, 3))
+  labels = jnp.arange(200) % 10
+  eps, batch = 0.0005, 50
+  for method in METHODS:
+    estimate = certify.memory_estimate(ens, (32, 32, 3), method, batch)
+    args = (ens, images[:batch], labels[:batch], eps)
+    measured = memory.compiled_bytes(certify.margins, *args, method=method)
+    assert estimate / 2 <= measured <= 2 * estimate, (method, estimate, measured)
+  lower = jnp.concatenate(
+    [
+      certify.crown_ibp_margins(ens, images[i : i + batch], labels[i : i + batch], eps)
+      for i in range(0, 200, batch)
+    ]
+  )
+  assert lower.shape == (200, 9) and bool(jnp.all(jnp.isfinite(lower)))
+  assert bool(jnp.all(lower <= certify.mean_logit_margins(ens, images, labels) + 1e-4))
