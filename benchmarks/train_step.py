@@ -40,6 +40,7 @@ def make_runner(method, args):
       width=args.width,
       batch_size=args.batch_size,
       member_strategy=args.strategy,
+      dtype=args.dtype,
     )
   )
   validate(config)
@@ -78,6 +79,7 @@ def main():
   parser.add_argument('--num_classes', type=int, default=10)
   parser.add_argument('--size', type=int, default=32)
   parser.add_argument('--strategy', default='auto', help='member strategy: auto|unroll|vmap|map')
+  parser.add_argument('--dtype', default='float32', help='activations: float32 | bfloat16')
   parser.add_argument('--steps', type=int, default=3, help='steps per timed round')
   parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds (median taken)')
   parser.add_argument('--out', default='', help='JSON path (default benchmarks/out/...)')
@@ -92,7 +94,8 @@ def main():
   strategy = ensemble.resolve_strategy(args.strategy)
   print(
     f'backend {device["backend"]} ({device["device_kind"]}), K={args.num_members}, width '
-    f'{args.width}, batch {args.batch_size}, {args.size}x{args.size}x3, members {strategy}',
+    f'{args.width}, batch {args.batch_size}, {args.size}x{args.size}x3, members {strategy}, '
+    f'{args.dtype}',
     flush=True,
   )
   runners, compile_seconds = {}, {}

@@ -28,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
+from lpd_jax import sharding
 from lpd_jax.errors import CheckpointError
 
 # Fields that fix the shapes and meaning of the saved parameters, with the value a
@@ -150,7 +151,16 @@ def _quiet_orbax():
 
 
 def _abstract(tree):
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+  """Restore targets: each leaf's shape, dtype and sharding. A leaf without a sharding
+  (`jax.eval_shape` output) goes to this process's default device, so a checkpoint
+  written by a sharded run (lpd_jax.sharding) restores on one device."""
+  one = jax.sharding.SingleDeviceSharding(sharding.default_device())
+
+  def target(leaf):
+    leaf_sharding = getattr(leaf, 'sharding', None)
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding or one)
+
+  return jax.tree.map(target, tree)
 
 
 def _verify(restored, manifest):

@@ -40,6 +40,9 @@ def base_config():
   c.seed = 0
   c.split_seed = 0  # the digits train/test split; fixed so seeds compare on one test set
   c.member_strategy = 'auto'  # how the stacked K axis executes: unroll | vmap | map | auto
+  # Activations and matmuls: float32 | bfloat16 (parameters, optimizer state, keep-rate
+  # statistics, heads and losses stay float32).
+  c.dtype = 'float32'
   c.log_every_steps = 50
   c.keep_checkpoints = 2
   # Continue a finished run past its num_epochs with a new cosine schedule over the extra
@@ -48,6 +51,11 @@ def base_config():
   # XLA compilation cache folder; '' = $LPD_JAX_COMPILATION_CACHE or ~/.cache/lpd-jax/xla;
   # 'off' disables it (lpd_jax/compilation_cache.py).
   c.compilation_cache = ''
+  # Devices as a ('member', 'data') mesh (lpd_jax/sharding.py): member x data = all devices,
+  # -1 = the rest; the member axis must divide num_members, the data axis batch_size.
+  c.sharding = ml_collections.ConfigDict(dict(member=1, data=1))
+  # Several hosts: call jax.distributed.initialize() before anything touches a device.
+  c.distributed = False
   for method in methods.REGISTRY.values():
     if method.defaults:
       c[method.name] = ml_collections.ConfigDict(dict(method.defaults))
@@ -80,6 +88,7 @@ def validate(config):
   _choice(config, 'method', methods.REGISTRY)
   _choice(config, 'model', models.REGISTRY)
   _choice(config, 'member_strategy', ensemble.MEMBER_STRATEGIES)
+  _choice(config, 'dtype', ('float32', 'bfloat16'))
   _need(
     isinstance(config.num_members, int) and config.num_members >= 1,
     f'num_members (K) must be an integer >= 1, got {config.num_members!r}',
@@ -87,6 +96,11 @@ def validate(config):
   _need(config.width >= 1, f'width must be >= 1, got {config.width}')
   _need(config.num_epochs >= 1, f'num_epochs must be >= 1, got {config.num_epochs}')
   _need(config.batch_size >= 1, f'batch_size must be >= 1, got {config.batch_size}')
+  _need(
+    config.sharding.data == -1 or config.batch_size % max(config.sharding.data, 1) == 0,
+    f'batch_size {config.batch_size} must be divisible by sharding.data '
+    f'({config.sharding.data}): each device of the data axis gets an equal share',
+  )
   _need(config.learning_rate > 0, f'learning_rate must be > 0, got {config.learning_rate}')
   _need(
     config.keep_checkpoints >= 1,

@@ -135,9 +135,10 @@ class Members:
 
 
 def create(config, num_classes):
-  """The one model factory: config.model, config.width and member_strategy -> Members."""
+  """The one model factory: config.model, width, dtype and member_strategy -> Members."""
   model_cls = models.REGISTRY[config.model]
-  return Members(model_cls(num_classes=num_classes, width=config.width), config.member_strategy)
+  model = model_cls(num_classes=num_classes, width=config.width, dtype=jnp.dtype(config.dtype))
+  return Members(model, config.member_strategy)
 
 
 class _Attached:

@@ -18,7 +18,16 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from lpd_jax import checkpoint, compilation_cache, data, ensemble, loading, methods, predict
+from lpd_jax import (
+  checkpoint,
+  compilation_cache,
+  data,
+  ensemble,
+  loading,
+  methods,
+  predict,
+  sharding,
+)
 from lpd_jax import config as config_lib
 from lpd_jax.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from lpd_jax.progress import phase
@@ -57,8 +66,15 @@ def init_state(config, members, tx, input_shape):
   return dict(variables=variables, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
 
 
-def make_train_step(config, members, tx, steps_per_epoch=1):
-  """-> jitted (state, x [B, H, W, c], y [B], key) -> (state, metrics).
+def make_train_step(config, members, tx, steps_per_epoch=1, mesh=None):
+  """-> jitted (state, x [B, H, W, c], y [B], key) -> (state, metrics): `train_step_fn`
+  under `jax.jit`, the state donated (updated in place)."""
+  return jax.jit(train_step_fn(config, members, tx, steps_per_epoch, mesh), donate_argnums=0)
+
+
+def train_step_fn(config, members, tx, steps_per_epoch=1, mesh=None):
+  """-> (state, x [B, H, W, c], y [B], key) -> (state, metrics), not jitted yet (tests wrap
+  it in `chex.assert_max_traces`).
 
   The method's loss is `methods.adversarial.wrap`ped when config.adv_train.attack is set
   (examples made against the current ensemble each step). `steps_per_epoch` sets the
@@ -66,6 +82,8 @@ def make_train_step(config, members, tx, steps_per_epoch=1):
 
   metrics: loss, terms {name: scalar} and stats {name: array} of the method's aux,
   member_accuracy [K] and ensemble_accuracy (eq. 1) on the batch as the loss saw it.
+  With a `mesh` (`sharding.make_mesh`) the new state keeps the state's layout: members
+  split over 'member' (`sharding.state_shardings`).
   """
   frozen = ml_collections.FrozenConfigDict(config)
   loss_fn = methods.adversarial.wrap(methods.get(config.method).loss, frozen)
@@ -93,9 +111,13 @@ def make_train_step(config, members, tx, steps_per_epoch=1):
       opt_state=opt_state,
       step=state['step'] + 1,
     )
+    if mesh is not None:
+      new_state = jax.lax.with_sharding_constraint(
+        new_state, sharding.state_shardings(new_state, mesh)
+      )
     return new_state, metrics
 
-  return jax.jit(train_step, donate_argnums=0)
+  return train_step
 
 
 def _epoch_record(means, test, epoch, state, schedule, seen, config, train_seconds):
@@ -210,6 +232,14 @@ def _schedule_restarts(workdir, config, meta, latest):
   return [*restarts, saved_epochs], True
 
 
+def make_mesh(config):
+  """config.sharding -> the ('member', 'data') Mesh, or None on one device."""
+  try:
+    return sharding.make_mesh(config.sharding.member, config.sharding.data, config.num_members)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
 def train_and_evaluate(config, workdir):
   """Trains config's ensemble in `workdir`, resuming from its newest good checkpoint.
 
@@ -218,6 +248,8 @@ def train_and_evaluate(config, workdir):
   and a verified checkpoint after every epoch. Returns the final Ensemble.
   """
   config_lib.validate(config)
+  if config.distributed:
+    sharding.initialize_distributed()
   cache = compilation_cache.enable(config.compilation_cache)
   meta = checkpoint.read_meta(workdir)
   mgr, latest, restarts, continuing = None, None, [], False
@@ -249,9 +281,12 @@ def train_and_evaluate(config, workdir):
   checkpoint.check_writable(workdir)
   members = ensemble.create(config, ds.num_classes)
   tx, schedule = make_optimizer(config, steps_per_epoch, restarts)
+  mesh = make_mesh(config)
   with phase(f'initialising {config.num_members} members ({config.model}, width {config.width})'):
-    state = init_state(config, members, tx, ds.input_shape)
+    state = sharding.place_state(init_state(config, members, tx, ds.input_shape), mesh)
     jax.block_until_ready(state)
+    if mesh is not None:
+      print(f' on a {dict(mesh.shape)} mesh;', end='')
   start_epoch = 0
   if meta is not None and latest is not None:
     start_epoch, state, damaged = checkpoint.restore_newest(mgr, like_state=state)
@@ -282,8 +317,9 @@ def train_and_evaluate(config, workdir):
   where = f'cached in {cache}' if cache else 'compilation cache off'
   with phase(f'compiling the training step (first run of these shapes; {where})'):
     x0, y0 = next(data.train_batches(ds, config.batch_size, seed=config.seed, epoch=start_epoch))
+    x0, y0 = sharding.place_batch((x0, y0), mesh)
     train_step = (
-      make_train_step(config, members, tx, steps_per_epoch)
+      make_train_step(config, members, tx, steps_per_epoch, mesh)
       .lower(state, x0, y0, jax.random.fold_in(dropout_key, 0))
       .compile()
     )
@@ -303,6 +339,7 @@ def train_and_evaluate(config, workdir):
       )
       for i, (x, y) in enumerate(bar):
         step = epoch * steps_per_epoch + i  # host-side: no device sync per step
+        x, y = sharding.place_batch((x, y), mesh)
         state, m = train_step(state, x, y, jax.random.fold_in(dropout_key, step))
         sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
         seen += 1
@@ -316,8 +353,9 @@ def train_and_evaluate(config, workdir):
       test = evaluate_epoch(eval_ensemble(state, epoch + 1), ds, config.eval.batch_size)
       record = _epoch_record(means, test, epoch, state, schedule, seen, config, train_seconds)
       checkpoint.save(mgr, epoch + 1, state, record)
-      with open(metrics_path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+      if sharding.is_main_process():  # one writer when several hosts train together
+        with open(metrics_path, 'a') as f:
+          f.write(json.dumps(record) + '\n')
       print(
         f'epoch {epoch + 1:3d}  loss {record["train_loss"]:.4f}  '
         f'train acc {record["train_ensemble_accuracy"]:.4f}  '

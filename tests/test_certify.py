@@ -2,15 +2,18 @@
 linear programs (scipy) and attacks that look for the smallest margin."""
 
 import itertools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config
 from scipy.optimize import linprog
 
 import lpd_jax
-from lpd_jax import attacks, certify, ensemble, models
+from lpd_jax import attacks, certify, ensemble, evaluate, models
+from lpd_jax import config as config_lib
 from lpd_jax.certify import bounds, graph, memory
 from lpd_jax.data import load_dataset, to_float
 from lpd_jax.errors import ConfigError
@@ -285,3 +288,41 @@ def test_200_cifar_shaped_samples_certify_on_cpu_within_the_memory_estimate():
   )
   assert lower.shape == (200, 9) and bool(jnp.all(jnp.isfinite(lower)))
   assert bool(jnp.all(lower <= certify.mean_logit_margins(ens, images, labels) + 1e-4))
+
+
+def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(trained_workdir, tmp_path):
+  config = tiny_config(
+    eval=dict(
+      suite='certify',
+      num_examples=-1,
+      batch_size=128,
+      certify=dict(num_examples=16, batch_size=16, methods='ibp,crown', curve_points=2),
+    )
+  )
+  result = evaluate.evaluate(config, trained_workdir)['certify']
+  # The first 16 test images that all members classify correctly, found independently.
+  ens = lpd_jax.load(trained_workdir)
+  ds = load_dataset(ens.config)
+  logits = ens.members.logits(ens.variables, jnp.asarray(to_float(ds.test_images)))
+  all_correct = np.all(np.argmax(logits, -1) == ds.test_labels[None], axis=0)
+  assert result['indices'] == list(np.flatnonzero(all_correct)[:16])
+  x = jnp.asarray(to_float(ds.test_images[result['indices']]))
+  y = jnp.asarray(ds.test_labels[result['indices']])
+  lower = certify.crown_margins(ens, x, y, 0.0005).min(axis=1)
+  np.testing.assert_allclose(result['methods']['crown']['minimal_lower_bound'], lower, rtol=1e-5)
+  assert result['methods']['crown']['certified_fraction'] == float(np.mean(lower > 0))
+  assert result['methods']['ibp']['certified_fraction'] <= float(np.mean(lower > 0))
+  fractions = [p['certified_fraction'] for p in result['curve']['crown']]
+  assert [p['eps'] for p in result['curve']['crown']] == [0.0005, 0.001]
+  assert fractions[0] == result['methods']['crown']['certified_fraction'] >= fractions[1]
+  for name in ('eval_certify.png', 'eval_certify_curve.png', 'eval_certify.md'):
+    assert os.path.getsize(os.path.join(trained_workdir, name)) > 0
+  assert 'raw' in result['output'] and 'first 16 of' in result['selection']
+
+
+def test_certify_suite_refuses_what_it_cannot_bound(trained_workdir):
+  with pytest.raises(ConfigError, match='resnet18 and resnet34'):
+    config_lib.validate_eval(tiny_config(model='vgg16', eval=dict(suite='certify')))
+  config = tiny_config(eval=dict(suite='certify', inference='expected'))
+  with pytest.raises(ConfigError, match='inference=raw'):
+    evaluate.evaluate(config, trained_workdir)

@@ -7,8 +7,9 @@ the coefficient tensors A [rows, n] of a backward pass, of which about three of 
 largest node's size are alive at once (the one being rewritten, its transpose, and the
 one waiting at a residual connection). The rows are the C - 1 margins ('crown_ibp') or
 2 * chunk for the intermediate bounds of 'crown'. `lpd_jax.certify.memory_estimate` adds
-the variables and the inputs and outputs of a batch. `compiled_bytes` is what XLA's buffer assignment of the
-compiled program says it allocates: the measurement the estimate is checked against.
+the variables and the inputs and outputs of a batch. `compiled_bytes` is what XLA's buffer
+assignment of the compiled program says it allocates: the measurement the estimate is
+checked against.
 """
 
 import math

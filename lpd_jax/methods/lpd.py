@@ -5,7 +5,7 @@ from lpd_jax.methods.common import dropout_method, need
 
 # METHODS.md "LPD keep rates"; gamma is not given by the paper (a config field, default 10).
 DEFAULTS = dict(
-  s=0.1, eps=0.0, gamma=10.0, lam=0.5, alpha=0.85, beta=0.127, num_bins=64, rescale=False
+  s=0.1, eps=0.0, gamma=10.0, lam=0.5, alpha=0.85, beta=0.127, num_bins=1024, rescale=False
 )
 
 

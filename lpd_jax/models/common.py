@@ -1,6 +1,6 @@
 """What every model of `models.REGISTRY` shares: its fields and the features/head split."""
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -9,15 +9,20 @@ import jax.numpy as jnp
 class FeatureClassifier(nn.Module):
   """A network split at its last Dense layer, so dropout methods can act between the parts.
 
-  Subclasses define `features(x, train)` -> h [B, D] and, in `setup`, the Dense `head`.
+  Subclasses define `features(x, train)` -> h [B, D] and, in `setup`, the Dense `head`;
+  their layers compute in `dtype` and `features` returns h in float32, so the keep-rate
+  statistics, the head and the losses stay in float32 (mixed precision: parameters are
+  float32 whatever `dtype` is).
 
   Attributes:
     num_classes: C.
     width: w; the feature size is D = 8 * w.
+    dtype: the activations' and matmuls' dtype (jnp.float32 or jnp.bfloat16).
   """
 
   num_classes: int
   width: int = 64
+  dtype: Any = jnp.float32
 
   def classify(self, h):
     """h [B, D] -> logits [B, C]."""

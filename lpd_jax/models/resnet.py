@@ -10,7 +10,7 @@ The forward pass is split into `features` and `classify` so that dropout methods
 whose masks depend on *all* members' features (LPD, PDD) can act between them.
 """
 
-from typing import ClassVar, Tuple
+from typing import Any, ClassVar, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -23,16 +23,25 @@ class BasicBlock(nn.Module):
 
   filters: int
   strides: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
-    y = nn.Conv(self.filters, (3, 3), self.strides, padding=1, use_bias=False, name='conv1')(x)
+    norm = lambda name: nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, dtype=self.dtype, name=name
+    )
+    y = nn.Conv(
+      self.filters, (3, 3), self.strides, padding=1, use_bias=False, dtype=self.dtype, name='conv1'
+    )(x)
     y = nn.relu(norm('bn1')(y))
-    y = nn.Conv(self.filters, (3, 3), 1, padding=1, use_bias=False, name='conv2')(y)
+    y = nn.Conv(self.filters, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype, name='conv2')(
+      y
+    )
     y = norm('bn2')(y)
     if self.strides != 1 or x.shape[-1] != self.filters:
-      x = nn.Conv(self.filters, (1, 1), self.strides, use_bias=False, name='shortcut_conv')(x)
+      x = nn.Conv(
+        self.filters, (1, 1), self.strides, use_bias=False, dtype=self.dtype, name='shortcut_conv'
+      )(x)
       x = norm('shortcut_bn')(x)
     return nn.relu(y + x)
 
@@ -51,22 +60,22 @@ class ResNet(FeatureClassifier):
   blocks_per_stage: ClassVar[Tuple[int, ...]] = (2, 2, 2, 2)
 
   def setup(self):
-    self.stem_conv = nn.Conv(self.width, (3, 3), 1, padding=1, use_bias=False)
-    self.stem_bn = nn.BatchNorm(momentum=0.9)
+    self.stem_conv = nn.Conv(self.width, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype)
+    self.stem_bn = nn.BatchNorm(momentum=0.9, dtype=self.dtype)
     blocks = []
     for stage, (mult, num_blocks) in enumerate(zip((1, 2, 4, 8), self.blocks_per_stage)):
       for i in range(num_blocks):
         strides = 2 if (stage > 0 and i == 0) else 1
-        blocks.append(BasicBlock(self.width * mult, strides))
+        blocks.append(BasicBlock(self.width * mult, strides, self.dtype))
     self.blocks = blocks
     self.head = nn.Dense(self.num_classes)
 
   def features(self, x, train: bool = False):
     """x [B, H, W, c] in [0, 1] -> h [B, D], the input of the last Dense layer."""
-    y = nn.relu(self.stem_bn(self.stem_conv(x), use_running_average=not train))
+    y = nn.relu(self.stem_bn(self.stem_conv(x.astype(self.dtype)), use_running_average=not train))
     for block in self.blocks:
       y = block(y, train)
-    return jnp.mean(y, axis=(1, 2))
+    return jnp.mean(y.astype(jnp.float32), axis=(1, 2))
 
 
 class ResNet18(ResNet):

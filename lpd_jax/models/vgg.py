@@ -48,13 +48,15 @@ class VGG16(FeatureClassifier):
 
   def setup(self):
     channels = [c // 64 * self.width for c in VGG16_LAYERS if c != 'M']
-    self.convs = [nn.Conv(c, (3, 3), 1, padding=1, use_bias=False) for c in channels]
-    self.bns = [nn.BatchNorm(momentum=0.9) for _ in channels]
+    self.convs = [
+      nn.Conv(c, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype) for c in channels
+    ]
+    self.bns = [nn.BatchNorm(momentum=0.9, dtype=self.dtype) for _ in channels]
     self.head = nn.Dense(self.num_classes)
 
   def features(self, x, train: bool = False):
     """x [B, H, W, c] in [0, 1] -> h [B, D], the input of the last Dense layer."""
-    y = x
+    y = x.astype(self.dtype)
     i = 0
     for layer in VGG16_LAYERS:
       if layer == 'M':
@@ -63,4 +65,4 @@ class VGG16(FeatureClassifier):
       else:
         y = nn.relu(self.bns[i](self.convs[i](y), use_running_average=not train))
         i += 1
-    return jnp.mean(y, axis=(1, 2))
+    return jnp.mean(y.astype(jnp.float32), axis=(1, 2))

@@ -1,0 +1,86 @@
+"""Run by tests/test_sharding.py in a subprocess with 8 simulated CPU devices.
+
+Trains K = 4 members for a few steps on digits on one device and on ('member', 'data')
+meshes of 4 and 8 devices (`MESHES`) (`train.make_train_step` with `sharding.place_*`), then trains
+one epoch through `train.train_and_evaluate` on a 2 x 4 mesh into argv[1]. Prints one line
+`RESULT {json}`: per method and mesh, the largest parameter difference from one device,
+the devices the state lives on and its partition specs.
+"""
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from conftest import tiny_config  # noqa: E402
+
+from lpd_jax import data, dropout, ensemble, sharding, train  # noqa: E402
+
+# (member, data) meshes per method: members split over 4 devices, the batch over 8, both.
+MESHES = {'baseline': ((1, 8),), 'lpd': ((4, 1), (2, 4))}
+
+
+def steps(config, mesh, ds, num_steps=3):
+  members = ensemble.create(config, ds.num_classes)
+  tx, _ = train.make_optimizer(config, num_steps)
+  state = sharding.place_state(train.init_state(config, members, tx, ds.input_shape), mesh)
+  step = train.make_train_step(config, members, tx, num_steps, mesh)
+  batches = data.train_batches(ds, config.batch_size, seed=0, epoch=0)
+  for i in range(num_steps):
+    x, y = sharding.place_batch(next(batches), mesh)
+    state, _ = step(state, x, y, jax.random.key(i))
+  return state
+
+
+def main(workdir):
+  assert jax.device_count() == 8, jax.device_count()
+  result = {}
+  for method in ('baseline', 'lpd'):
+    config = tiny_config(method=method, num_members=4, batch_size=64, member_strategy='unroll')
+    ds = data.load_dataset(config)
+    base = steps(config, None, ds)
+    for member, size in MESHES[method]:
+      mesh = sharding.make_mesh(member, size, config.num_members)
+      state = steps(config, mesh, ds)
+      diff = jax.tree.map(
+        lambda a, b: float(np.max(np.abs(a - b))), state['variables'], base['variables']
+      )
+      leaves = jax.tree.leaves(state['variables'])
+      result[f'{method} {member}x{size}'] = dict(
+        max_abs_diff=max(jax.tree.leaves(diff)),
+        scale=max(float(np.max(np.abs(a))) for a in jax.tree.leaves(base['variables'])),
+        num_devices=len(leaves[0].sharding.device_set),
+        specs=sorted({str(a.sharding.spec) for a in leaves}),
+      )
+  # LPD's keep rates (bin counts over all members and the batch) of features split over
+  # both axes are those of one device, bit for bit.
+  h = jax.random.exponential(jax.random.key(0), (4, 64, 32))
+  one = dropout.lpd_keep_rates(h)
+  mesh = sharding.make_mesh(2, 4, 4)
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('member', 'data'))
+  split = dropout.lpd_keep_rates(jax.device_put(h, spec))
+  result['keep rates 2x4'] = dict(
+    max_abs_diff=float(np.max(np.abs(np.asarray(split) - np.asarray(one)))),
+    num_devices=len(split.sharding.device_set),
+  )
+  config = tiny_config(num_members=4, num_epochs=1, batch_size=64)
+  config.sharding.member, config.sharding.data = 2, 4
+  ens = train.train_and_evaluate(config, workdir)
+  np.savez(
+    os.path.join(workdir, 'trained_variables.npz'),
+    **{
+      jax.tree_util.keystr(p): np.asarray(a)
+      for p, a in jax.tree_util.tree_leaves_with_path(ens.variables)
+    },
+  )
+  result['train_and_evaluate 2x4'] = dict(
+    num_devices=len(jax.tree.leaves(ens.variables)[0].sharding.device_set)
+  )
+  print('RESULT ' + json.dumps(result))
+
+
+if __name__ == '__main__':
+  main(sys.argv[1])
