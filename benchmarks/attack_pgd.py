@@ -1,15 +1,18 @@
-"""Throughput of PGD-10 (L-inf, eps 0.03, random start) against a K = 3 ResNet-18 ensemble.
+"""Throughput of PGD-10 (L-inf, eps 0.03, random start) against a K = 3 ResNet-18 ensemble
+(--attack=apgd: APGD-CE with its step-size schedule, the strong suite's attack).
 
 Trains nothing: the members are randomly initialised (`lpd_jax.ensemble.Members.init`)
 and the images are uniform noise; the attack's cost does not depend on the weights.
 Each member strategy (`lpd_jax.ensemble.map_members`) gets one warm-up call (the
 compile), then --repeats timed calls with `block_until_ready`; images/s = batch / the
 median seconds per call. Prints a table and writes JSON to
-`benchmarks/out/attack_pgd_<backend>.json` (or --out; the committed record is
-`benchmarks/results/attack_pgd_cpu.json`).
+`benchmarks/out/attack_<attack>_<backend>.json` (or --out; the committed records are
+`benchmarks/results/attack_pgd_cpu.json` and `attack_apgd_cpu.json`).
 
-The committed CPU result (2 shared cores, so a small width) came from
+The committed CPU results (2 shared cores, so a small width) came from
   python benchmarks/attack_pgd.py --width=16 --batch=64 --repeats=3
+  python benchmarks/attack_pgd.py --attack=apgd --width=16 --batch=64 --repeats=3 \
+      --strategy=unroll
 The full-size run (width 64, 32x32x3, batch 128, unroll, vmap and map) on an accelerator:
   python benchmarks/attack_pgd.py
 """
@@ -24,9 +27,12 @@ import _results
 import jax
 
 from lpd_jax import sharding
-from lpd_jax.attacks import pgd
+from lpd_jax.attacks import apgd, pgd
 from lpd_jax.ensemble import Ensemble, Members
 from lpd_jax.models import ResNet18
+
+# The evaluation attacks timed here: PGD (the paper's) and APGD-CE (the strong suite's).
+ATTACKS = {'pgd': pgd, 'apgd': apgd}
 
 
 def parse_args(argv=None):
@@ -42,6 +48,7 @@ def parse_args(argv=None):
     default='unroll,vmap,map',
     help='comma-separated member strategies: unroll, vmap, map',
   )
+  p.add_argument('--attack', default='pgd', choices=sorted(ATTACKS), help='pgd | apgd (CE)')
   p.add_argument('--steps', type=int, default=10)
   p.add_argument('--eps', type=float, default=0.03)
   p.add_argument('--repeats', type=int, default=5, help='timed calls after the warm-up')
@@ -59,8 +66,10 @@ def bench(args, strategy, variables, model):
   x = jax.random.uniform(kx, (args.batch, args.image_size, args.image_size, args.channels))
   y = jax.random.randint(ky, (args.batch,), 0, args.num_classes)
 
+  attack = ATTACKS[args.attack]
+
   def call():
-    return pgd(ens.log_predict, x, y, key=ka, eps=args.eps, steps=args.steps).block_until_ready()
+    return attack(ens.log_predict, x, y, key=ka, eps=args.eps, steps=args.steps).block_until_ready()
 
   start = time.perf_counter()
   call()
@@ -94,7 +103,7 @@ def main(argv=None):
   )
   rows = []
   print(
-    f'PGD-{args.steps} L-inf eps {args.eps}, K = {args.members} ResNet-18, '
+    f'{args.attack.upper()}-{args.steps} L-inf eps {args.eps}, K = {args.members} ResNet-18, '
     f'{args.image_size}x{args.image_size}x{args.channels}, {backend}: '
     f'{sharding.describe()["device_kind"]}',
     flush=True,
@@ -121,7 +130,7 @@ def main(argv=None):
     args=vars(args),
     results=rows,
   )
-  _results.write(result, 'attack_pgd', backend, args.out)
+  _results.write(result, f'attack_{args.attack}', backend, args.out)
   return result
 
 

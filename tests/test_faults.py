@@ -109,15 +109,19 @@ def delete_array(workdir, epoch):
   os.remove(largest_array_file(workdir, epoch))
 
 
-def delete_metadata(workdir, epoch):
-  os.remove(os.path.join(workdir, 'checkpoints', str(epoch), 'variables', '_METADATA'))
+def metadata_path(workdir, epoch):
+  return os.path.join(workdir, 'checkpoints', str(epoch), 'variables', '_METADATA')
+
+
+def garble_metadata(workdir, epoch):
+  open(metadata_path(workdir, epoch), 'w').write('{garbled')
 
 
 FAULTS = {
   'flipped_bytes': flip_bytes,
   'truncated_array': truncate_array,
   'deleted_array': delete_array,
-  'deleted_metadata': delete_metadata,
+  'garbled_metadata': garble_metadata,
 }
 
 
@@ -149,6 +153,16 @@ def test_load_falls_back_to_the_newest_good_checkpoint_in_one_line(copy_of, faul
     lpd_jax.load(copy_of, epoch=3)  # an explicit epoch never falls back
 
 
+def test_a_checkpoint_without_its_metadata_file_restores_verified(copy_of, trained_workdir):
+  # Restore targets carry their shapes, dtypes and shardings (so a checkpoint of a sharded
+  # run restores on one device): orbax then needs no _METADATA, and the manifest's digests
+  # still verify every array.
+  os.remove(metadata_path(copy_of, 3))
+  ens = lpd_jax.load(copy_of)
+  assert ens.meta['epoch'] == 3
+  assert same_variables(ens.variables, lpd_jax.load(trained_workdir).variables)
+
+
 def test_eval_command_warns_once_and_reports_the_older_checkpoint(copy_of):
   flip_bytes(copy_of, 3)
   result = run_cli('eval.py', f'--workdir={copy_of}', '--config.eval.num_examples=100')
@@ -164,7 +178,7 @@ def test_eval_command_warns_once_and_reports_the_older_checkpoint(copy_of):
 
 def test_no_verifying_checkpoint_is_one_error_line(copy_of):
   flip_bytes(copy_of, 3)
-  delete_metadata(copy_of, 2)
+  garble_metadata(copy_of, 2)
   result = run_cli('eval.py', f'--workdir={copy_of}')
   assert result.returncode == 1 and 'Traceback' not in result.stderr
   (error,) = lines(result.stderr, 'error:')

@@ -103,7 +103,7 @@ def test_nan_loss_stops_training_with_a_clear_error(tmp_path):
     (dict(method='dropconnect'), "unknown method 'dropconnect'"),
     (dict(dataset='mnist'), "unknown dataset 'mnist'"),
     (dict(num_members=0), 'num_members .K. must be an integer >= 1'),
-    (dict(num_members=70), r'lpd.num_bins \(64\) must be >= num_members \(70\)'),
+    (dict(num_members=1100), r'lpd.num_bins \(1024\) must be >= num_members \(1100\)'),
     (dict(dataset='npz'), "dataset='npz' needs --config.npz_path"),
   ],
 )
