@@ -1,7 +1,9 @@
-"""Where the benchmarks write their JSON: one helper for all of them."""
+"""What the benchmarks share: timing a call, and where their JSON goes."""
 
 import json
 import os
+import statistics
+import time
 
 
 def write(result, name, backend, out=''):
@@ -15,3 +17,18 @@ def write(result, name, backend, out=''):
     json.dump(result, f, indent=2)
   print(f'wrote {path}')
   return path
+
+
+def time_calls(call, repeats):
+  """Times `call` (which must block until its result is ready): one warm-up call (the
+  compile), then `repeats` timed calls. -> (first call's output, first call's seconds,
+  the timed calls' seconds, their median)."""
+  start = time.perf_counter()
+  out = call()
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+  return out, first, times, statistics.median(times)

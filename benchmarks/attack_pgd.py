@@ -20,8 +20,6 @@ The full-size run (width 64, 32x32x3, batch 128, unroll, vmap and map) on an acc
 import argparse
 import os
 import platform
-import statistics
-import time
 
 import _results
 import jax
@@ -71,15 +69,7 @@ def bench(args, strategy, variables, model):
   def call():
     return attack(ens.log_predict, x, y, key=ka, eps=args.eps, steps=args.steps).block_until_ready()
 
-  start = time.perf_counter()
-  call()
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
+  _, first, times, median = _results.time_calls(call, args.repeats)
   return dict(
     strategy=strategy,
     width=args.width,

@@ -17,8 +17,6 @@ on a width-4 ensemble trained by
 
 import argparse
 import platform
-import statistics
-import time
 
 import _results
 import jax
@@ -62,15 +60,7 @@ def bench(ens, x, y, method, args):
   estimate = certify.memory_estimate(ens, x.shape[1:], method, x.shape[0])
   measured = compiled_bytes(certify.margins, ens, x, y, args.eps, method=method)
   call = lambda: certify.margins(ens, x, y, args.eps, method=method).block_until_ready()
-  start = time.perf_counter()
-  lower = call()
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
+  lower, first, _, median = _results.time_calls(call, args.repeats)
   return dict(
     method=method,
     samples_per_s=x.shape[0] / median,
