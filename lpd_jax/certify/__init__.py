@@ -37,15 +37,12 @@ CHUNK = 64
 def member_graphs(ensemble, input_shape):
   """The K member `Graph`s of an `Ensemble` for inputs of shape (H, W, c)."""
   check_certifiable(ensemble)
-  k = ensemble.num_members
-  return [
-    member_graph(
-      ensemble.members.model,
-      jax.tree.map(lambda a, i=i: a[i], ensemble.variables),
-      tuple(input_shape),
-    )
-    for i in range(k)
-  ]
+  return [_member_graph(ensemble, i, input_shape) for i in range(ensemble.num_members)]
+
+
+def _member_graph(ensemble, i, input_shape):
+  variables = jax.tree.map(lambda a: a[i], ensemble.variables)
+  return member_graph(ensemble.members.model, variables, tuple(input_shape))
 
 
 def check_certifiable(ensemble):
@@ -104,9 +101,9 @@ def group_size(method, batch):
 
 
 def _margins(ensemble, x, y, eps, method, max_unstable, chunk):
-  x_lo, x_hi = bounds.box(x, eps)
-  spec, _ = bounds.margin_spec(y, ensemble.members.model.num_classes)
-  a_logits = spec.astype(x.dtype) / ensemble.num_members
+  x_lo, x_hi, a_logits = bounds.margin_problem(
+    x, y, eps, ensemble.members.model.num_classes, ensemble.num_members
+  )
 
   def member(variables):
     g = member_graph(ensemble.members.model, variables, x.shape[1:])
@@ -123,10 +120,11 @@ def memory_estimate(ensemble, input_shape, method, batch_size, chunk=CHUNK):
   """Bytes a `margins` call on `batch_size` samples needs (estimated before it compiles):
   the variables, plus `memory.bytes_per_sample` for the samples bounded at once, plus
   each sample's input and output."""
-  graphs = member_graphs(ensemble, input_shape)[:1]
-  per_sample = memory.bytes_per_sample(graphs, method, ensemble.num_members, chunk)
+  check_certifiable(ensemble)
+  graph = _member_graph(ensemble, 0, input_shape)  # members share their shapes
+  per_sample = memory.bytes_per_sample([graph], method, ensemble.num_members, chunk)
   variables = sum(a.nbytes for a in jax.tree.leaves(ensemble.variables))
-  num_classes = graphs[0][-1].shape[-1]
+  num_classes = graph[-1].shape[-1]
   io = memory.FLOAT_BYTES * (2 * math.prod(input_shape) + num_classes)
   return variables + group_size(method, batch_size) * per_sample + batch_size * io
 

@@ -205,6 +205,15 @@ def margin_spec(y, num_classes):
   return spec, others
 
 
+def margin_problem(x, y, eps, num_classes, num_members):
+  """What every member's bound starts from: the input box (lo, hi) [N, *input shape] of
+  `box` and eq. 8's specification over one member's logits, S / K [N, C-1, C] (the
+  ensemble output is the mean of the K member logits)."""
+  x_lo, x_hi = box(x, eps)
+  spec, _ = margin_spec(y, num_classes)
+  return x_lo, x_hi, spec.astype(x.dtype) / num_members
+
+
 def member_margin_terms(graph, x_lo, x_hi, a_logits, method, max_unstable=256, chunk=64):
   """One member's share of the ensemble's margin bounds.
 
@@ -217,7 +226,7 @@ def member_margin_terms(graph, x_lo, x_hi, a_logits, method, max_unstable=256, c
 
   Returns:
     (A [N, S, *input shape], const [N, S]): the member's CROWN linear lower bound of its
-    share, A·x + const (zeros for 'ibp'); and [N, S] its interval lower bound.
+    share, A·x + const ((None, None) for 'ibp'); and [N, S] its interval lower bound.
   """
   bounds = node_bounds(graph, x_lo, x_hi, method, max_unstable, chunk)
   last = len(graph) - 1
@@ -226,8 +235,7 @@ def member_margin_terms(graph, x_lo, x_hi, a_logits, method, max_unstable=256, c
   a, const = backward(graph, last, a_logits, bounds, down_to=head_input)
   interval = concretize(a, const, *bounds[head_input])
   if method == 'ibp':
-    n, s = a_logits.shape[:2]
-    return (jnp.zeros((n, s, *x_lo.shape[1:]), x_lo.dtype), jnp.zeros((n, s))), interval
+    return (None, None), interval
   return backward(graph, last, a_logits, bounds), interval
 
 
@@ -262,9 +270,7 @@ def ensemble_margin_bounds(graphs, x, y, eps, method, max_unstable=256, chunk=64
     lower bounds [N, C-1] of F_y - F_j, j != y in increasing order.
   """
   check_method(method)
-  x_lo, x_hi = box(x, eps)
-  spec, _ = margin_spec(y, graphs[0][-1].shape[-1])
-  a_logits = spec.astype(x.dtype) / len(graphs)
+  x_lo, x_hi, a_logits = margin_problem(x, y, eps, graphs[0][-1].shape[-1], len(graphs))
   terms = [
     member_margin_terms(g, x_lo, x_hi, a_logits, method, max_unstable, chunk) for g in graphs
   ]
