@@ -51,8 +51,9 @@ def base_config():
   # XLA compilation cache folder; '' = $LPD_JAX_COMPILATION_CACHE or ~/.cache/lpd-jax/xla;
   # 'off' disables it (lpd_jax/compilation_cache.py).
   c.compilation_cache = ''
-  # Devices as a ('member', 'data') mesh (lpd_jax/sharding.py): member x data = all devices,
-  # -1 = the rest; the member axis must divide num_members, the data axis batch_size.
+  # Devices as a ('member', 'data') mesh (lpd_jax/sharding.py): member x data of them (the
+  # first ones), -1 = the rest; the member axis must divide num_members, the data axis
+  # batch_size; 1 x 1 is one device.
   c.sharding = ml_collections.ConfigDict(dict(member=1, data=1))
   # Several hosts: call jax.distributed.initialize() before anything touches a device.
   c.distributed = False

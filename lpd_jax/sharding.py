@@ -45,8 +45,8 @@ def mesh_shape(member, data, num_members, num_devices=None):
   """(member, data) sizes of the mesh; -1 takes the devices left over. A mesh smaller
   than the machine uses its first member x data devices; (1, 1) is one device.
 
-  Raises ValueError (the message names config.sharding) when the sizes do not multiply to
-  the number of devices or the member axis does not divide K.
+  Raises ValueError (the message names config.sharding) when the mesh needs more devices
+  than there are or the member axis does not divide K.
   """
   num_devices = num_devices or jax.device_count()
   if member == -1 and data == -1:
@@ -111,9 +111,8 @@ def place_batch(batch, mesh):
 def initialize_distributed():
   """`jax.distributed.initialize()` (several hosts; auto-detects SLURM, Open MPI, k8s and
   Cloud TPU), once per process."""
-  if not getattr(initialize_distributed, 'done', False):
+  if not jax.distributed.is_initialized():
     jax.distributed.initialize()
-    initialize_distributed.done = True
 
 
 def is_main_process():
