@@ -1,9 +1,11 @@
 """The eval driver: loads a workdir's ensemble and its test data, runs the suites of
 `config.eval.suite` (`lpd_jax.suites.REGISTRY`) and writes what they return.
 
-For each suite: `eval_<suite>.json` (its JSON plus 'suite' and 'inference'),
+For each suite: `eval_<suite>.json` (its JSON plus 'suite', 'inference' and 'files'),
 `eval_<suite>.md` (its Markdown, also printed) and the files it returns (plots,
-per-sample arrays), all in the workdir.
+per-sample arrays), all in the workdir. Under 'expected' inference every one of these
+names takes an `_expected` suffix (`eval_robust_expected.json`, `eval_sweep_expected.png`),
+so the reports of both modes live side by side (`report_file`).
 """
 
 import dataclasses
@@ -20,6 +22,20 @@ from lpd_jax.progress import phase
 SUITES = suites.REGISTRY
 
 
+def report_file(name, inference='raw'):
+  """The file name a report file `name` ('eval_paper.json', 'eval_sweep.png') is written
+  under for `inference`: unchanged for 'raw', `<stem>_expected<ext>` for 'expected'."""
+  if inference == 'raw':
+    return name
+  stem, ext = os.path.splitext(name)
+  return f'{stem}_{inference}{ext}'
+
+
+def report_path(workdir, suite, inference='raw'):
+  """Path of the JSON report of `suite` in `inference` mode in `workdir`."""
+  return os.path.join(workdir, report_file(f'eval_{suite}.json', inference))
+
+
 def test_prefix(ds, config):
   """The first config.eval.num_examples test images and labels (all if -1)."""
   n = config.eval.num_examples
@@ -31,7 +47,8 @@ def evaluate(config, workdir):
   """Runs the suites in config.eval.suite on the latest checkpoint of `workdir`, in the
   inference mode config.eval.inference.
 
-  Returns {suite: JSON dict}; writes eval_<suite>.json, eval_<suite>.md and the suites' files.
+  Returns {suite: JSON dict}; writes eval_<suite>.json, eval_<suite>.md and the suites' files
+  (named by `report_file`, with an `_expected` suffix under 'expected' inference).
   """
   names = config_lib.suite_names(config)
   config_lib.validate(config)
@@ -69,13 +86,16 @@ def evaluate(config, workdir):
       config=frozen, cfg=frozen.eval[name], images=images, labels=labels, load=load_other
     )
     report = SUITES[name].run(ens, ctx)
-    result = dict(report.json, suite=name, inference=ens.inference)
-    with open(os.path.join(workdir, f'eval_{name}.json'), 'w') as f:
+    name_of = lambda file_name: report_file(file_name, ens.inference)
+    result = dict(
+      report.json, suite=name, inference=ens.inference, files=sorted(map(name_of, report.files))
+    )
+    with open(os.path.join(workdir, name_of(f'eval_{name}.json')), 'w') as f:
       json.dump(result, f, indent=2)
-    with open(os.path.join(workdir, f'eval_{name}.md'), 'w') as f:
+    with open(os.path.join(workdir, name_of(f'eval_{name}.md')), 'w') as f:
       f.write(report.markdown + '\n')
     for file_name, content in report.files.items():
-      with open(os.path.join(workdir, file_name), 'wb') as f:
+      with open(os.path.join(workdir, name_of(file_name)), 'wb') as f:
         f.write(content)
     print(report.markdown, flush=True)
     results[name] = result

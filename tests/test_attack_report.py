@@ -375,33 +375,3 @@ def test_audit_suite_runs_every_check_on_the_ensemble(reports, trained_workdir):
   with open(os.path.join(trained_workdir, 'eval_audit.md')) as f:
     table = f.read()
   assert '| check | verdict | numbers |' in table and result['verdict'] in table
-
-
-def test_table6_lists_each_workdir_and_shows_missing_reports(trained_workdir, tmp_path):
-  from lpd_jax import compare
-
-  def workdir(name, paper_rows=None, **config_changes):
-    path = tmp_path / name
-    path.mkdir()
-    with open(os.path.join(trained_workdir, 'ensemble.json')) as f:
-      meta = json.load(f)
-    meta['config'].update(config_changes)
-    with open(path / 'ensemble.json', 'w') as f:
-      json.dump(meta, f)
-    if paper_rows is not None:
-      rows = [dict(attack=a, param=p, accuracy=acc) for a, p, acc in paper_rows]
-      with open(path / 'eval_paper.json', 'w') as f:
-        json.dump(dict(rows=rows), f)
-    return str(path)
-
-  adv = dict(attack='pgd', eps=0.03, steps=7, step_size=0.01, mix=1.0, loss='ce', mode='train')
-  a = workdir('a', [('none', None, 0.9), ('fgsm', 0.04, 0.5), ('pgd', 0.02, 0.25)], adv_train=adv)
-  b = workdir('b', method='baseline')
-  result, markdown = compare.table6([a, b])
-  assert [r['label'] for r in result['rows']] == ['AdvT_PGD + LPD', 'Baseline']
-  assert result['columns'] == ['fgsm 0.04', 'pgd 0.02']
-  assert '| AdvT_PGD + LPD | 50.00 | 25.00 |' in markdown
-  assert '| Baseline | - | - |' in markdown  # missing, not 0
-  c = workdir('c', dataset='npz')
-  with pytest.raises(ConfigError, match='different datasets'):
-    compare.table6([a, c])

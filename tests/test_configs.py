@@ -63,3 +63,27 @@ def test_every_method_and_variant_has_a_valid_config_per_dataset(dataset, spec):
 def test_an_unknown_variant_is_refused_with_the_grammar():
   with pytest.raises(Exception, match='unknown config variant .k7.'):
     parse(os.path.join(REPO, 'configs', 'cifar10.py:lpd,k7'))
+
+
+STUDIES = sorted(
+  p
+  for p in glob.glob(os.path.join(REPO, 'configs', 'study', '*.py'))
+  if not os.path.basename(p)[0] == '_'
+)
+
+
+@pytest.mark.parametrize('path', STUDIES, ids=os.path.basename)
+def test_study_config_is_valid_and_documents_its_command(path, tmp_path):
+  from lpd_jax import study
+
+  config = parse(path)
+  name = os.path.relpath(path, REPO)
+  with open(path) as f:
+    assert f'python -m lpd_jax.study --config={name}' in f.read()
+  runs = study.runs_of(config)
+  assert sum(r.compare for _, r in runs) >= 2
+  for run_name, run in runs:
+    run_config = study.run_config(config, str(tmp_path), run_name, run)
+    for suite, inference in study.suites_of(config, run, run_config):
+      run_config.eval.suite, run_config.eval.inference = suite, inference
+      config_lib.validate_eval(run_config)

@@ -49,6 +49,7 @@ FLOORS = (
       'lpd_jax.train',
       'lpd_jax.evaluate',
       'lpd_jax.compare',
+      'lpd_jax.study',
       'lpd_jax.workdir_config',
       'lpd_jax.cli',
     ),

@@ -105,8 +105,14 @@ def test_load_with_inference_and_every_suite_states_it(trained_workdir):
   config = tiny_config(eval=dict(suite='clean', inference='expected', num_examples=64))
   result = evaluate.evaluate(config, trained_workdir)['clean']
   assert result['inference'] == 'expected'
-  with open(os.path.join(trained_workdir, 'eval_clean.md')) as f:
+  with open(os.path.join(trained_workdir, 'eval_clean_expected.md')) as f:
     assert 'inference expected (heads see h * p(h)' in f.read()
+  with open(evaluate.report_path(trained_workdir, 'clean', 'expected')) as f:
+    assert json.load(f) == result  # beside the raw report, not over it
+  raw = evaluate.evaluate(tiny_config(eval=dict(suite='clean', num_examples=64)), trained_workdir)
+  with open(evaluate.report_path(trained_workdir, 'clean')) as f:
+    assert json.load(f)['inference'] == 'raw' == raw['clean']['inference']
+  assert os.path.isfile(evaluate.report_path(trained_workdir, 'clean', 'expected'))
   ds = data.load_dataset(config)
   direct = predict.clean_accuracy(ens, ds.test_images[:64], ds.test_labels[:64], 64)
   assert result['ensemble_accuracy'] == direct['ensemble_accuracy']

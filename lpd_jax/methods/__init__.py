@@ -34,4 +34,20 @@ def label(config):
   return adversarial.label(config, name) if 'adv_train' in config else name
 
 
-__all__ = ['REGISTRY', 'Method', 'adversarial', 'display_name', 'get', 'label']
+def has_expected_inference(config):
+  """Whether 'expected' inference differs from 'raw' for config's method: it has keep
+  rates and was trained without 1/p rescaling (METHODS.md, "Evaluation of dropout-trained
+  members"). For the others an 'expected' report would repeat the raw one."""
+  method = get(config.method)
+  return method.keep_rates is not None and method.keep_rates(config) is not None
+
+
+__all__ = [
+  'REGISTRY',
+  'Method',
+  'adversarial',
+  'display_name',
+  'get',
+  'has_expected_inference',
+  'label',
+]

@@ -32,8 +32,8 @@ def run(ens, ctx):
   eps of eval.sweep.<norm>_eps. Files: `eval_sweep.png`, one panel per norm, accuracy (%)
   against eps on a log2 axis, clean accuracy dashed.
 
-  JSON: dataset, method, num_members, num_examples, clean_accuracy, steps, plot (file
-  name) and sweep {norm: [{eps, accuracy, accuracy_clean_correct}]}.
+  JSON: dataset, method, num_members, num_examples, clean_accuracy, steps and sweep
+  {norm: [{eps, accuracy, accuracy_clean_correct}]} (the driver adds 'files', the plot's name).
   """
   config, cfg, images, labels = ctx.config, ctx.cfg, ctx.images, ctx.labels
   norms = names(cfg, 'norms', NORMS, 'sweep')
@@ -73,7 +73,6 @@ def run(ens, ctx):
     num_examples=len(labels),
     clean_accuracy=float(clean.mean()),
     steps=steps,
-    plot='eval_sweep.png',
     sweep=sweep,
   )
   lines = [

@@ -71,15 +71,20 @@ def load_surrogate(ctx, workdir):
 
 
 def transfer_type(target_config, surrogate_config):
-  """'Type II' (same defence), 'Type I' (a Baseline of another architecture or width), or
-  'other' (METHODS.md "Attacks", black-box transfer)."""
-  if surrogate_config.method == target_config.method:
-    return 'Type II'
+  """'Type I' (a Baseline of another architecture or width), 'Type II' (the same defence),
+  or 'other' (METHODS.md "Attacks", black-box transfer).
+
+  Type I is decided first: for a Baseline target a Baseline VGG-16 surrogate is the
+  paper's Type I, though it is also "the same defence" (none); a Baseline of the target's
+  own architecture (another seed) is its Type II.
+  """
   other = (surrogate_config.model, surrogate_config.width) != (
     target_config.model,
     target_config.width,
   )
-  return 'Type I' if surrogate_config.method == 'baseline' and other else 'other'
+  if surrogate_config.method == 'baseline' and other:
+    return 'Type I'
+  return 'Type II' if surrogate_config.method == target_config.method else 'other'
 
 
 def run(ens, ctx):

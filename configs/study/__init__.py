@@ -1,0 +1,1 @@
+"""Study configs: `python -m lpd_jax.study --config=configs/study/<file>.py --root=DIR`."""

@@ -1,0 +1,64 @@
+"""The runs of a study (`lpd_jax.study`) as ConfigDicts, shared by the study configs."""
+
+import ml_collections
+
+
+def run(spec, suites='', surrogates='', audit_surrogate='', compare=True, **overrides):
+  """One run: the dataset file's variant `spec`, its own config `overrides`, its suites
+  ('' = the study's), its transfer surrogates and audit surrogate (run names)."""
+  return ml_collections.ConfigDict(
+    dict(
+      spec=spec,
+      overrides=overrides,
+      suites=suites,
+      surrogates=surrogates,
+      audit_surrogate=audit_surrogate,
+      compare=compare,
+    )
+  )
+
+
+def study(dataset_config, train, eval_overrides, suites, expected_suites, runs, suite_eval=None):
+  """A study ConfigDict; `runs` is a list of (name, run) in the order they are trained,
+  evaluated and shown; `suite_eval` {suite: overrides of config.eval for that suite}."""
+  s = ml_collections.ConfigDict()
+  s.dataset_config = dataset_config
+  s.order = ','.join(name for name, _ in runs)
+  s.train = ml_collections.ConfigDict(train)
+  s.eval = ml_collections.ConfigDict(eval_overrides)
+  s.suite_eval = ml_collections.ConfigDict(suite_eval or {})
+  s.suites = suites
+  s.expected_suites = expected_suites
+  s.runs = ml_collections.ConfigDict({name: r for name, r in runs})
+  return s
+
+
+def paper_runs():
+  """Every run of the paper's tables at full size, for a dataset file of configs/:
+
+  K = 3 width-64 ResNet-18s of Baseline, ADP, PDD (+ DEG), LPD, GAL and TRS (Tables 2-5,
+  Figure 3, the timing table); the same at K = 5 (Table 1); the Type I surrogate (a
+  Baseline VGG-16) and Type II surrogates (a ResNet-34 trained with the same defence, as
+  the authors' code); the six adversarially trained ensembles of Table 6; and K = 3
+  width-4 ResNet-18s of Baseline, ADP, PDD and LPD for certification (Figure 2, section
+  4.4: "in_channels" 64 -> 4).
+  """
+  type_i = 'vgg16_baseline'
+  main = 'clean,probes,paper,sweep,robust,audit,transfer'
+  runs = [(type_i, run('baseline', 'clean', compare=False, model='vgg16'))]
+  for method in ('baseline', 'adp', 'deg', 'lpd'):
+    runs.append((f'{method}_resnet34', run(method, 'clean', compare=False, model='resnet34')))
+  for method in ('baseline', 'adp', 'deg', 'lpd', 'gal', 'trs'):
+    type_ii = f'{method}_resnet34' if method in ('baseline', 'adp', 'deg', 'lpd') else ''
+    surrogates = ','.join(s for s in (type_i, type_ii) if s)
+    runs.append((method, run(method, main, surrogates, type_i)))
+  for method in ('baseline', 'adp', 'deg', 'lpd'):
+    runs.append((f'{method}_k5', run(f'{method},k5', 'clean,probes')))
+  for attack in ('fgsm', 'pgd'):
+    for method in ('baseline', 'pdd', 'lpd'):
+      runs.append(
+        (f'advt_{attack}_{method}', run(f'{method},advt_{attack}', 'clean,paper,robust,audit'))
+      )
+  for method in ('baseline', 'adp', 'deg', 'lpd'):
+    runs.append((f'{method}_w4', run(method, 'clean,certify', width=4)))
+  return runs

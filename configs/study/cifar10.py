@@ -1,0 +1,23 @@
+"""The paper's whole study on CIFAR-10 (a GPU and TFDS data: README, "Data").
+
+python -m lpd_jax.study --config=configs/study/cifar10.py --root=workdirs/study_cifar10
+
+Every run of `configs/study/_lineup.paper_runs` (Tables 1-6, Figures 2-3, the timing
+table) at the paper's settings: K = 3 (and 5) ResNet-18s of width 64, 150 epochs, the
+attacks at the paper's budgets and the strong attacks at RobustBench-like ones, on the
+whole test set (certification: the first 200 images every member gets right). Part of it:
+--only=baseline,lpd (a run's surrogates must be trained first, or listed too).
+"""
+
+from configs.study._lineup import paper_runs, study
+
+
+def get_config():
+  return study(
+    dataset_config='configs/cifar10.py',
+    train=dict(width=64, num_epochs=150),
+    eval_overrides=dict(batch_size=500, probes=dict(num_examples=2000)),
+    suites='clean,probes,paper,sweep,robust,audit,transfer',
+    expected_suites='clean,probes,robust,audit',
+    runs=paper_runs(),
+  )

@@ -1,0 +1,251 @@
+"""A whole study in one command: train every run of a study config, evaluate the suites
+it asks for, and write the comparison tables (`lpd_jax.compare`).
+
+  python -m lpd_jax.study --config=configs/study/cifar10_subset.py --root=DIR [--only=a,b]
+
+A study config (`configs/study/*.py`) is an ml_collections ConfigDict:
+
+  dataset_config   the dataset file every run's config comes from (`configs/cifar10.py`)
+  order            comma-separated run names: the order of training, evaluation and of the
+                   comparison's columns
+  train            overrides applied to every run's config (width, num_epochs, ...)
+  eval             overrides of every run's config.eval (nested: eval.robust.steps ...)
+  suite_eval       per suite, overrides of config.eval when that suite runs
+                   (suite_eval.clean.num_examples=-1: clean accuracy on all test images)
+  suites           the suites every run is evaluated with, in raw inference
+  expected_suites  the suites also run in 'expected' inference, for the runs whose method
+                   has keep rates (for the others 'expected' is 'raw')
+  runs.<name>      spec (the dataset file's variant, `lpd`, `deg`, `lpd,advt_pgd`), overrides
+                   (fields of that run's config: seed, model, width ...), suites (this run's
+                   list instead of the study's; '' = the study's), surrogates (run names whose
+                   workdirs are this run's transfer surrogates), audit_surrogate (a run name),
+                   compare (False: a run trained only as someone's surrogate, not a column)
+
+Each run lives in DIR/<name>; runs are trained and evaluated one after the other in
+`order` (a run's surrogates come before it), so the first reports are there early.
+Everything resumes: a trained run is not trained again (`train_and_evaluate` returns at
+once), and a suite whose report is in the workdir is not run again (delete the report, or
+the workdir, to redo it). Wall times go to DIR/study_log.jsonl (one line per training and
+per suite), the tables to DIR/compare.
+"""
+
+import json
+import os
+import sys
+import time
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+from ml_collections.config_flags.config_flags import ConfigFileFlagParser
+
+from lpd_jax import cli, compare, evaluate, methods, train
+from lpd_jax import config as config_lib
+from lpd_jax.errors import ConfigError
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'a study config (configs/study/*.py)')
+_ROOT = flags.DEFINE_string('root', None, 'folder of the study: one workdir per run')
+_ONLY = flags.DEFINE_string('only', '', 'comma-separated run names: train and evaluate only these')
+_NO_EVAL = flags.DEFINE_bool('train_only', False, 'train the runs, evaluate nothing')
+_COMMANDS = flags.DEFINE_bool(
+  'print_commands', False, 'print the train.py / eval.py commands of each run, run nothing'
+)
+
+RUN_DEFAULTS = dict(
+  spec='', overrides={}, suites='', surrogates='', audit_surrogate='', compare=True
+)
+
+
+def split(text):
+  return [t.strip() for t in str(text).split(',') if t.strip()]
+
+
+def overlay(config, overrides, where='config'):
+  """Sets every (nested) field of `overrides` on the locked ConfigDict `config`; a field
+  `config` does not have is a ConfigError naming it (ConfigDict's own update ignores it)."""
+  for key, value in dict(overrides).items():
+    if key not in config:
+      raise ConfigError(f'study override {where}.{key}: {where} has no field {key!r}')
+    if isinstance(config[key], ml_collections.ConfigDict):
+      overlay(config[key], value, f'{where}.{key}')
+    else:
+      config[key] = tuple(value) if isinstance(value, list) else value
+  return config
+
+
+def load_config_file(path, spec):
+  """`get_config(spec)` of the config file at `path` (relative to the working directory or
+  to the repository that holds `configs/`), as `--config=path:spec` would give it."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  full = path if os.path.isfile(path) else os.path.join(repo, path)
+  if not os.path.isfile(full):
+    raise ConfigError(f'study dataset_config {path!r} is not a file')
+  for root in (os.path.dirname(os.path.dirname(os.path.abspath(full))), repo):
+    if root not in sys.path:  # configs import `configs._variants`
+      sys.path.insert(0, root)
+  parser = ConfigFileFlagParser(name='config')
+  return parser.parse(f'{full}:{spec}' if spec else full)
+
+
+def runs_of(study):
+  """-> ordered list of (name, run settings ConfigDict with RUN_DEFAULTS filled in)."""
+  order = split(study.order)
+  unknown = [n for n in order if n not in study.runs]
+  missing = [n for n in study.runs if n not in order]
+  if unknown or missing or len(set(order)) != len(order):
+    raise ConfigError(
+      f'study order {study.order!r} must name every run of study.runs once '
+      f'(unknown: {unknown}, not in order: {missing})'
+    )
+  out = []
+  for position, name in enumerate(order):
+    run = ml_collections.ConfigDict(RUN_DEFAULTS)
+    for key, value in study.runs[name].items():
+      if key not in run:
+        raise ConfigError(f'study.runs.{name}.{key}: a run has {", ".join(RUN_DEFAULTS)}')
+      run[key] = value
+    for other in split(run.surrogates) + split(run.audit_surrogate):
+      if other not in order[:position]:
+        raise ConfigError(
+          f'study.runs.{name}: surrogate {other!r} must be a run of the study that comes '
+          f'before it in study.order'
+        )
+    out.append((name, run))
+  return out
+
+
+def run_config(study, root, name, run):
+  """The training and evaluation config of one run of the study."""
+  config = load_config_file(study.dataset_config, run.spec)
+  overlay(config, study.train)
+  overlay(config.eval, study.eval, 'config.eval')
+  overlay(config, run.overrides)
+  surrogates = [os.path.join(root, s) for s in split(run.surrogates)]
+  if surrogates:
+    config.eval.transfer.workdir = ','.join(surrogates)
+  if run.audit_surrogate:
+    config.eval.audit.surrogate = os.path.join(root, run.audit_surrogate)
+  return config_lib.validate(config)
+
+
+def suites_of(study, run, config):
+  """-> [(suite, inference)] this run is evaluated with."""
+  chosen = split(run.suites or study.suites)
+  if not split(run.surrogates):
+    chosen = [s for s in chosen if s != 'transfer']
+  pairs = [(s, 'raw') for s in chosen]
+  if methods.has_expected_inference(config):
+    pairs += [(s, 'expected') for s in split(study.expected_suites) if s in chosen]
+  return pairs
+
+
+def log(root, **record):
+  with open(os.path.join(root, 'study_log.jsonl'), 'a') as f:
+    f.write(json.dumps(dict(record, when=time.strftime('%Y-%m-%dT%H:%M:%S'))) + '\n')
+
+
+def run_study(study, root, only=(), train_only=False):
+  """Trains, evaluates and compares the runs of `study` under `root` (see the module doc).
+
+  Returns the comparison's result dict (None with `train_only`)."""
+  runs = runs_of(study)
+  chosen = [(n, r) for n, r in runs if not only or n in only]
+  if only and len(chosen) != len(set(only)):
+    raise ConfigError(
+      f'--only names runs the study does not have: {sorted(set(only) - set(n for n, _ in runs))}'
+    )
+  configs = {name: run_config(study, root, name, run) for name, run in runs}
+  os.makedirs(root, exist_ok=True)
+  for name, run in chosen:
+    workdir = os.path.join(root, name)
+    print(f'== study: training {name} ({methods.label(configs[name])})', flush=True)
+    start = time.perf_counter()
+    train.train_and_evaluate(configs[name], workdir)
+    log(root, run=name, step='train', seconds=round(time.perf_counter() - start, 1))
+    if train_only:
+      continue
+    for suite, inference in suites_of(study, run, configs[name]):
+      if os.path.exists(evaluate.report_path(workdir, suite, inference)):
+        continue
+      print(f'== study: {name}: suite {suite}, inference {inference}', flush=True)
+      config = ml_collections.ConfigDict(configs[name])
+      if suite in study.suite_eval:
+        overlay(config.eval, study.suite_eval[suite], 'config.eval')
+      config.eval.suite, config.eval.inference = suite, inference
+      start = time.perf_counter()
+      evaluate.evaluate(config, workdir)
+      log(
+        root,
+        run=name,
+        step='eval',
+        suite=suite,
+        inference=inference,
+        seconds=round(time.perf_counter() - start, 1),
+      )
+  if train_only:
+    return None
+  columns = [os.path.join(root, name) for name, run in runs if run.compare]
+  return compare.write(columns, os.path.join(root, 'compare'))
+
+
+def _flat(overrides, prefix):
+  """Nested overrides -> ['--config.a.b=value', ...]."""
+  out = []
+  for key, value in dict(overrides).items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out += _flat(value, f'{prefix}{key}.')
+    elif isinstance(value, (tuple, list)):
+      out.append(f"--config.{prefix}{key}='({','.join(map(str, value))},)'")
+    else:
+      out.append(f'--config.{prefix}{key}={value}')
+  return out
+
+
+def commands(study, root, only=()):
+  """The train.py and eval.py commands that do what `run_study` does for each run (the
+  study's overrides on the command line), as shell lines."""
+  lines = []
+  for name, run in runs_of(study):
+    if only and name not in only:
+      continue
+    workdir = os.path.join(root, name)
+    config = run_config(study, root, name, run)
+    spec = f':{run.spec}' if run.spec else ''
+    train_flags = [
+      *_flat(study.train, ''),
+      *_flat(study.eval, 'eval.'),
+      *_flat(run.overrides, ''),
+    ]
+    if config.eval.transfer.workdir:
+      train_flags.append(f'--config.eval.transfer.workdir={config.eval.transfer.workdir}')
+    if config.eval.audit.surrogate:
+      train_flags.append(f'--config.eval.audit.surrogate={config.eval.audit.surrogate}')
+    lines.append(
+      f'python train.py --config={study.dataset_config}{spec} --workdir={workdir} '
+      + ' '.join(train_flags)
+    )
+    for suite, inference in suites_of(study, run, config):
+      extra = _flat(study.suite_eval[suite], 'eval.') if suite in study.suite_eval else []
+      lines.append(
+        f'python eval.py --workdir={workdir} --config.eval.suite={suite} '
+        + ' '.join([f'--config.eval.inference={inference}', *extra])
+      )
+  return lines
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None or not _ROOT.value:
+    raise app.UsageError('give --config=configs/study/<file>.py and --root=DIR')
+  if _COMMANDS.value:
+    cli.run_reporting_user_errors(
+      lambda: print('\n'.join(commands(_CONFIG.value, _ROOT.value, split(_ONLY.value))))
+    )
+    return
+  cli.run_reporting_user_errors(
+    run_study, _CONFIG.value, _ROOT.value, split(_ONLY.value), _NO_EVAL.value
+  )
+
+
+if __name__ == '__main__':
+  cli.run(main)
