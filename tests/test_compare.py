@@ -314,7 +314,8 @@ def test_the_printed_commands_are_what_the_study_ran(digits_study):
   args = shlex.split(train_lines[1])[2:]  # baseline's: --config=... --workdir=... --config.*
   fv(['prog', *[a for a in args if not a.startswith('--workdir')]])
   runs = dict(study.runs_of(config))
-  assert fv.config.to_dict() == study.run_config(config, root, 'baseline', runs['baseline']).to_dict()
+  by_study = study.run_config(config, root, 'baseline', runs['baseline'])
+  assert fv.config.to_dict() == by_study.to_dict()
 
   line = next(x for x in lines if 'baseline --config.eval.suite=clean' in x)
   with open(evaluate.report_path(os.path.join(root, 'baseline'), 'clean')) as f:
