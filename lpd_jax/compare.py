@@ -253,7 +253,10 @@ def make_table(name, caption, rows, columns, notes=()):
     pairs = [cell([_safe(row.get, r) for r in col.runs], row) for col in columns]
     json_rows.append(dict(label=row.label, cells=[p[0] for p in pairs]))
     cells.append((row.label, *(p[1] for p in pairs)))
-  lines = [caption, '', markdown_table(('', *(c.label for c in columns)), cells), *notes]
+  if all(c['n'] == 0 for r in json_rows for c in r['cells']):
+    lines = [caption, '', f'No column has a report for this table ({name}).']
+  else:
+    lines = [caption, '', markdown_table(('', *(c.label for c in columns)), cells), *notes]
   return dict(
     name=name,
     caption=caption,
@@ -843,6 +846,8 @@ def plot_drift(columns):
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize='x-small')
+    else:  # no column logs it: a method without keep rates
+      ax.text(0.5, 0.5, 'no dropout method among the columns', ha='center', transform=ax.transAxes)
   return fig
 
 

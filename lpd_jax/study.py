@@ -16,8 +16,9 @@ A study config (`configs/study/*.py`) is an ml_collections ConfigDict:
   expected_suites  the suites also run in 'expected' inference, for the runs whose method
                    has keep rates (for the others 'expected' is 'raw')
   runs.<name>      spec (the dataset file's variant, `lpd`, `deg`, `lpd,advt_pgd`), overrides
-                   (fields of that run's config: seed, model, width ...), suites (this run's
-                   list instead of the study's; '' = the study's), surrogates (run names whose
+                   (fields of that run's config: seed, model, width ...), suites and
+                   expected_suites (this run's lists instead of the study's; '' = the
+                   study's), surrogates (run names whose
                    workdirs are this run's transfer surrogates), audit_surrogate (a run name),
                    compare (False: a run trained only as someone's surrogate, not a column)
 
@@ -52,7 +53,13 @@ _COMMANDS = flags.DEFINE_bool(
 )
 
 RUN_DEFAULTS = dict(
-  spec='', overrides={}, suites='', surrogates='', audit_surrogate='', compare=True
+  spec='',
+  overrides={},
+  suites='',
+  expected_suites='',
+  surrogates='',
+  audit_surrogate='',
+  compare=True,
 )
 
 
@@ -135,7 +142,8 @@ def suites_of(study, run, config):
     chosen = [s for s in chosen if s != 'transfer']
   pairs = [(s, 'raw') for s in chosen]
   if methods.has_expected_inference(config):
-    pairs += [(s, 'expected') for s in split(study.expected_suites) if s in chosen]
+    expected = split(run.expected_suites or study.expected_suites)
+    pairs += [(s, 'expected') for s in expected if s in chosen]
   return pairs
 
 
@@ -202,8 +210,8 @@ def _flat(overrides, prefix):
 
 
 def commands(study, root, only=()):
-  """The train.py and eval.py commands that do what `run_study` does for each run (the
-  study's overrides on the command line), as shell lines."""
+  """The train.py and eval.py commands that do what `run_study` does for each run, with
+  every override of the study on the command line, as shell lines."""
   lines = []
   for name, run in runs_of(study):
     if only and name not in only:
@@ -211,24 +219,21 @@ def commands(study, root, only=()):
     workdir = os.path.join(root, name)
     config = run_config(study, root, name, run)
     spec = f':{run.spec}' if run.spec else ''
-    train_flags = [
-      *_flat(study.train, ''),
-      *_flat(study.eval, 'eval.'),
-      *_flat(run.overrides, ''),
-    ]
-    if config.eval.transfer.workdir:
-      train_flags.append(f'--config.eval.transfer.workdir={config.eval.transfer.workdir}')
-    if config.eval.audit.surrogate:
-      train_flags.append(f'--config.eval.audit.surrogate={config.eval.audit.surrogate}')
+    eval_flags = _flat(study.eval, 'eval.')
+    for field in ('transfer.workdir', 'audit.surrogate'):
+      value = config.eval[field.split('.')[0]][field.split('.')[1]]
+      if value:
+        eval_flags.append(f'--config.eval.{field}={value}')
+    train_flags = [*_flat(study.train, ''), *eval_flags, *_flat(run.overrides, '')]
     lines.append(
       f'python train.py --config={study.dataset_config}{spec} --workdir={workdir} '
       + ' '.join(train_flags)
     )
     for suite, inference in suites_of(study, run, config):
       extra = _flat(study.suite_eval[suite], 'eval.') if suite in study.suite_eval else []
+      flags_ = [f'--config.eval.inference={inference}', *eval_flags, *extra]
       lines.append(
-        f'python eval.py --workdir={workdir} --config.eval.suite={suite} '
-        + ' '.join([f'--config.eval.inference={inference}', *extra])
+        f'python eval.py --workdir={workdir} --config.eval.suite={suite} ' + ' '.join(flags_)
       )
   return lines
 

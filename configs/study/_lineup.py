@@ -3,14 +3,24 @@
 import ml_collections
 
 
-def run(spec, suites='', surrogates='', audit_surrogate='', compare=True, **overrides):
+def run(
+  spec,
+  suites='',
+  surrogates='',
+  audit_surrogate='',
+  compare=True,
+  expected_suites='',
+  **overrides,
+):
   """One run: the dataset file's variant `spec`, its own config `overrides`, its suites
-  ('' = the study's), its transfer surrogates and audit surrogate (run names)."""
+  and expected_suites ('' = the study's), its transfer surrogates and audit surrogate
+  (run names)."""
   return ml_collections.ConfigDict(
     dict(
       spec=spec,
       overrides=overrides,
       suites=suites,
+      expected_suites=expected_suites,
       surrogates=surrogates,
       audit_surrogate=audit_surrogate,
       compare=compare,

@@ -20,8 +20,8 @@ for that alone. The Type I surrogate is a Baseline VGG-16 of width 8.
 
 from configs.study._lineup import run, study
 
-SUITES = 'clean,probes,paper,sweep,robust,audit,transfer'
-CERTIFIED = SUITES + ',certify'
+MAIN = 'clean,probes,paper,sweep,robust,audit'
+SUITES = MAIN + ',transfer,certify'  # Baseline, ADP, PDD and LPD: the paper's Table 5 and Fig. 2
 SEEDS = 'clean,probes,paper,robust'  # the extra seeds of Baseline and LPD
 TYPE_I = 'vgg16_baseline'
 
@@ -29,20 +29,20 @@ TYPE_I = 'vgg16_baseline'
 def get_config():
   runs = [  # surrogates first: each run is trained and evaluated in this order
     (TYPE_I, run('baseline', 'clean', compare=False, model='vgg16', width=8)),
-    ('baseline_s1', run('baseline', SEEDS, seed=1)),
-    ('baseline', run('baseline', CERTIFIED, f'{TYPE_I},baseline_s1', TYPE_I)),
+    ('baseline_s1', run('baseline', SEEDS, seed=1)),  # also baseline's Type II surrogate
+    ('baseline', run('baseline', SUITES, f'{TYPE_I},baseline_s1', TYPE_I)),
     ('adp_s1', run('adp', 'clean', compare=False, seed=1)),
-    ('adp', run('adp', CERTIFIED, f'{TYPE_I},adp_s1', TYPE_I)),
+    ('adp', run('adp', SUITES, f'{TYPE_I},adp_s1', TYPE_I)),
     ('deg_s1', run('deg', 'clean', compare=False, seed=1)),
-    ('deg', run('deg', CERTIFIED, f'{TYPE_I},deg_s1', TYPE_I)),
-    ('lpd_s1', run('lpd', SEEDS, seed=1)),
-    ('lpd', run('lpd', CERTIFIED, f'{TYPE_I},lpd_s1', TYPE_I)),
-    ('gal', run('gal', SUITES, TYPE_I, TYPE_I)),
+    ('deg', run('deg', SUITES, f'{TYPE_I},deg_s1', TYPE_I)),
+    ('lpd_s1', run('lpd', SEEDS, expected_suites='clean,probes', seed=1)),
+    ('lpd', run('lpd', SUITES, f'{TYPE_I},lpd_s1', TYPE_I)),
+    ('gal', run('gal', MAIN, audit_surrogate=TYPE_I)),
     ('baseline_s2', run('baseline', SEEDS, seed=2)),
-    ('lpd_s2', run('lpd', SEEDS, seed=2)),
-    ('advt_pgd', run('baseline,advt_pgd', SUITES, TYPE_I, TYPE_I)),
-    ('advt_pgd_lpd', run('lpd,advt_pgd', SUITES, TYPE_I, TYPE_I)),
-    ('trs', run('trs', SUITES, TYPE_I, TYPE_I)),
+    ('lpd_s2', run('lpd', SEEDS, expected_suites='clean,probes', seed=2)),
+    ('advt_pgd', run('baseline,advt_pgd', MAIN, audit_surrogate=TYPE_I)),
+    ('advt_pgd_lpd', run('lpd,advt_pgd', MAIN, audit_surrogate=TYPE_I)),
+    ('trs', run('trs', MAIN, audit_surrogate=TYPE_I)),
   ]
   return study(
     dataset_config='configs/cifar10_subset.py',
@@ -56,7 +56,7 @@ def get_config():
       audit=dict(num_examples=200, strong_steps=50, restarts=2, square_queries=300),
       certify=dict(num_examples=20, methods='ibp,crown', curve_points=3, batch_size=10),
     ),
-    suites=SUITES,
+    suites=MAIN,
     expected_suites='clean,probes,robust,audit',
     runs=runs,
     suite_eval=dict(clean=dict(num_examples=-1), probes=dict(num_examples=-1)),
