@@ -387,11 +387,16 @@ def _paper_rows(columns, attacks=None):
   return [(a, p, label) for (a, p), label in seen.items()]
 
 
-def _paper_value(run, inference, attack, param, field):
-  for r in run.report('paper', inference)['rows']:
-    if r['attack'] == attack and r['param'] == param:
+def _find(rows, field, **match):
+  """`field` of the first row (dict) of `rows` whose entries equal `match`; None if none."""
+  for r in rows:
+    if all(r.get(k) == v for k, v in match.items()):
       return r[field]
   return None
+
+
+def _paper_value(run, inference, attack, param, field):
+  return _find(run.report('paper', inference)['rows'], field, attack=attack, param=param)
 
 
 def table4(columns):
@@ -590,7 +595,7 @@ def robust_table(columns):
       for e in rep['eps']:
         grid.setdefault(f'{e:g}')
       for r in rep['rows']:
-        by_attack.setdefault((r['attack'], f'{r["eps"]:g}'))
+        by_attack.setdefault((r['attack'], r['eps']))
     rows.append(Row(f'clean{s}', lambda r, i=inf: r.report('robust', i)['clean_accuracy']))
     rows += [
       Row(
@@ -601,8 +606,10 @@ def robust_table(columns):
     ]
     rows += [
       Row(
-        f'  {a}, eps {e}{s}',
-        lambda r, i=inf, a=a, e=e: _robust_attack(r.report('robust', i), a, e),
+        f'  {a}, eps {e:g}{s}',
+        lambda r, i=inf, a=a, e=e: _find(
+          r.report('robust', i)['rows'], 'accuracy', attack=a, eps=e
+        ),
       )
       for a, e in by_attack
     ]
@@ -627,13 +634,6 @@ def robust_table(columns):
 
 def _params_text(params):
   return '(' + ', '.join(f'{k} {v}' for k, v in params.items()) + ')'
-
-
-def _robust_attack(report, attack, eps):
-  for r in report['rows']:
-    if r['attack'] == attack and f'{r["eps"]:g}' == eps:
-      return r['accuracy']
-  return None
 
 
 def audit_table(columns):
@@ -719,7 +719,7 @@ def sweep_table(columns):
     rows += [
       Row(
         f'{"L-inf" if norm == "linf" else "L2"} {e:g}{_suffix(inf, infs)}',
-        lambda r, i=inf, norm=norm, e=e: _sweep_value(r.report('sweep', i), norm, e),
+        lambda r, i=inf, n=norm, e=e: _find(r.report('sweep', i)['sweep'][n], 'accuracy', eps=e),
       )
       for norm, e in points
     ]
@@ -732,13 +732,6 @@ def sweep_table(columns):
     rows,
     columns,
   )
-
-
-def _sweep_value(report, norm, eps):
-  for p in report['sweep'][norm]:
-    if p['eps'] == eps:
-      return p['accuracy']
-  return None
 
 
 def _colors(n):

@@ -264,6 +264,18 @@ def test_the_compare_command_shows_a_missing_suite_and_refuses_another_dataset(
   with open(os.path.join(out, 'comparison.md')) as f:
     assert '| clean, raw | - |' in f.read()
 
+  # --run_missing runs a missing suite on the workdir's own config: the same report again.
+  with open(os.path.join(partial, 'eval_clean.json')) as f:
+    clean = json.load(f)
+  os.remove(os.path.join(partial, 'eval_clean.json'))
+  result, _, _ = compare.compare(
+    [partial], run_missing_suites=True, suites=('clean',), expected_suites=()
+  )
+  with open(os.path.join(partial, 'eval_clean.json')) as f:
+    assert json.load(f) == clean
+  assert cells(result, 'clean', 'ensemble')[0]['values'] == [clean['ensemble_accuracy']]
+  assert not os.path.exists(os.path.join(partial, 'eval_robust.json'))  # not asked for
+
   other = str(tmp_path / 'npz')
   shutil.copytree(os.path.join(root, 'baseline'), other)
   with open(os.path.join(other, 'ensemble.json')) as f:
@@ -301,21 +313,25 @@ def test_a_study_refuses_unknown_fields_and_surrogates_trained_after_their_user(
 @pytest.mark.xdist_group('digits_study')
 def test_the_printed_commands_are_what_the_study_ran(digits_study):
   import shlex
-
-  from absl import flags
-  from ml_collections import config_flags
+  import subprocess
 
   config, root, _ = digits_study
   lines = study.commands(config, root)
   train_lines = [line for line in lines if line.startswith('python train.py')]
   assert len(train_lines) == 3 and len(lines) == 3 + 1 + 2 * 8 + 4  # surrogate: clean only
-  fv = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'config', flag_values=fv, lock_config=True)
   args = shlex.split(train_lines[1])[2:]  # baseline's: --config=... --workdir=... --config.*
-  fv(['prog', *[a for a in args if not a.startswith('--workdir')]])
+  parse = (  # the flags as train.py parses them
+    'import sys; from absl import flags; from ml_collections import config_flags; '
+    "c = config_flags.DEFINE_config_file('config', lock_config=True); flags.FLAGS(sys.argv); "
+    'print(c.value.to_json())'
+  )
+  args = [a for a in args if not a.startswith('--workdir')]
+  parsed = subprocess.run(
+    [sys.executable, '-c', parse, *args], cwd=REPO, capture_output=True, text=True, check=True
+  )
   runs = dict(study.runs_of(config))
   by_study = study.run_config(config, root, 'baseline', runs['baseline'])
-  assert fv.config.to_dict() == by_study.to_dict()
+  assert json.loads(parsed.stdout) == json.loads(by_study.to_json())
 
   line = next(x for x in lines if 'baseline --config.eval.suite=clean' in x)
   with open(evaluate.report_path(os.path.join(root, 'baseline'), 'clean')) as f:
