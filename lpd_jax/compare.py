@@ -153,13 +153,17 @@ def runnable(run, suite, inference):
 def run_missing(runs, suites, expected_suites):
   """Runs each missing (suite, inference) report on its workdir's own config, with a
   progress bar; returns the runs read again."""
-  todo = [
-    (run, suite, inference)
-    for run in runs
-    for inference in INFERENCES
-    for suite in (suites if inference == 'raw' else expected_suites)
-    if run.report(suite, inference) is None and runnable(run, suite, inference)[0]
-  ]
+  todo = []
+  for run in runs:
+    for inference in INFERENCES:
+      for suite in suites if inference == 'raw' else expected_suites:
+        if run.report(suite, inference) is not None:
+          continue
+        ok, why = runnable(run, suite, inference)
+        if ok:
+          todo.append((run, suite, inference))
+        elif methods.has_expected_inference(run.config) or inference == 'raw':
+          print(f'compare: not running {suite} ({inference}) on {run.workdir}: {why}')
   with tqdm(todo, desc='compare: missing reports', disable=None) as bar:
     for run, suite, inference in bar:
       bar.set_postfix_str(f'{run.name}: {suite} ({inference})')
@@ -231,10 +235,13 @@ def cell(values, row):
   if not present:
     return out, '-'
   if row.kind == 'verdict':
-    if len(values) == 1 or len(set(present)) == 1 and len(present) == len(values):
-      return out, present[0]
-    passed = sum(v == 'passed' for v in present)
-    return out, f'{passed} of {len(present)} passed'
+    if len(set(present)) == 1:
+      text = present[0]
+    else:
+      text = f'{sum(v == "passed" for v in present)} of {len(present)} passed'
+    if len(present) < len(values):
+      text += f' ({len(present)} of {len(values)})'
+    return out, text
   mean = float(np.mean(present))
   std = float(np.std(present, ddof=1)) if len(present) > 1 else 0.0
   out.update(mean=mean, std=std)

@@ -175,19 +175,27 @@ def test_table6_holds_the_adversarially_trained_columns(trained_workdir, tmp_pat
 
 @pytest.fixture(scope='module')
 def digits_study(trained_workdir, tmp_path_factory):
-  """configs/study/digits.py run by the study driver. Its LPD run is the session's trained
-  fixture (same config: the driver finds it trained); Baseline is trained here."""
+  """`python -m lpd_jax.study --config=configs/study/digits.py` in a child process. Its LPD
+  run is the session's trained fixture (same config: the driver finds it trained); Baseline
+  and the surrogate are trained by the command."""
   root = str(tmp_path_factory.mktemp('study'))
   shutil.copytree(trained_workdir, os.path.join(root, 'lpd'))
   for name in os.listdir(os.path.join(root, 'lpd')):
     if name.startswith('eval_') or name.endswith(('.png', '.npz')):  # other tests' reports
       os.remove(os.path.join(root, 'lpd', name))
+  done = run_study_cli(root)
+  assert done.returncode == 0, done.stderr[-3000:]
   sys.path.insert(0, REPO)
   from configs.study import digits
 
-  config = digits.get_config()
-  result = study.run_study(config, root)
-  return config, root, result
+  with open(os.path.join(root, 'compare', 'comparison.json')) as f:
+    return digits.get_config(), root, json.load(f)
+
+
+def run_study_cli(root):
+  return run_cli(
+    'lpd_jax/study.py', '--config=configs/study/digits.py', f'--root={root}', timeout=1200
+  )
 
 
 @pytest.mark.xdist_group('digits_study')
@@ -237,7 +245,7 @@ def test_the_study_writes_every_table_with_one_column_per_workdir(digits_study):
     *(('lpd', s, 'expected') for s in config.expected_suites.split(',')),
     ('surrogate', 'clean', 'raw'),
   }
-  study.run_study(config, root)
+  assert run_study_cli(root).returncode == 0
   with open(os.path.join(root, 'study_log.jsonl')) as f:
     again = [json.loads(line) for line in f]
   assert [r['step'] for r in again[len(log) :]] == ['train'] * 3
