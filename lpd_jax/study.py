@@ -253,4 +253,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Study and dataset configs import `configs.*`: the repository root, as for train.py.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   cli.run(main)

@@ -9,11 +9,12 @@ by hand, so every cell has a known value. The end-to-end test runs the digits st
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
 import pytest
-from test_faults import run_cli
+from test_faults import _cli_options, run_cli
 
 from lpd_jax import compare, evaluate, study
 from lpd_jax.errors import ConfigError
@@ -193,8 +194,10 @@ def digits_study(trained_workdir, tmp_path_factory):
 
 
 def run_study_cli(root):
-  return run_cli(
-    'lpd_jax/study.py', '--config=configs/study/digits.py', f'--root={root}', timeout=1200
+  """The README's command, from the repository (the tests' CLI environment)."""
+  command = ['-m', 'lpd_jax.study', '--config=configs/study/digits.py', f'--root={root}']
+  return subprocess.run(
+    [sys.executable, *command], capture_output=True, timeout=1200, **_cli_options()
   )
 
 
@@ -321,7 +324,6 @@ def test_a_study_refuses_unknown_fields_and_surrogates_trained_after_their_user(
 @pytest.mark.xdist_group('digits_study')
 def test_the_printed_commands_are_what_the_study_ran(digits_study):
   import shlex
-  import subprocess
 
   config, root, _ = digits_study
   lines = study.commands(config, root)

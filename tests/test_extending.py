@@ -66,7 +66,7 @@ def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, trained_w
   config = tiny_config(eval=dict(suite='count', num_examples=50))
   assert config.eval.count.count == -1
   result = evaluate.evaluate(config, trained_workdir)['count']
-  assert result == dict(count=50, members=3, suite='count', inference='raw')
+  assert result == dict(count=50, members=3, suite='count', inference='raw', files=['count.txt'])
   with open(os.path.join(trained_workdir, 'eval_count.json')) as f:
     assert json.load(f) == result
   with open(os.path.join(trained_workdir, 'count.txt')) as f:
