@@ -37,12 +37,13 @@ def get_config():
     ('deg', run('deg', SUITES, f'{TYPE_I},deg_s1', TYPE_I)),
     ('lpd_s1', run('lpd', SEEDS, expected_suites='clean,probes', seed=1)),
     ('lpd', run('lpd', SUITES, f'{TYPE_I},lpd_s1', TYPE_I)),
-    ('gal', run('gal', MAIN, audit_surrogate=TYPE_I)),
-    ('baseline_s2', run('baseline', SEEDS, seed=2)),
-    ('lpd_s2', run('lpd', SEEDS, expected_suites='clean,probes', seed=2)),
     ('advt_pgd', run('baseline,advt_pgd', MAIN, audit_surrogate=TYPE_I)),
     ('advt_pgd_lpd', run('lpd,advt_pgd', MAIN, audit_surrogate=TYPE_I)),
+    # Last, as time allows on 2 cores: GAL, TRS (15x a Baseline step) and third seeds.
+    ('gal', run('gal', MAIN, audit_surrogate=TYPE_I)),
     ('trs', run('trs', MAIN, audit_surrogate=TYPE_I)),
+    ('baseline_s2', run('baseline', SEEDS, seed=2)),
+    ('lpd_s2', run('lpd', SEEDS, expected_suites='clean,probes', seed=2)),
   ]
   return study(
     dataset_config='configs/cifar10_subset.py',
