@@ -30,6 +30,7 @@ the workdir, to redo it). Wall times go to DIR/study_log.jsonl (one line per tra
 per suite), the tables to DIR/compare.
 """
 
+import copy
 import json
 import os
 import sys
@@ -176,7 +177,7 @@ def run_study(study, root, only=(), train_only=False):
       if os.path.exists(evaluate.report_path(workdir, suite, inference)):
         continue
       print(f'== study: {name}: suite {suite}, inference {inference}', flush=True)
-      config = ml_collections.ConfigDict(configs[name])
+      config = copy.deepcopy(configs[name])  # ConfigDict(c) would share c's nested dicts
       if suite in study.suite_eval:
         overlay(config.eval, study.suite_eval[suite], 'config.eval')
       config.eval.suite, config.eval.inference = suite, inference

@@ -350,3 +350,35 @@ def test_the_printed_commands_are_what_the_study_ran(digits_study):
   assert done.returncode == 0, done.stderr[-2000:]
   with open(evaluate.report_path(os.path.join(root, 'baseline'), 'clean')) as f:
     assert json.load(f) == by_study
+
+
+def test_a_suites_own_eval_overrides_stay_with_that_suite(tmp_path, monkeypatch):
+  """suite_eval.clean.num_examples=-1 must not leak into the suites that run after clean
+  (ConfigDict(config) shares the nested config.eval: the run's next suites would see it)."""
+  sys.path.insert(0, REPO)
+  from configs.study import digits
+
+  config = digits.get_config()
+  with config.unlocked():
+    config.suite_eval = {'clean': {'num_examples': -1, 'batch_size': 250}}
+  seen = []
+
+  def record(cfg, workdir):
+    seen.append(
+      (
+        os.path.basename(workdir),
+        cfg.eval.suite,
+        cfg.eval.inference,
+        cfg.eval.num_examples,
+        cfg.eval.batch_size,
+      )
+    )
+
+  monkeypatch.setattr(study.train, 'train_and_evaluate', lambda cfg, workdir: None)
+  monkeypatch.setattr(study.evaluate, 'evaluate', record)
+  monkeypatch.setattr(study.compare, 'write', lambda workdirs, out: None)
+  study.run_study(config, str(tmp_path), only=('baseline',))
+  assert [s[1:3] for s in seen][:3] == [('clean', 'raw'), ('probes', 'raw'), ('paper', 'raw')]
+  for _, suite, _, num_examples, batch_size in seen:
+    expected = (-1, 250) if suite == 'clean' else (64, 128)
+    assert (num_examples, batch_size) == expected, suite
