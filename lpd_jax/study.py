@@ -27,7 +27,7 @@ Each run lives in DIR/<name>; runs are trained and evaluated one after the other
 Everything resumes: a trained run is not trained again (`train_and_evaluate` returns at
 once), and a suite whose report is in the workdir is not run again (delete the report, or
 the workdir, to redo it). Wall times go to DIR/study_log.jsonl (one line per training and
-per suite), the tables to DIR/compare.
+per suite; summed up in DIR/compare/wall_times.md), the tables to DIR/compare.
 """
 
 import copy
@@ -44,6 +44,7 @@ from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 from lpd_jax import cli, compare, evaluate, methods, train
 from lpd_jax import config as config_lib
 from lpd_jax.errors import ConfigError
+from lpd_jax.suites.common import markdown_table
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'a study config (configs/study/*.py)')
 _ROOT = flags.DEFINE_string('root', None, 'folder of the study: one workdir per run')
@@ -194,7 +195,53 @@ def run_study(study, root, only=(), train_only=False):
   if train_only:
     return None
   columns = [os.path.join(root, name) for name, run in runs if run.compare]
-  return compare.write(columns, os.path.join(root, 'compare'))
+  result = compare.write(columns, os.path.join(root, 'compare'))
+  write_wall_times(root, os.path.join(root, 'compare'))
+  return result
+
+
+def wall_times(root):
+  """DIR/study_log.jsonl -> {run: {'train': s, '<suite>' or '<suite> (expected)': s,
+  'total': s}} in the log's order of runs: training is the sum of the run's training
+  lines (a run found trained adds its load time, under a second), a suite its last line
+  (a suite found done is not logged again)."""
+  times = {}
+  with open(os.path.join(root, 'study_log.jsonl')) as f:
+    for line in f:
+      record = json.loads(line)
+      run = times.setdefault(record['run'], {'train': 0.0})
+      if record['step'] == 'train':
+        run['train'] += record['seconds']
+      else:
+        expected = ' (expected)' if record['inference'] == 'expected' else ''
+        run[record['suite'] + expected] = record['seconds']
+  for run in times.values():
+    run['total'] = sum(run.values())
+  return times
+
+
+def write_wall_times(root, out):
+  """Writes wall_times.md and wall_times.json (`wall_times`) into `out`; returns the
+  Markdown."""
+  times = wall_times(root)
+  steps = list(dict.fromkeys(k for run in times.values() for k in run if k != 'total'))
+  steps.append('total')
+  rows = [
+    [name] + [f'{run[k]:.0f}' if k in run else '' for k in steps] for name, run in times.items()
+  ]
+  rows.append(
+    ['all runs'] + ['' for _ in steps[:-1]] + [f'{sum(r["total"] for r in times.values()):.0f}']
+  )
+  text = (
+    f'Wall seconds of each step of the study in {root} (from study_log.jsonl; blank: not run).'
+    '\n\n' + markdown_table(['run', *steps], rows) + '\n'
+  )
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'wall_times.md'), 'w') as f:
+    f.write(text)
+  with open(os.path.join(out, 'wall_times.json'), 'w') as f:
+    json.dump(times, f, indent=1)
+  return text
 
 
 def _flat(overrides, prefix):

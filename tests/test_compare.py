@@ -253,6 +253,19 @@ def test_the_study_writes_every_table_with_one_column_per_workdir(digits_study):
     again = [json.loads(line) for line in f]
   assert [r['step'] for r in again[len(log) :]] == ['train'] * 3
 
+  # wall_times.md sums each run's training lines and keeps each suite's last line.
+  times = study.wall_times(root)
+  lpd = [r for r in again if r['run'] == 'lpd']
+  assert times['lpd']['train'] == pytest.approx(
+    sum(r['seconds'] for r in lpd if r['step'] == 'train')
+  )
+  robust = [r['seconds'] for r in lpd if r.get('suite') == 'robust']  # raw, then expected
+  assert (times['lpd']['robust'], times['lpd']['robust (expected)']) == tuple(robust)
+  assert times['lpd']['total'] == pytest.approx(sum(r['seconds'] for r in lpd))
+  with open(os.path.join(root, 'compare', 'wall_times.md')) as f:
+    text = f.read()
+  assert f'| lpd | {times["lpd"]["train"]:.0f} | {times["lpd"]["clean"]:.0f} |' in text
+
 
 @pytest.mark.xdist_group('digits_study')
 def test_the_compare_command_shows_a_missing_suite_and_refuses_another_dataset(

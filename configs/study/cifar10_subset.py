@@ -14,10 +14,10 @@ suite keeps the paper's FGSM/BIM/PGD settings, runs JSMA at gamma 0.05 only and 
 steps x 2 binary searches (the authors: 1000 x 5); the strong attacks run 10-step APGD, 1
 APGD-T target and 100 Square queries (RobustBench: 100 steps, 9 targets, 5000 queries), so
 robust accuracy here is an upper bound that a stronger budget may lower. Baseline and LPD
-have three seeds (clean accuracy and the probes: mean +- std; the attack suites on seed 0),
-and seed 1 is seed 0's Type II surrogate. The Type I surrogate is a Baseline VGG-16 of width
-4. GAL and TRS (11x a Baseline step) come last, as time allows. `--only=baseline,lpd` runs a
-part of it.
+have two seeds, three as time allows (clean accuracy and the probes: mean +- std; the attack
+suites on seed 0), and seed 1 is seed 0's Type II surrogate. The Type I surrogate is a
+Baseline VGG-16 of width 4. GAL and TRS (11x a Baseline step) come last, as time allows.
+`--only=baseline,lpd` runs a part of it.
 """
 
 from configs.study._lineup import run, study
@@ -45,11 +45,11 @@ def get_config():
       'advt_pgd_lpd',
       run('lpd,advt_pgd', ADVT, '', TYPE_I, expected_suites=ADVT_EXPECTED, **ADVT_RUN),
     ),
-    ('baseline_s2', run('baseline', SEEDS, seed=2)),
-    ('lpd_s2', run('lpd', SEEDS, expected_suites=SEEDS, seed=2)),
-    # Last, as time allows on 2 cores: GAL and TRS (11x a Baseline step).
+    # Last, as time allows on 2 cores: GAL, TRS (11x a Baseline step) and third seeds.
     ('gal', run('gal', MAIN, '', TYPE_I)),
     ('trs', run('trs', MAIN, '', TYPE_I)),
+    ('baseline_s2', run('baseline', SEEDS, seed=2)),
+    ('lpd_s2', run('lpd', SEEDS, expected_suites=SEEDS, seed=2)),
   ]
   return study(
     dataset_config='configs/cifar10_subset.py',
