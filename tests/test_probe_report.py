@@ -46,7 +46,9 @@ def test_probes_suite_matches_direct_probes(trained_workdir):
   np.testing.assert_array_equal(saved['labels'], y)
   for probe, values in direct.items():
     values = np.asarray(values)
-    np.testing.assert_allclose(saved[probe], values, rtol=1e-4)
+    np.testing.assert_allclose(
+      saved[probe], values, rtol=1e-4, atol=1e-6
+    )  # float32 sums of cosines: values near 0 differ by ~3e-7 across batchings
     assert list(result[probe]) == ['0.25', '0.5', '0.75']
     for q in (0.25, 0.5, 0.75):
       np.testing.assert_allclose(result[probe][str(q)], np.quantile(values, q), rtol=1e-4)
