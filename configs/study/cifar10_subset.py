@@ -3,20 +3,19 @@
 
 python -m lpd_jax.study --config=configs/study/cifar10_subset.py --root=workdirs/study_subset
 
-Sized to finish on 2 CPU cores in about two hours. Width 4 is the width the paper certifies
-(section 4.4, "in_channels" 64 -> 4), and on 2 CPU cores it attacks 3x faster than width 8
-(PGD-10: 366 vs 125 image-gradients/s) for a few points of clean accuracy (15 epochs: 44.8%
-vs 51.6% for a Baseline). Adversarial training takes 2 PGD steps of eps/2 instead of 7 of
-2/255 (a step costs 3x a Baseline step instead of 8x), for 6 epochs. The attack budgets are
-cut to fit (eval below): the attack suites run on the first 100 test images (clean accuracy
-and the probes on all 500, certification on the first 8 every member gets right); the paper
-suite keeps the paper's FGSM/BIM/PGD settings, runs JSMA at gamma 0.05 only and C&W for 30
-steps x 2 binary searches (the authors: 1000 x 5); the strong attacks run 10-step APGD, 1
-APGD-T target and 100 Square queries (RobustBench: 100 steps, 9 targets, 5000 queries), so
-robust accuracy here is an upper bound that a stronger budget may lower. Baseline and LPD
-have two seeds, three as time allows (clean accuracy and the probes: mean +- std; the attack
-suites on seed 0), and seed 1 is seed 0's Type II surrogate. The Type I surrogate is a
-Baseline VGG-16 of width 4. GAL and TRS (11x a Baseline step) come last, as time allows.
+Sized for 2 CPU cores: the whole study took 2.8 hours of steps (10,141 s, docs/results.md). Width 4
+is the width the paper certifies (section 4.4, "in_channels" 64 -> 4), and on 2 CPU cores it attacks
+3x faster than width 8 (PGD-10: 366 vs 125 image-gradients/s) for a few points of clean accuracy (15
+epochs: 44.8% vs 51.6% for a Baseline). Adversarial training takes 2 PGD steps of eps/2 instead of 7
+of 2/255 (a step costs 3x a Baseline step instead of 8x), for 6 epochs. The attack budgets are cut
+to fit (eval below): the attack suites run on the first 100 test images (clean accuracy and the
+probes on all 500, certification on the first 8 every member gets right); the paper suite keeps the
+paper's FGSM/BIM/PGD settings, runs JSMA at gamma 0.05 only and C&W for 30 steps x 2 binary searches
+(the authors: 1000 x 5); the strong attacks run 10-step APGD, 1 APGD-T target and 100 Square queries
+(RobustBench: 100 steps, 9 targets, 5000 queries), so robust accuracy here is an upper bound that a
+stronger budget may lower. Baseline and LPD have three seeds (clean accuracy and the probes: mean +-
+std; the attack suites on seed 0), and seed 1 is seed 0's Type II surrogate. The Type I surrogate is
+a Baseline VGG-16 of width 4. GAL and TRS (11x a Baseline step) and the third seeds come last.
 `--only=baseline,lpd` runs a part of it.
 """
 
@@ -45,7 +44,7 @@ def get_config():
       'advt_pgd_lpd',
       run('lpd,advt_pgd', ADVT, '', TYPE_I, expected_suites=ADVT_EXPECTED, **ADVT_RUN),
     ),
-    # Last, as time allows on 2 cores: GAL, TRS (11x a Baseline step) and third seeds.
+    # Last: GAL, TRS (11x a Baseline step) and the third seeds.
     ('gal', run('gal', MAIN, '', TYPE_I)),
     ('trs', run('trs', MAIN, '', TYPE_I)),
     ('baseline_s2', run('baseline', SEEDS, seed=2)),
