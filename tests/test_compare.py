@@ -201,6 +201,17 @@ def run_study_cli(root):
   )
 
 
+def run_compare_cli(*args):
+  """`python -m lpd_jax.compare ...`, the README's form (a script path would need the
+  package installed)."""
+  return subprocess.run(
+    [sys.executable, '-m', 'lpd_jax.compare', *args],
+    capture_output=True,
+    timeout=600,
+    **_cli_options(),
+  )
+
+
 @pytest.mark.xdist_group('digits_study')
 def test_the_study_writes_every_table_with_one_column_per_workdir(digits_study):
   config, root, result = digits_study
@@ -276,9 +287,7 @@ def test_the_compare_command_shows_a_missing_suite_and_refuses_another_dataset(
   shutil.copytree(os.path.join(root, 'baseline'), partial)
   os.remove(os.path.join(partial, 'eval_robust.json'))
   out = str(tmp_path / 'tables')
-  done = run_cli(
-    'lpd_jax/compare.py', f'--workdirs={partial},{root}/lpd', f'--out={out}', timeout=600
-  )
+  done = run_compare_cli(f'--workdirs={partial},{root}/lpd', f'--out={out}')
   assert done.returncode == 0, done.stderr[-2000:]
   with open(os.path.join(out, 'comparison.json')) as f:
     result = json.load(f)
@@ -307,7 +316,7 @@ def test_the_compare_command_shows_a_missing_suite_and_refuses_another_dataset(
   meta['config'].update(dataset='npz', npz_path='/data/cifar10_subset.npz')
   with open(os.path.join(other, 'ensemble.json'), 'w') as f:
     json.dump(meta, f)
-  refused = run_cli('lpd_jax/compare.py', f'--workdirs={root}/lpd,{other}', f'--out={out}')
+  refused = run_compare_cli(f'--workdirs={root}/lpd,{other}', f'--out={out}')
   assert refused.returncode == 1 and 'Traceback' not in refused.stderr
   assert [line for line in refused.stderr.splitlines() if line.startswith('error:')] == [
     line for line in refused.stderr.splitlines() if 'the workdirs hold different datasets' in line
