@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_faults import _cli_options, run_cli
+from test_faults import run_cli, run_module
 
 from lpd_jax import compare, evaluate, study
 from lpd_jax.errors import ConfigError
@@ -195,20 +195,8 @@ def digits_study(trained_workdir, tmp_path_factory):
 
 def run_study_cli(root):
   """The README's command, from the repository (the tests' CLI environment)."""
-  command = ['-m', 'lpd_jax.study', '--config=configs/study/digits.py', f'--root={root}']
-  return subprocess.run(
-    [sys.executable, *command], capture_output=True, timeout=1200, **_cli_options()
-  )
-
-
-def run_compare_cli(*args):
-  """`python -m lpd_jax.compare ...`, the README's form (a script path would need the
-  package installed)."""
-  return subprocess.run(
-    [sys.executable, '-m', 'lpd_jax.compare', *args],
-    capture_output=True,
-    timeout=600,
-    **_cli_options(),
+  return run_module(
+    'lpd_jax.study', '--config=configs/study/digits.py', f'--root={root}', timeout=1200
   )
 
 
@@ -287,7 +275,9 @@ def test_the_compare_command_shows_a_missing_suite_and_refuses_another_dataset(
   shutil.copytree(os.path.join(root, 'baseline'), partial)
   os.remove(os.path.join(partial, 'eval_robust.json'))
   out = str(tmp_path / 'tables')
-  done = run_compare_cli(f'--workdirs={partial},{root}/lpd', f'--out={out}')
+  done = run_module(
+    'lpd_jax.compare', f'--workdirs={partial},{root}/lpd', f'--out={out}', timeout=600
+  )
   assert done.returncode == 0, done.stderr[-2000:]
   with open(os.path.join(out, 'comparison.json')) as f:
     result = json.load(f)
@@ -316,7 +306,7 @@ def test_the_compare_command_shows_a_missing_suite_and_refuses_another_dataset(
   meta['config'].update(dataset='npz', npz_path='/data/cifar10_subset.npz')
   with open(os.path.join(other, 'ensemble.json'), 'w') as f:
     json.dump(meta, f)
-  refused = run_compare_cli(f'--workdirs={root}/lpd,{other}', f'--out={out}')
+  refused = run_module('lpd_jax.compare', f'--workdirs={root}/lpd,{other}', f'--out={out}')
   assert refused.returncode == 1 and 'Traceback' not in refused.stderr
   assert [line for line in refused.stderr.splitlines() if line.startswith('error:')] == [
     line for line in refused.stderr.splitlines() if 'the workdirs hold different datasets' in line

@@ -64,6 +64,16 @@ def run_cli(script, *args, timeout=300):
   )
 
 
+def run_module(module, *args, timeout=300):
+  """`python -m module *args`, as run_cli (the README's form of lpd_jax.study / .compare)."""
+  return subprocess.run(
+    [sys.executable, '-m', module, *args],
+    capture_output=True,
+    timeout=timeout,
+    **_cli_options(),
+  )
+
+
 def start_cli(script, *args, output=subprocess.PIPE):
   """`python script *args` started in the background (stdout and stderr to `output`)."""
   return subprocess.Popen(
