@@ -11,7 +11,7 @@ bad config into one `ConfigError` that names the field.
 
 import ml_collections
 
-from lpd_jax import data, ensemble, methods, models, suites
+from lpd_jax import data, ensemble, evaluations, methods, models, suites
 from lpd_jax.errors import ConfigError
 
 __all__ = ['ConfigError', 'base_config', 'validate', 'validate_eval']
@@ -64,7 +64,7 @@ def base_config():
   c.adv_train = ml_collections.ConfigDict(dict(methods.adversarial.DEFAULTS))
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.suite = 'clean'  # comma-separated report names (suites.REGISTRY)
+  c.eval.suite = 'clean'  # comma-separated evaluation names (lpd_jax/evaluations.py)
   c.eval.batch_size = 256
   c.eval.num_examples = -1  # evaluate a prefix of the test set; -1 = all
   c.eval.inference = 'raw'  # raw | expected (METHODS.md "Evaluation of dropout-trained members")
@@ -123,21 +123,9 @@ def validate(config):
   return config
 
 
-def suite_names(config):
-  """config.eval.suite -> the tuple of suite names, each checked against suites.REGISTRY."""
-  names = tuple(s.strip() for s in str(config.eval.suite).split(',') if s.strip())
-  unknown = [s for s in names if s not in suites.REGISTRY]
-  _need(
-    names and not unknown,
-    f'unknown eval.suite {unknown or config.eval.suite!r}; choose from '
-    f'{", ".join(suites.REGISTRY)} (comma-separated)',
-  )
-  return names
-
-
 def validate_eval(config):
-  """Raises ConfigError for eval fields that cannot work (common ones and each chosen
-  suite's group). Returns the config."""
+  """Raises ConfigError for eval fields that cannot work (the common ones and each named
+  evaluation of config.eval.suite, `lpd_jax.evaluations`). Returns the config."""
   e = config.eval
   _need(e.batch_size >= 1, f'eval.batch_size must be >= 1, got {e.batch_size}')
   _need(
@@ -148,10 +136,8 @@ def validate_eval(config):
     e.inference in ensemble.INFERENCE_MODES,
     f'unknown eval.inference {e.inference!r}; choose one of {", ".join(ensemble.INFERENCE_MODES)}',
   )
-  for name in suite_names(config):
-    suite = suites.REGISTRY[name]
-    if suite.validate is not None:
-      suite.validate(config)
+  for evaluation in evaluations.resolve(config):
+    evaluations.validate(config, evaluation)
   return config
 
 

@@ -1,11 +1,12 @@
-"""The eval driver: loads a workdir's ensemble and its test data, runs the suites of
-`config.eval.suite` (`lpd_jax.suites.REGISTRY`) and writes what they return.
+"""The eval driver: loads a workdir's ensemble and its test data, runs the named
+evaluations of `config.eval.suite` (`lpd_jax.evaluations`) and writes what they return.
 
-For each suite: `eval_<suite>.json` (its JSON plus 'suite', 'inference' and 'files'),
-`eval_<suite>.md` (its Markdown, also printed) and the files it returns (plots,
-per-sample arrays), all in the workdir. Under 'expected' inference every one of these
-names takes an `_expected` suffix (`eval_robust_expected.json`, `eval_sweep_expected.png`),
-so the reports of both modes live side by side (`report_file`).
+For each evaluation `name`: `eval_<name>.json` (its JSON plus 'evaluation', 'suite' (its
+type), 'inference', 'files' and 'metrics', the flat records `lpd_jax.compare` pivots),
+`eval_<name>.md` (its Markdown, also printed) and the files it returns (plots, per-sample
+arrays), in the workdir. The default instances are named after their type, and `<type>_expected`
+under 'expected' inference (`eval_robust_expected.json`, `eval_sweep_expected.png`), so the
+reports of both modes live side by side.
 """
 
 import dataclasses
@@ -14,7 +15,7 @@ import os
 
 import ml_collections
 
-from lpd_jax import checkpoint, compilation_cache, data, loading, suites
+from lpd_jax import checkpoint, compilation_cache, data, evaluations, loading, suites
 from lpd_jax import config as config_lib
 from lpd_jax.errors import ConfigError
 from lpd_jax.progress import phase
@@ -22,37 +23,40 @@ from lpd_jax.progress import phase
 SUITES = suites.REGISTRY
 
 
-def report_file(name, inference='raw'):
-  """The file name a report file `name` ('eval_paper.json', 'eval_sweep.png') is written
-  under for `inference`: unchanged for 'raw', `<stem>_expected<ext>` for 'expected'."""
-  if inference == 'raw':
-    return name
-  stem, ext = os.path.splitext(name)
-  return f'{stem}_{inference}{ext}'
+def report_file(file_name, evaluation_name, suite_type):
+  """The name a suite's file `file_name` ('eval_sweep.png', 'paper_per_sample.npz') is
+  written under for evaluation `evaluation_name` of type `suite_type`: unchanged for the
+  type's raw default instance, else with the type's name replaced by the instance's
+  ('eval_sweep_expected.png')."""
+  if evaluation_name == suite_type:
+    return file_name
+  if suite_type in file_name:
+    return file_name.replace(suite_type, evaluation_name, 1)
+  return f'{evaluation_name}_{file_name}'
 
 
 def report_path(workdir, suite, inference='raw'):
-  """Path of the JSON report of `suite` in `inference` mode in `workdir`."""
-  return os.path.join(workdir, report_file(f'eval_{suite}.json', inference))
+  """Path of the JSON report of evaluation `suite` in `workdir`; with a suite type and an
+  `inference`, of that type's default instance in that mode (eval_robust_expected.json)."""
+  name = evaluations.default_name(suite, inference)
+  return os.path.join(workdir, f'eval_{name}.json')
 
 
-def test_prefix(ds, config):
-  """The first config.eval.num_examples test images and labels (all if -1)."""
-  n = config.eval.num_examples
-  n = len(ds.test_labels) if n is None or n < 0 else n
+def test_prefix(ds, num_examples):
+  """The first `num_examples` test images and labels (all if -1 or None)."""
+  n = len(ds.test_labels) if num_examples is None or num_examples < 0 else num_examples
   return ds.test_images[:n], ds.test_labels[:n]
 
 
 def evaluate(config, workdir):
-  """Runs the suites in config.eval.suite on the latest checkpoint of `workdir`, in the
-  inference mode config.eval.inference.
+  """Runs the evaluations of config.eval.suite on the latest checkpoint of `workdir`.
 
-  Returns {suite: JSON dict}; writes eval_<suite>.json, eval_<suite>.md and the suites' files
-  (named by `report_file`, with an `_expected` suffix under 'expected' inference).
+  Returns {evaluation name: JSON dict}; writes eval_<name>.json, eval_<name>.md and the
+  suites' files (named by `report_file`).
   """
-  names = config_lib.suite_names(config)
   config_lib.validate(config)
   config_lib.validate_eval(config)
+  chosen = evaluations.resolve(config)
   compilation_cache.enable(config.compilation_cache)
   with phase(f'loading the checkpoint of {workdir}'):
     ens = loading.load(workdir, config)
@@ -60,43 +64,56 @@ def evaluate(config, workdir):
   checkpoint.check_writable(workdir)
   with phase(f'loading {config.dataset}'):
     ds = data.load_dataset(config)
-  images, labels = test_prefix(ds, config)
   frozen = ml_collections.FrozenConfigDict(config)
 
-  def load_other(other):
-    """Another workdir's ensemble for this data, in this run's inference mode."""
-    saved = loading.read_config(other)
-    if saved is not None:
-      theirs = (saved[0].dataset, tuple(saved[2]), saved[1])
-      ours = (config.dataset, tuple(ds.input_shape), ds.num_classes)
-      if theirs != ours:
-        raise ConfigError(
-          f'workdir {other!r} holds an ensemble for another dataset (dataset, '
-          f'input shape, classes) = {theirs}; this one is {ours}'
-        )
-    other_ens = loading.load(other, inference=ens.inference)
-    # How members execute is this run's choice, not the other training run's.
-    return other_ens.replace(
-      members=dataclasses.replace(other_ens.members, strategy=ens.members.strategy)
-    )
+  def loader(inference):
+    def load_other(other):
+      """Another workdir's ensemble for this data, in this evaluation's inference mode."""
+      saved = loading.read_config(other)
+      if saved is not None:
+        theirs = (saved[0].dataset, tuple(saved[2]), saved[1])
+        ours = (config.dataset, tuple(ds.input_shape), ds.num_classes)
+        if theirs != ours:
+          raise ConfigError(
+            f'workdir {other!r} holds an ensemble for another dataset (dataset, '
+            f'input shape, classes) = {theirs}; this one is {ours}'
+          )
+      other_ens = loading.load(other, inference=inference)
+      # How members execute is this run's choice, not the other training run's.
+      return other_ens.replace(
+        members=dataclasses.replace(other_ens.members, strategy=ens.members.strategy)
+      )
+
+    return load_other
 
   results = {}
-  for name in names:
+  for evaluation in chosen:
+    images, labels = test_prefix(ds, evaluation.num_examples)
     ctx = suites.SuiteContext(
-      config=frozen, cfg=frozen.eval[name], images=images, labels=labels, load=load_other
+      config=frozen,
+      cfg=ml_collections.FrozenConfigDict(evaluation.settings),
+      images=images,
+      labels=labels,
+      load=loader(evaluation.inference),
+      batch_size=int(evaluation.batch_size),
     )
-    report = SUITES[name].run(ens, ctx)
-    name_of = lambda file_name: report_file(file_name, ens.inference)
+    report = SUITES[evaluation.type].run(ens.with_inference(evaluation.inference), ctx)
+    name_of = lambda file_name: report_file(file_name, evaluation.name, evaluation.type)
     result = dict(
-      report.json, suite=name, inference=ens.inference, files=sorted(map(name_of, report.files))
+      report.json,
+      evaluation=evaluation.name,
+      suite=evaluation.type,
+      inference=evaluation.inference,
+      files=sorted(map(name_of, report.files)),
+      metrics=[m.to_json() for m in report.metrics],
     )
-    with open(os.path.join(workdir, name_of(f'eval_{name}.json')), 'w') as f:
+    with open(os.path.join(workdir, f'eval_{evaluation.name}.json'), 'w') as f:
       json.dump(result, f, indent=2)
-    with open(os.path.join(workdir, name_of(f'eval_{name}.md')), 'w') as f:
+    with open(os.path.join(workdir, f'eval_{evaluation.name}.md'), 'w') as f:
       f.write(report.markdown + '\n')
     for file_name, content in report.files.items():
       with open(os.path.join(workdir, name_of(file_name)), 'wb') as f:
         f.write(content)
     print(report.markdown, flush=True)
-    results[name] = result
+    results[evaluation.name] = result
   return results

@@ -9,16 +9,17 @@ A study config (`configs/study/*.py`) is an ml_collections ConfigDict:
   order            comma-separated run names: the order of training, evaluation and of the
                    comparison's columns
   train            overrides applied to every run's config (width, num_epochs, ...)
-  eval             overrides of every run's config.eval (nested: eval.robust.steps ...)
-  suite_eval       per suite, overrides of config.eval when that suite runs
-                   (suite_eval.clean.num_examples=-1: clean accuracy on all test images)
-  suites           the suites every run is evaluated with, in raw inference
-  expected_suites  the suites also run in 'expected' inference, for the runs whose method
-                   has keep rates (for the others 'expected' is 'raw')
+  eval             overrides of every run's config.eval (nested: eval.robust.steps ...); an
+                   evaluation's group may also set its own `test_examples`, `batch_size` and
+                   `inference` (eval.clean.test_examples=-1: clean accuracy on all test
+                   images), and a new group with a `type` is a named evaluation
+                   (`lpd_jax.evaluations`)
+  suites           the evaluations every run gets, by name: `robust`, `robust_expected`
+                   (an `_expected` one is skipped for a method without keep rates, where
+                   'expected' is 'raw')
   runs.<name>      spec (the dataset file's variant, `lpd`, `deg`, `lpd,advt_pgd`), overrides
-                   (fields of that run's config: seed, model, width ...), suites and
-                   expected_suites (this run's lists instead of the study's; '' = the
-                   study's), surrogates (run names whose
+                   (fields of that run's config: seed, model, width ...), suites (this run's
+                   list instead of the study's; '' = the study's), surrogates (run names whose
                    workdirs are this run's transfer surrogates), audit_surrogate (a run name),
                    compare (False: a run trained only as someone's surrogate, not a column)
 
@@ -30,35 +31,23 @@ the workdir, to redo it). Wall times go to DIR/study_log.jsonl (one line per tra
 per suite; summed up in DIR/compare/wall_times.md), the tables to DIR/compare.
 """
 
-import copy
 import json
 import os
 import sys
 import time
 
 import ml_collections
-from absl import app, flags
-from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
-from lpd_jax import cli, compare, evaluate, methods, train
+from lpd_jax import compare, evaluate, evaluations, methods, suites, train
 from lpd_jax import config as config_lib
 from lpd_jax.errors import ConfigError
 from lpd_jax.suites.common import markdown_table
-
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'a study config (configs/study/*.py)')
-_ROOT = flags.DEFINE_string('root', None, 'folder of the study: one workdir per run')
-_ONLY = flags.DEFINE_string('only', '', 'comma-separated run names: train and evaluate only these')
-_NO_EVAL = flags.DEFINE_bool('train_only', False, 'train the runs, evaluate nothing')
-_COMMANDS = flags.DEFINE_bool(
-  'print_commands', False, 'print the train.py / eval.py commands of each run, run nothing'
-)
 
 RUN_DEFAULTS = dict(
   spec='',
   overrides={},
   suites='',
-  expected_suites='',
   surrogates='',
   audit_surrogate='',
   compare=True,
@@ -66,15 +55,28 @@ RUN_DEFAULTS = dict(
 
 
 def split(text):
-  return [t.strip() for t in str(text).split(',') if t.strip()]
+  return list(evaluations.split_names(text))
 
 
 def overlay(config, overrides, where='config'):
   """Sets every (nested) field of `overrides` on the locked ConfigDict `config`; a field
-  `config` does not have is a ConfigError naming it (ConfigDict's own update ignores it)."""
+  `config` does not have is a ConfigError naming it (ConfigDict's own update ignores it),
+  except an evaluation's own fields (`evaluations.INSTANCE_FIELDS`) and a new evaluation
+  group (one with a `type`) under config.eval."""
   for key, value in dict(overrides).items():
     if key not in config:
-      raise ConfigError(f'study override {where}.{key}: {where} has no field {key!r}')
+      new_group = where == 'config.eval' and isinstance(value, dict) and 'type' in value
+      if new_group:
+        if value['type'] not in suites.REGISTRY:
+          raise ConfigError(f'study {where}.{key}.type: unknown suite {value["type"]!r}')
+        with config.unlocked():
+          config[key] = ml_collections.ConfigDict(dict(suites.REGISTRY[value['type']].defaults))
+      elif where.startswith('config.eval.') and key in evaluations.INSTANCE_FIELDS:
+        with config.unlocked():
+          config[key] = value
+        continue
+      else:
+        raise ConfigError(f'study override {where}.{key}: {where} has no field {key!r}')
     if isinstance(config[key], ml_collections.ConfigDict):
       overlay(config[key], value, f'{where}.{key}')
     else:
@@ -137,16 +139,20 @@ def run_config(study, root, name, run):
   return config_lib.validate(config)
 
 
-def suites_of(study, run, config):
-  """-> [(suite, inference)] this run is evaluated with."""
-  chosen = split(run.suites or study.suites)
-  if not split(run.surrogates):
-    chosen = [s for s in chosen if s != 'transfer']
-  pairs = [(s, 'raw') for s in chosen]
-  if methods.has_expected_inference(config):
-    expected = split(run.expected_suites or study.expected_suites)
-    pairs += [(s, 'expected') for s in expected if s in chosen]
-  return pairs
+def evaluations_of(study, run, config):
+  """-> the Evaluations this run gets: its (or the study's) list, without transfer for a run
+  without surrogates and without 'expected' ones where 'expected' is 'raw'."""
+  out = []
+  for name in split(run.suites or study.suites):
+    with config.unlocked():
+      config.eval.suite = name
+    (evaluation,) = evaluations.resolve(config)
+    if evaluation.type == 'transfer' and not split(run.surrogates):
+      continue
+    if evaluation.inference == 'expected' and not methods.has_expected_inference(config):
+      continue
+    out.append(evaluation)
+  return out
 
 
 def log(root, **record):
@@ -174,22 +180,21 @@ def run_study(study, root, only=(), train_only=False):
     log(root, run=name, step='train', seconds=round(time.perf_counter() - start, 1))
     if train_only:
       continue
-    for suite, inference in suites_of(study, run, configs[name]):
-      if os.path.exists(evaluate.report_path(workdir, suite, inference)):
+    config = configs[name]
+    for evaluation in evaluations_of(study, run, config):
+      if os.path.exists(evaluate.report_path(workdir, evaluation.name)):
         continue
-      print(f'== study: {name}: suite {suite}, inference {inference}', flush=True)
-      config = copy.deepcopy(configs[name])  # ConfigDict(c) would share c's nested dicts
-      if suite in study.suite_eval:
-        overlay(config.eval, study.suite_eval[suite], 'config.eval')
-      config.eval.suite, config.eval.inference = suite, inference
+      print(f'== study: {name}: evaluation {evaluation.name}', flush=True)
+      config.eval.suite = evaluation.name
       start = time.perf_counter()
       evaluate.evaluate(config, workdir)
       log(
         root,
         run=name,
         step='eval',
-        suite=suite,
-        inference=inference,
+        evaluation=evaluation.name,
+        suite=evaluation.type,
+        inference=evaluation.inference,
         seconds=round(time.perf_counter() - start, 1),
       )
   if train_only:
@@ -201,10 +206,10 @@ def run_study(study, root, only=(), train_only=False):
 
 
 def wall_times(root):
-  """DIR/study_log.jsonl -> {run: {'train': s, '<suite>' or '<suite> (expected)': s,
-  'total': s}} in the log's order of runs: training is the sum of the run's training
-  lines (a run found trained adds its load time, under a second), a suite its last line
-  (a suite found done is not logged again)."""
+  """DIR/study_log.jsonl -> {run: {'train': s, '<evaluation>': s, 'total': s}} in the log's
+  order of runs: training is the sum of the run's training lines (a run found trained adds
+  its load time, under a second), an evaluation its last line (one found done is not
+  logged again)."""
   times = {}
   with open(os.path.join(root, 'study_log.jsonl')) as f:
     for line in f:
@@ -213,8 +218,10 @@ def wall_times(root):
       if record['step'] == 'train':
         run['train'] += record['seconds']
       else:
-        expected = ' (expected)' if record['inference'] == 'expected' else ''
-        run[record['suite'] + expected] = record['seconds']
+        name = record.get('evaluation') or evaluations.default_name(
+          record['suite'], record['inference']
+        )
+        run[name] = record['seconds']
   for run in times.values():
     run['total'] = sum(run.values())
   return times
@@ -257,9 +264,35 @@ def _flat(overrides, prefix):
   return out
 
 
+def own_fields(evaluation):
+  """An evaluation's own fields that are not its type's settings (`INSTANCE_FIELDS`)."""
+  defaults = suites.REGISTRY[evaluation.type].defaults
+  return {
+    k: evaluation.settings[k]
+    for k in evaluations.INSTANCE_FIELDS
+    if k in evaluation.settings and k not in defaults
+  }
+
+
+def _eval_flags(eval_overrides):
+  """The study's eval overrides as flags of the dataset config's fields: the evaluations'
+  own fields and new evaluation groups have no flag (`commands` handles them)."""
+  shared = {}
+  for key, value in dict(eval_overrides).items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      if 'type' in value:
+        continue
+      value = {k: v for k, v in dict(value).items() if k not in evaluations.INSTANCE_FIELDS}
+    shared[key] = value
+  return _flat(shared, 'eval.')
+
+
 def commands(study, root, only=()):
   """The train.py and eval.py commands that do what `run_study` does for each run, with
-  every override of the study on the command line, as shell lines."""
+  every override of the study on the command line, as shell lines. An evaluation's own
+  test-set prefix and batch size become its eval.py call's `eval.num_examples` and
+  `eval.batch_size`; a named evaluation group of the study has no command-line form and is
+  printed as a comment."""
   lines = []
   for name, run in runs_of(study):
     if only and name not in only:
@@ -267,7 +300,7 @@ def commands(study, root, only=()):
     workdir = os.path.join(root, name)
     config = run_config(study, root, name, run)
     spec = f':{run.spec}' if run.spec else ''
-    eval_flags = _flat(study.eval, 'eval.')
+    eval_flags = _eval_flags(study.eval)
     for field in ('transfer.workdir', 'audit.surrogate'):
       value = config.eval[field.split('.')[0]][field.split('.')[1]]
       if value:
@@ -277,30 +310,57 @@ def commands(study, root, only=()):
       f'python train.py --config={study.dataset_config}{spec} --workdir={workdir} '
       + ' '.join(train_flags)
     )
-    for suite, inference in suites_of(study, run, config):
-      extra = _flat(study.suite_eval[suite], 'eval.') if suite in study.suite_eval else []
-      flags_ = [f'--config.eval.inference={inference}', *eval_flags, *extra]
+    for evaluation in evaluations_of(study, run, config):
+      own = own_fields(evaluation)
+      if 'type' in own:
+        lines.append(f'# {name}: evaluation {evaluation.name} is defined in the study config')
+        continue
+      call = {
+        'num_examples' if k == 'test_examples' else k: v
+        for k, v in own.items()
+        if k in ('test_examples', 'batch_size')
+      }
+      flags_ = [*eval_flags, *_flat(call, 'eval.')]
       lines.append(
-        f'python eval.py --workdir={workdir} --config.eval.suite={suite} ' + ' '.join(flags_)
+        f'python eval.py --workdir={workdir} --config.eval.suite={evaluation.name} '
+        + ' '.join(flags_)
       )
   return lines
 
 
 def main(argv):
+  """`python -m lpd_jax.study`: the flags are defined under __main__ only (a library module
+  defines none)."""
+  from absl import app, flags
+
+  from lpd_jax import cli
+
   del argv
-  if _CONFIG.value is None or not _ROOT.value:
+  FLAGS = flags.FLAGS
+  if FLAGS.config is None or not FLAGS.root:
     raise app.UsageError('give --config=configs/study/<file>.py and --root=DIR')
-  if _COMMANDS.value:
+  only = split(FLAGS.only)
+  if FLAGS.print_commands:
     cli.run_reporting_user_errors(
-      lambda: print('\n'.join(commands(_CONFIG.value, _ROOT.value, split(_ONLY.value))))
+      lambda: print('\n'.join(commands(FLAGS.config, FLAGS.root, only)))
     )
     return
-  cli.run_reporting_user_errors(
-    run_study, _CONFIG.value, _ROOT.value, split(_ONLY.value), _NO_EVAL.value
-  )
+  cli.run_reporting_user_errors(run_study, FLAGS.config, FLAGS.root, only, FLAGS.train_only)
 
 
 if __name__ == '__main__':
+  from absl import flags
+  from ml_collections import config_flags
+
+  from lpd_jax import cli
+
   # Study and dataset configs import `configs.*`: the repository root, as for train.py.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  config_flags.DEFINE_config_file('config', None, 'a study config (configs/study/*.py)')
+  flags.DEFINE_string('root', None, 'folder of the study: one workdir per run')
+  flags.DEFINE_string('only', '', 'comma-separated run names: train and evaluate only these')
+  flags.DEFINE_bool('train_only', False, 'train the runs, evaluate nothing')
+  flags.DEFINE_bool(
+    'print_commands', False, 'print the train.py / eval.py commands of each run, run nothing'
+  )
   cli.run(main)

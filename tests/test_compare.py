@@ -168,7 +168,11 @@ def test_table6_holds_the_adversarially_trained_columns(trained_workdir, tmp_pat
   result, markdown, _ = compare.compare([a, b])
   t6 = table(result, 'table6')
   assert t6['columns'] == ['AdvT_PGD + LPD']
-  assert [r['label'] for r in t6['rows']] == ['FGSM 0.04', 'FGSM 0.08', 'PGD 0.02']
+  assert [r['label'] for r in t6['rows']] == [
+    'FGSM 0.04 (all)',
+    'FGSM 0.08 (all)',
+    'PGD 0.02 (all)',
+  ]
   assert [r['cells'][0]['values'] for r in t6['rows']] == [[0.5], [0.3], [0.25]]
   result, markdown, _ = compare.compare([b])
   assert 'Table 6: no adversarially trained column.' in markdown
@@ -241,10 +245,10 @@ def test_the_study_writes_every_table_with_one_column_per_workdir(digits_study):
   # Wall times of every step, and a rerun does nothing new.
   with open(os.path.join(root, 'study_log.jsonl')) as f:
     log = [json.loads(line) for line in f]
-  suites = config.suites.split(',')
-  assert {(r['run'], r.get('suite'), r.get('inference')) for r in log if r['step'] == 'eval'} == {
-    *((run, s, 'raw') for run in ('baseline', 'lpd') for s in suites),
-    *(('lpd', s, 'expected') for s in config.expected_suites.split(',')),
+  names = config.suites.split(',')
+  assert {(r['run'], r['evaluation'], r['inference']) for r in log if r['step'] == 'eval'} == {
+    *(('baseline', s, 'raw') for s in names if not s.endswith('_expected')),
+    *(('lpd', s, 'expected' if s.endswith('_expected') else 'raw') for s in names),
     ('surrogate', 'clean', 'raw'),
   }
   assert run_study_cli(root).returncode == 0
@@ -259,7 +263,7 @@ def test_the_study_writes_every_table_with_one_column_per_workdir(digits_study):
     sum(r['seconds'] for r in lpd if r['step'] == 'train')
   )
   robust = [r['seconds'] for r in lpd if r.get('suite') == 'robust']  # raw, then expected
-  assert (times['lpd']['robust'], times['lpd']['robust (expected)']) == tuple(robust)
+  assert (times['lpd']['robust'], times['lpd']['robust_expected']) == tuple(robust)
   assert times['lpd']['total'] == pytest.approx(sum(r['seconds'] for r in lpd))
   with open(os.path.join(root, 'compare', 'wall_times.md')) as f:
     text = f.read()
@@ -291,9 +295,7 @@ def test_the_compare_command_shows_a_missing_suite_and_refuses_another_dataset(
   with open(os.path.join(partial, 'eval_clean.json')) as f:
     clean = json.load(f)
   os.remove(os.path.join(partial, 'eval_clean.json'))
-  result, _, _ = compare.compare(
-    [partial], run_missing_suites=True, suites=('clean',), expected_suites=()
-  )
+  result, _, _ = compare.compare([partial], run_missing_evaluations=('clean',))
   with open(os.path.join(partial, 'eval_clean.json')) as f:
     assert json.load(f) == clean
   assert cells(result, 'clean', 'ensemble')[0]['values'] == [clean['ensemble_accuracy']]
@@ -364,33 +366,34 @@ def test_the_printed_commands_are_what_the_study_ran(digits_study):
     assert json.load(f) == by_study
 
 
-def test_a_suites_own_eval_overrides_stay_with_that_suite(tmp_path, monkeypatch):
-  """suite_eval.clean.num_examples=-1 must not leak into the suites that run after clean
-  (ConfigDict(config) shares the nested config.eval: the run's next suites would see it)."""
+def test_an_evaluations_own_prefix_and_batch_stay_with_that_evaluation(tmp_path, monkeypatch):
+  """eval.clean.test_examples=-1 in a study config is the clean evaluations' own prefix (raw
+  and expected); the run's other evaluations keep the study's eval.num_examples."""
   sys.path.insert(0, REPO)
   from configs.study import digits
 
   config = digits.get_config()
   with config.unlocked():
-    config.suite_eval = {'clean': {'num_examples': -1, 'batch_size': 250}}
+    config.eval.clean = {'test_examples': -1, 'batch_size': 250}
   seen = []
 
   def record(cfg, workdir):
-    seen.append(
-      (
-        os.path.basename(workdir),
-        cfg.eval.suite,
-        cfg.eval.inference,
-        cfg.eval.num_examples,
-        cfg.eval.batch_size,
-      )
-    )
+    (evaluation,) = study.evaluations.resolve(cfg)
+    seen.append((evaluation.name, evaluation.num_examples, evaluation.batch_size))
 
   monkeypatch.setattr(study.train, 'train_and_evaluate', lambda cfg, workdir: None)
   monkeypatch.setattr(study.evaluate, 'evaluate', record)
   monkeypatch.setattr(study.compare, 'write', lambda workdirs, out: None)
-  study.run_study(config, str(tmp_path), only=('baseline',))
-  assert [s[1:3] for s in seen][:3] == [('clean', 'raw'), ('probes', 'raw'), ('paper', 'raw')]
-  for _, suite, _, num_examples, batch_size in seen:
-    expected = (-1, 250) if suite == 'clean' else (64, 128)
-    assert (num_examples, batch_size) == expected, suite
+  study.run_study(config, str(tmp_path), only=('lpd',))
+  assert [s[0] for s in seen][:3] == ['clean', 'probes', 'paper']
+  assert 'clean_expected' in [s[0] for s in seen]
+  for name, num_examples, batch_size in seen:
+    if name == 'certify':  # its batch_size is a setting of its own (samples per bound call)
+      continue
+    expected = (-1, 250) if name.startswith('clean') else (64, 128)
+    assert (num_examples, batch_size) == expected, name
+  printed = [
+    line for line in study.commands(config, str(tmp_path), only=('lpd',)) if 'eval.py' in line
+  ]
+  clean = next(line for line in printed if '--config.eval.suite=clean ' in line)
+  assert clean.endswith('--config.eval.num_examples=-1 --config.eval.batch_size=250')

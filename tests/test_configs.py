@@ -84,6 +84,6 @@ def test_study_config_is_valid_and_documents_its_command(path, tmp_path):
   assert sum(r.compare for _, r in runs) >= 2
   for run_name, run in runs:
     run_config = study.run_config(config, str(tmp_path), run_name, run)
-    for suite, inference in study.suites_of(config, run, run_config):
-      run_config.eval.suite, run_config.eval.inference = suite, inference
+    for evaluation in study.evaluations_of(config, run, run_config):
+      run_config.eval.suite = evaluation.name
       config_lib.validate_eval(run_config)

@@ -12,7 +12,7 @@ from conftest import tiny_config
 
 from lpd_jax import config as config_lib
 from lpd_jax import ensemble, evaluate, methods, suites, train
-from lpd_jax.suites.common import Report, Suite
+from lpd_jax.suites.common import Metric, Report, Suite
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
 
@@ -52,24 +52,52 @@ def test_the_readme_example_method_is_short_registers_and_trains(monkeypatch):
 def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, trained_workdir):
   def run(ens, ctx):
     n = len(ctx.labels) if ctx.cfg.count < 0 else ctx.cfg.count
+    result = dict(count=n, members=ens.num_members)
     return Report(
-      dict(count=n, members=ens.num_members),
-      f'| count |\n| --- |\n| {n} |',
-      {'count.txt': str(n).encode()},
+      result, f'| count |\n| --- |\n| {n} |', {'count.txt': str(n).encode()}, metrics(result)
     )
 
-  def validate(config):
-    if config.eval.count.count == 0:
+  def metrics(result):
+    return [Metric('count', 'images counted', result['count'], '{:.0f}', result['count'])]
+
+  def validate(config, cfg):
+    if cfg.count == 0:
       raise config_lib.ConfigError('eval.count.count must not be 0')
 
-  monkeypatch.setitem(suites.REGISTRY, 'count', Suite('count', run, {'count': -1}, validate))
+  suite = Suite('count', run, {'count': -1}, validate, metrics)
+  monkeypatch.setitem(suites.REGISTRY, 'count', suite)
   config = tiny_config(eval=dict(suite='count', num_examples=50))
   assert config.eval.count.count == -1
   result = evaluate.evaluate(config, trained_workdir)['count']
-  assert result == dict(count=50, members=3, suite='count', inference='raw', files=['count.txt'])
+  record = dict(
+    key='count',
+    label='images counted',
+    value=50,
+    format='{:.0f}',
+    num_points=50,
+    measured='',
+    coords={},
+  )
+  assert result == dict(
+    count=50,
+    members=3,
+    evaluation='count',
+    suite='count',
+    inference='raw',
+    files=['count.txt'],
+    metrics=[record],
+  )
   with open(os.path.join(trained_workdir, 'eval_count.json')) as f:
     assert json.load(f) == result
   with open(os.path.join(trained_workdir, 'count.txt')) as f:
     assert f.read() == '50'
   with pytest.raises(config_lib.ConfigError, match='eval.count.count'):
     evaluate.evaluate(tiny_config(eval=dict(suite='count', count=dict(count=0))), trained_workdir)
+
+  # Under 'expected' inference the same type is the instance count_expected, beside it.
+  expected = tiny_config(eval=dict(suite='count_expected', num_examples=20))
+  assert evaluate.evaluate(expected, trained_workdir)['count_expected']['inference'] == 'expected'
+  with open(os.path.join(trained_workdir, 'count_expected.txt')) as f:
+    assert f.read() == '20'
+  with open(os.path.join(trained_workdir, 'eval_count.json')) as f:
+    assert json.load(f)['count'] == 50  # not overwritten

@@ -41,7 +41,7 @@ FLOORS = (
     ),
   ),
   ('suites', ('lpd_jax.suites',)),
-  ('config', ('lpd_jax.config',)),
+  ('config', ('lpd_jax.config', 'lpd_jax.evaluations')),
   ('loading', ('lpd_jax.loading',)),
   (
     'drivers',
@@ -228,3 +228,71 @@ def test_only_sharding_names_devices():
           if pattern.search(open(path).read()):
             offenders.append(os.path.relpath(path, REPO))
   assert not offenders, offenders
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_over_400_lines():
+  """A module past ~400 lines does several jobs: split it (compare became a package)."""
+  long = {
+    os.path.relpath(path, REPO): n
+    for path in modules().values()
+    if (n := len(open(path).read().splitlines())) > MAX_MODULE_LINES
+  }
+  assert not long, f'modules over {MAX_MODULE_LINES} lines: {long}'
+
+
+def flags_defined_on_import(path):
+  """Lines of `path` that define an absl / ml_collections flag when the module is imported:
+  a DEFINE_* call outside any function and outside `if __name__ == '__main__':`."""
+  tree = ast.parse(open(path).read(), path)
+
+  def is_main_guard(node):
+    return (
+      isinstance(node, ast.If)
+      and isinstance(node.test, ast.Compare)
+      and isinstance(node.test.left, ast.Name)
+      and node.test.left.id == '__name__'
+    )
+
+  found = []
+
+  def visit(node):
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or is_main_guard(node):
+      return
+    if isinstance(node, ast.Call):
+      name = (
+        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, 'id', '')
+      )
+      if name.startswith('DEFINE_'):
+        found.append(node.lineno)
+    for child in ast.iter_child_nodes(node):
+      visit(child)
+
+  visit(tree)
+  return found
+
+
+def test_no_library_module_defines_flags():
+  """Flags live in train.py, eval.py and the `python -m` entry points' mains: importing a
+  library module defines none (a second definition is absl's duplicate-flag error)."""
+  offenders = {
+    os.path.relpath(path, REPO): lines
+    for path in modules().values()
+    if (lines := flags_defined_on_import(path))
+  }
+  assert not offenders, offenders
+
+
+def test_the_flag_check_sees_a_module_level_definition(tmp_path):
+  path = tmp_path / 'm.py'
+  path.write_text(
+    'from absl import flags\n'
+    "A = flags.DEFINE_string('a', None, '')\n"
+    'def f():\n'
+    "  flags.DEFINE_string('b', None, '')\n"
+    "if __name__ == '__main__':\n"
+    "  flags.DEFINE_string('c', None, '')\n"
+  )
+  assert flags_defined_on_import(str(path)) == [2]

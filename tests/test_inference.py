@@ -103,7 +103,7 @@ def test_load_with_inference_and_every_suite_states_it(trained_workdir):
   assert ens.inference == 'expected' and ens.keep_rates is not None
   assert lpd_jax.load(trained_workdir).with_inference('expected').keep_rates == ens.keep_rates
   config = tiny_config(eval=dict(suite='clean', inference='expected', num_examples=64))
-  result = evaluate.evaluate(config, trained_workdir)['clean']
+  result = evaluate.evaluate(config, trained_workdir)['clean_expected']  # the instance's name
   assert result['inference'] == 'expected'
   with open(os.path.join(trained_workdir, 'eval_clean_expected.md')) as f:
     assert 'inference expected (heads see h * p(h)' in f.read()

@@ -3,24 +3,14 @@
 import ml_collections
 
 
-def run(
-  spec,
-  suites='',
-  surrogates='',
-  audit_surrogate='',
-  compare=True,
-  expected_suites='',
-  **overrides,
-):
-  """One run: the dataset file's variant `spec`, its own config `overrides`, its suites
-  and expected_suites ('' = the study's), its transfer surrogates and audit surrogate
-  (run names)."""
+def run(spec, suites='', surrogates='', audit_surrogate='', compare=True, **overrides):
+  """One run: the dataset file's variant `spec`, its own config `overrides`, its
+  evaluations ('' = the study's), its transfer surrogates and audit surrogate (run names)."""
   return ml_collections.ConfigDict(
     dict(
       spec=spec,
       overrides=overrides,
       suites=suites,
-      expected_suites=expected_suites,
       surrogates=surrogates,
       audit_surrogate=audit_surrogate,
       compare=compare,
@@ -28,19 +18,27 @@ def run(
   )
 
 
-def study(dataset_config, train, eval_overrides, suites, expected_suites, runs, suite_eval=None):
+def expected(suites):
+  """'clean,probes' -> 'clean_expected,probes_expected': the same evaluations under
+  'expected' inference (`lpd_jax.evaluations`)."""
+  return ','.join(f'{s.strip()}_expected' for s in suites.split(',') if s.strip())
+
+
+def study(dataset_config, train, eval_overrides, suites, runs):
   """A study ConfigDict; `runs` is a list of (name, run) in the order they are trained,
-  evaluated and shown; `suite_eval` {suite: overrides of config.eval for that suite}."""
+  evaluated and shown; `suites` the evaluations of every run by name."""
   s = ml_collections.ConfigDict()
   s.dataset_config = dataset_config
   s.order = ','.join(name for name, _ in runs)
   s.train = ml_collections.ConfigDict(train)
   s.eval = ml_collections.ConfigDict(eval_overrides)
-  s.suite_eval = ml_collections.ConfigDict(suite_eval or {})
   s.suites = suites
-  s.expected_suites = expected_suites
   s.runs = ml_collections.ConfigDict({name: r for name, r in runs})
   return s
+
+
+# Every evaluation of the paper's main runs, and those also run under 'expected' inference.
+MAIN = 'clean,probes,paper,sweep,robust,audit,transfer,' + expected('clean,probes,robust,audit')
 
 
 def paper_runs():
@@ -54,21 +52,19 @@ def paper_runs():
   4.4: "in_channels" 64 -> 4).
   """
   type_i = 'vgg16_baseline'
-  main = 'clean,probes,paper,sweep,robust,audit,transfer'
   runs = [(type_i, run('baseline', 'clean', compare=False, model='vgg16'))]
   for method in ('baseline', 'adp', 'deg', 'lpd'):
     runs.append((f'{method}_resnet34', run(method, 'clean', compare=False, model='resnet34')))
   for method in ('baseline', 'adp', 'deg', 'lpd', 'gal', 'trs'):
     type_ii = f'{method}_resnet34' if method in ('baseline', 'adp', 'deg', 'lpd') else ''
     surrogates = ','.join(s for s in (type_i, type_ii) if s)
-    runs.append((method, run(method, main, surrogates, type_i)))
+    runs.append((method, run(method, MAIN, surrogates, type_i)))
   for method in ('baseline', 'adp', 'deg', 'lpd'):
-    runs.append((f'{method}_k5', run(f'{method},k5', 'clean,probes')))
+    runs.append((f'{method}_k5', run(f'{method},k5', 'clean,probes,' + expected('clean,probes'))))
   for attack in ('fgsm', 'pgd'):
     for method in ('baseline', 'pdd', 'lpd'):
-      runs.append(
-        (f'advt_{attack}_{method}', run(f'{method},advt_{attack}', 'clean,paper,robust,audit'))
-      )
+      suites = 'clean,paper,robust,audit,' + expected('clean,robust,audit')
+      runs.append((f'advt_{attack}_{method}', run(f'{method},advt_{attack}', suites)))
   for method in ('baseline', 'adp', 'deg', 'lpd'):
-    runs.append((f'{method}_w4', run(method, 'clean,certify', width=4)))
+    runs.append((f'{method}_w4', run(method, 'clean,certify,clean_expected', width=4)))
   return runs

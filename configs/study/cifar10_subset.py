@@ -19,15 +19,16 @@ a Baseline VGG-16 of width 4. GAL and TRS (11x a Baseline step) and the third se
 `--only=baseline,lpd` runs a part of it.
 """
 
-from configs.study._lineup import run, study
+from configs.study._lineup import expected, run, study
 
-MAIN = 'clean,probes,paper,sweep,robust,audit'
-SUITES = MAIN + ',transfer,certify'  # Baseline, ADP, PDD and LPD: the paper's Table 5 and Fig. 2
+EXPECTED = expected('clean,probes,robust,audit')  # for the methods with keep rates
+MAIN = 'clean,probes,paper,sweep,robust,audit,' + EXPECTED
+# Baseline, ADP, PDD and LPD: the paper's Table 5 and Fig. 2
+SUITES = 'clean,probes,paper,sweep,robust,audit,transfer,certify,' + EXPECTED
 SEEDS = 'clean,probes'  # the extra seeds of Baseline and LPD
 ADVT = 'clean,probes,paper,robust,audit'  # Table 6
 TYPE_I = 'vgg16_baseline'
 ADVT_RUN = dict(adv_train=dict(steps=2, step_size=0.5 * 8 / 255), num_epochs=6)
-ADVT_EXPECTED = 'clean,probes,robust'
 
 
 def get_config():
@@ -35,20 +36,20 @@ def get_config():
     (TYPE_I, run('baseline', 'clean', compare=False, model='vgg16')),
     ('baseline_s1', run('baseline', SEEDS, seed=1)),  # also baseline's Type II surrogate
     ('baseline', run('baseline', SUITES, f'{TYPE_I},baseline_s1', TYPE_I)),
-    ('lpd_s1', run('lpd', SEEDS, expected_suites=SEEDS, seed=1)),  # lpd's Type II surrogate
+    ('lpd_s1', run('lpd', SEEDS + ',' + expected(SEEDS), seed=1)),  # lpd's Type II surrogate
     ('lpd', run('lpd', SUITES, f'{TYPE_I},lpd_s1', TYPE_I)),
     ('deg', run('deg', SUITES, TYPE_I, TYPE_I)),
     ('adp', run('adp', MAIN + ',transfer', TYPE_I, TYPE_I)),  # no time left to certify it
     ('advt_pgd', run('baseline,advt_pgd', ADVT, '', TYPE_I, **ADVT_RUN)),
     (
       'advt_pgd_lpd',
-      run('lpd,advt_pgd', ADVT, '', TYPE_I, expected_suites=ADVT_EXPECTED, **ADVT_RUN),
+      run('lpd,advt_pgd', ADVT + ',' + expected('clean,probes,robust'), '', TYPE_I, **ADVT_RUN),
     ),
     # Last: GAL, TRS (11x a Baseline step) and the third seeds.
     ('gal', run('gal', MAIN, '', TYPE_I)),
     ('trs', run('trs', MAIN, '', TYPE_I)),
     ('baseline_s2', run('baseline', SEEDS, seed=2)),
-    ('lpd_s2', run('lpd', SEEDS, expected_suites=SEEDS, seed=2)),
+    ('lpd_s2', run('lpd', SEEDS + ',' + expected(SEEDS), seed=2)),
   ]
   return study(
     dataset_config='configs/cifar10_subset.py',
@@ -57,15 +58,13 @@ def get_config():
       batch_size=100,
       num_examples=100,
       paper=dict(cw_steps=30, cw_binary_search_steps=2, jsma_gamma=(0.05,)),
-      probes=dict(num_examples=-1),
+      # clean accuracy and the probes on all 500 test images, in batches of 250
+      clean=dict(test_examples=-1, batch_size=250),
+      probes=dict(num_examples=-1, test_examples=-1, batch_size=250),
       robust=dict(steps=10, num_targets=1, square_queries=100),
       audit=dict(num_examples=100, strong_steps=20, restarts=1, square_queries=100),
       certify=dict(num_examples=8, methods='ibp,crown', curve_points=2, batch_size=8),
     ),
     suites=MAIN,
-    expected_suites='clean,probes,robust,audit',
     runs=runs,
-    suite_eval=dict(
-      clean=dict(num_examples=-1, batch_size=250), probes=dict(num_examples=-1, batch_size=250)
-    ),
   )

@@ -8,9 +8,11 @@ The same structure as configs/study/cifar10_subset.py at toy sizes, to see the w
 pipeline (tests/test_compare.py runs it).
 """
 
-from configs.study._lineup import run, study
+from configs.study._lineup import expected, run, study
 
-SUITES = 'clean,probes,paper,sweep,robust,audit,transfer,certify'
+SUITES = 'clean,probes,paper,sweep,robust,audit,transfer,certify,' + expected(
+  'clean,probes,robust,audit'
+)
 
 
 def get_config():
@@ -27,7 +29,6 @@ def get_config():
       certify=dict(num_examples=8, methods='ibp,crown', curve_points=2, batch_size=8),
     ),
     suites=SUITES,
-    expected_suites='clean,probes,robust,audit',
     runs=[
       ('surrogate', run('baseline', 'clean', compare=False, width=2)),
       ('baseline', run('baseline', surrogates='surrogate', audit_surrogate='surrogate')),

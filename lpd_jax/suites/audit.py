@@ -12,7 +12,16 @@ import numpy as np
 from lpd_jax import audit
 from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
-from lpd_jax.suites.common import Report, Suite, describe, grid, markdown_table, pct
+from lpd_jax.suites.common import (
+  Metric,
+  Report,
+  Suite,
+  describe,
+  grid,
+  markdown_table,
+  pct,
+  verdict,
+)
 
 DEFAULTS = dict(
   eps=0.0,  # L-inf eps of the audit; 0 = the largest of eval.paper.pgd_eps
@@ -27,8 +36,7 @@ DEFAULTS = dict(
 )
 
 
-def audit_eps(config):
-  cfg = config.eval.audit
+def audit_eps(config, cfg):
   if cfg.eps > 0:
     return float(cfg.eps)
   return max(grid(config.eval.paper, 'pgd_eps', 'paper'))
@@ -46,7 +54,7 @@ def run(ens, ctx):
     ens.log_predict,
     x,
     y,
-    eps=audit_eps(config),
+    eps=audit_eps(config, cfg),
     key=jax.random.fold_in(jax.random.key(config.seed), 0xA0D17),
     surrogate_fn=None if surrogate is None else surrogate.log_predict,
     expected_fn=None if expected is None else expected.log_predict,
@@ -59,19 +67,42 @@ def run(ens, ctx):
     tolerance=float(cfg.tolerance),
   )
   result.update(dataset=config.dataset, method=config.method, num_members=ens.num_members)
-  return Report(result, audit_table(result, ens, ctx))
+  return Report(result, audit_table(result, ens, ctx), metrics=metrics(result))
+
+
+def metrics(result):
+  """Each check's verdict, the per-sample worst case and each attack's accuracy."""
+  n, where = result['num_examples'], f'L-inf eps {result["eps"]:g}'
+  out = [
+    Metric(f'check/{name}', name, verdict(c['passed']), 'verdict', n, where)
+    for name, c in result['checks'].items()
+  ]
+  out.append(
+    Metric(
+      'worst_case',
+      'worst case over its attacks (%)',
+      result['worst_case_accuracy'],
+      'pct',
+      n,
+      f'{where}, per-sample worst case over {", ".join(result["attacks_in_worst_case"])}',
+    )
+  )
+  out += [
+    Metric(f'attack/{a}', f'  {a}', v, 'pct', n, where, dict(attack=a))
+    for a, v in result['accuracies'].items()
+  ]
+  return out
 
 
 def audit_table(result, ens, ctx):
   rows = []
   for name, check in result['checks'].items():
-    verdict = {True: 'passed', False: 'FAILED', None: 'not run'}[check['passed']]
     numbers = ', '.join(
       f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
       for k, v in check.items()
       if k != 'passed' and not isinstance(v, list)
     )
-    rows.append((name, verdict, numbers))
+    rows.append((name, verdict(check['passed']), numbers))
   accuracies = ', '.join(f'{a} {pct(v)}' for a, v in result['accuracies'].items())
   return '\n'.join(
     [
@@ -88,11 +119,10 @@ def audit_table(result, ens, ctx):
   )
 
 
-def validate(config):
-  cfg = config.eval.audit
+def validate(config, cfg):
   if cfg.eps < 0 or cfg.num_examples < 1 or cfg.large_eps <= 0:
     raise ConfigError('eval.audit: eps must be >= 0, num_examples >= 1 and large_eps > 0')
-  audit_eps(config)
+  audit_eps(config, cfg)
 
 
-SUITE = Suite('audit', run, DEFAULTS, validate)
+SUITE = Suite('audit', run, DEFAULTS, validate, metrics)

@@ -19,6 +19,7 @@ from lpd_jax.certify.memory import format_bytes
 from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
 from lpd_jax.suites.common import (
+  Metric,
   Report,
   Suite,
   describe,
@@ -124,7 +125,59 @@ def run(ens, ctx):
   files = {'eval_certify.png': figure_png(plot_scatter(result))}
   if curve:
     files['eval_certify_curve.png'] = figure_png(plot_curve(result))
-  return Report(result, table(result, ens, ctx), files)
+  return Report(result, table(result, ens, ctx), files, metrics(result))
+
+
+def metrics(result):
+  """The number of samples; per bound method its certified fraction and median minimal lower
+  bound; the median clean minimal margin; the certified fraction against eps."""
+  n, where = result['num_examples'], f'L-inf eps {result["eps"]:g}, {result["selection"]}'
+  out = [Metric('num_examples', 'samples', n, '{:.0f}', n, where)]
+  for m, r in result['methods'].items():
+    out += [
+      Metric(
+        f'bound/{m}/certified_fraction',
+        f'certified (%), {m}',
+        r['certified_fraction'],
+        'pct',
+        n,
+        where,
+        dict(method=m),
+      ),
+      Metric(
+        f'bound/{m}/median_minimal_lower_bound',
+        f'median minimal lower bound, {m}',
+        r['median_minimal_lower_bound'],
+        '{:.3g}',
+        n,
+        where,
+        dict(method=m),
+      ),
+    ]
+  out.append(
+    Metric(
+      'clean_minimal_margin',
+      'median clean minimal margin',
+      float(np.median(result['clean_minimal_margin'])),
+      '{:.3g}',
+      n,
+      where,
+    )
+  )
+  for m, points in result['curve'].items():
+    out += [
+      Metric(
+        f'curve/{m}/{p["eps"]:g}',
+        f'certified (%), {m}, eps {p["eps"]:g}',
+        p['certified_fraction'],
+        'pct',
+        n,
+        result['selection'],
+        dict(method=m, eps=p['eps']),
+      )
+      for p in points
+    ]
+  return out
 
 
 def table(result, ens, ctx):
@@ -155,20 +208,27 @@ def table(result, ens, ctx):
   return '\n'.join(lines)
 
 
+def scatter(ax, result, size=8, legend='small'):
+  """Figure 2 on `ax`: each sample's minimal lower bound, one series per bound method (also
+  `lpd_jax.compare`'s panels)."""
+  for method, r in result['methods'].items():
+    lower = r['minimal_lower_bound']
+    label = f'{method} ({pct(r["certified_fraction"])}%)'
+    ax.scatter(range(len(lower)), lower, s=size, label=label)
+  ax.axhline(0, color='black', lw=1)
+  ax.set_yscale('symlog', linthresh=1e-2)
+  ax.set_xlabel('sample')
+  ax.set_ylabel('minimal lower bound (symlog)')
+  ax.legend(fontsize=legend)
+
+
 def plot_scatter(result):
   """Figure 2: each sample's minimal lower bound, one series per bound method."""
   from matplotlib.figure import Figure
 
   fig = Figure(figsize=(6.4, 4), layout='constrained')
   ax = fig.subplots()
-  for method, r in result['methods'].items():
-    lower = r['minimal_lower_bound']
-    ax.scatter(range(len(lower)), lower, s=8, label=f'{method} ({pct(r["certified_fraction"])}%)')
-  ax.axhline(0, color='black', lw=1)
-  ax.set_yscale('symlog', linthresh=1e-2)
-  ax.set_xlabel('sample')
-  ax.set_ylabel('minimal lower bound (symlog)')
-  ax.legend(fontsize='small')
+  scatter(ax, result)
   ax.set_title(
     f'{result["dataset"]} {result["method"]} (K = {result["num_members"]}): certified '
     f'robustness at eps {result["eps"]:g}'
@@ -199,8 +259,7 @@ def plot_curve(result):
   return fig
 
 
-def validate(config):
-  cfg = config.eval.certify
+def validate(config, cfg):
   if config.model not in ('resnet18', 'resnet34'):
     raise ConfigError(
       f'eval.certify: bound propagation supports resnet18 and resnet34, not {config.model!r} '
@@ -217,4 +276,4 @@ def validate(config):
     raise ConfigError('eval.certify: max_unstable and chunk must be >= 1')
 
 
-SUITE = Suite('certify', run, DEFAULTS, validate)
+SUITE = Suite('certify', run, DEFAULTS, validate, metrics)

@@ -1,5 +1,6 @@
-"""What every evaluation suite shares: its registry entry, its context, its report, and
-the formatting of tables and numbers (Markdown tables are written here only)."""
+"""What every evaluation suite shares: its registry entry, its context, its report and the
+flat metric records it emits, and the formatting of tables and numbers (Markdown tables are
+written here only)."""
 
 import dataclasses
 import io
@@ -13,20 +14,77 @@ from lpd_jax import attacks, methods, predict
 from lpd_jax.errors import ConfigError
 
 
-class Suite(NamedTuple):
-  """A registered report of `eval.py`.
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  """One number (or verdict) a suite measured: the unit `lpd_jax.compare` pivots.
 
   Attributes:
-    name: the `config.eval.suite` value, also its config group `config.eval.<name>`.
+    key: unique within its report, '/'-separated from general to specific
+      ('pgd/0.02/accuracy'); tables select rows by key patterns.
+    label: the row label in a table ('PGD 0.02 (all)').
+    value: float, a verdict string ('passed' | 'FAILED' | 'not run'), or None (not measured).
+    format: 'pct' (a fraction shown as a percentage), 'verdict', or a `str.format` template
+      ('{:.4f}').
+    num_points: how many test points the value is computed over.
+    measured: how it was measured, in words ('PGD-10, L-inf, CE on eq. 1, random start').
+    coords: where it sits in its grid ({'attack': 'pgd', 'eps': 0.02}), for plots.
+  """
+
+  key: str
+  label: str
+  value: Any
+  format: str = 'pct'
+  num_points: int = 0
+  measured: str = ''
+  coords: dict = dataclasses.field(default_factory=dict)
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, d: dict) -> 'Metric':
+    return cls(**d)
+
+  def text(self) -> str:
+    """The value as a table cell: '-' when missing."""
+    return format_value(self.value, self.format)
+
+
+def format_value(value, fmt: str) -> str:
+  """A metric value under its format ('pct', 'verdict' or a str.format template)."""
+  if value is None:
+    return '-'
+  if fmt == 'pct':
+    return pct(value)
+  if fmt == 'verdict':
+    return str(value)
+  return fmt.format(value)
+
+
+def verdict(passed) -> str:
+  """A check's True / False / None -> 'passed' / 'FAILED' / 'not run'."""
+  return {True: 'passed', False: 'FAILED', None: 'not run'}[passed]
+
+
+class Suite(NamedTuple):
+  """A registered evaluation type of `eval.py`.
+
+  Attributes:
+    name: the type's name; `config.eval.suite=<name>` runs its default instance, whose
+      settings are the group `config.eval.<name>`.
     run: `run(ens, ctx: SuiteContext) -> Report`.
     defaults: the config group's defaults ({} for none).
-    validate: config -> None, raising ConfigError for a group that cannot work.
+    validate: (config, settings group) -> None, raising ConfigError for settings that
+      cannot work.
+    metrics: `metrics(json) -> [Metric]`, the flat records of a report's JSON; `run` returns
+      them, and `lpd_jax.compare` calls it for reports written before records existed.
   """
 
   name: str
   run: Callable
   defaults: dict
   validate: Optional[Callable] = None
+  metrics: Callable = lambda result: []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +92,14 @@ class SuiteContext:
   """What a suite gets besides the ensemble.
 
   Attributes:
-    config: the run's config (FrozenConfigDict); `cfg` is its group config.eval.<suite>.
-    cfg: the suite's own config group.
+    config: the run's config (FrozenConfigDict).
+    cfg: the evaluation's own settings group (config.eval.<name>).
     images: the evaluated test prefix [N, H, W, c], uint8 or float in [0, 1].
     labels: int [N].
-    load: workdir -> Ensemble, another workdir's ensemble in this run's inference mode and
-      member strategy (transfer surrogates); given by the driver, so suites import no loader.
+    load: workdir -> Ensemble, another workdir's ensemble in this evaluation's inference mode
+      and member strategy (transfer surrogates); given by the driver, so suites import no
+      loader.
+    batch_size: images per batch (config.eval.batch_size unless the evaluation sets its own).
   """
 
   config: Any
@@ -47,21 +107,25 @@ class SuiteContext:
   images: np.ndarray
   labels: np.ndarray
   load: Callable
+  batch_size: int = 256
 
 
 @dataclasses.dataclass
 class Report:
-  """A suite's output; the driver writes eval_<suite>.json, eval_<suite>.md and `files`.
+  """A suite's output; the driver writes eval_<name>.json, eval_<name>.md and `files`.
 
   Attributes:
-    json: JSON-able dict (the driver adds 'suite' and 'inference').
-    markdown: the tables, printed and written to eval_<suite>.md.
+    json: JSON-able dict (the driver adds 'evaluation', 'suite', 'inference', 'files' and
+      'metrics').
+    markdown: the tables, printed and written to eval_<name>.md.
     files: {file name: bytes} written into the workdir (plots, per-sample arrays).
+    metrics: the flat records of `json` (`Suite.metrics`).
   """
 
   json: dict
   markdown: str
   files: dict = dataclasses.field(default_factory=dict)
+  metrics: list = dataclasses.field(default_factory=list)
 
 
 def names(cfg, field, allowed, group):
@@ -104,7 +168,7 @@ def run_attack_row(row, source_fn, ctx, *, targets=None, bar=None, keep_examples
     ctx.images,
     ctx.labels,
     key=attack_key(ctx.config.seed, row['attack']),
-    batch_size=ctx.config.eval.batch_size,
+    batch_size=ctx.batch_size,
     targets=targets,
     bar=bar,
     keep_examples=keep_examples,

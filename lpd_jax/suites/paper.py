@@ -22,10 +22,12 @@ from lpd_jax.attacks import saliency_map
 from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
 from lpd_jax.suites.common import (
+  Metric,
   Report,
   Suite,
   accuracies,
   describe,
+  fmt_param,
   grid,
   grid_table,
   names,
@@ -120,7 +122,7 @@ def run(ens, ctx):
   """
   config, images, labels = ctx.config, ctx.images, ctx.labels
   rows_to_run = attack_grid(ctx.cfg, names(ctx.cfg, 'attacks', ATTACKS, 'paper'))
-  batch_size = config.eval.batch_size
+  batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
   with tqdm(total=per_row * (1 + len(rows_to_run)), desc='paper attacks', disable=None) as bar:
     bar.set_postfix_str('clean')
@@ -166,8 +168,67 @@ def run(ens, ctx):
     rows=rows,
   )
   return Report(
-    result, paper_table(result, ens, ctx), {'paper_per_sample.npz': npz_bytes(**per_sample)}
+    result,
+    paper_table(result, ens, ctx),
+    {'paper_per_sample.npz': npz_bytes(**per_sample)},
+    metrics(result),
   )
+
+
+def settings_text(row):
+  """How a row's attack ran, in words (from its params)."""
+  p, attack = row['params'], row['attack']
+  if attack == 'jsma':
+    return f'JSMA {p.get("variant")} (theta {p.get("theta")})'
+  if attack == 'cw':
+    return (
+      f'C&W {p.get("steps")} steps x {p.get("binary_search_steps")} searches, margin on '
+      f'{p.get("margin")}'
+    )
+  if attack in ('bim', 'pgd'):
+    start = ', random start' if attack == 'pgd' else ''
+    return f'{row.get("label", attack)} {p.get("steps")} steps of eps / 10{start}, CE on eq. 1'
+  return f'{row.get("label", attack)}, CE on eq. 1' if attack != 'none' else 'clean'
+
+
+def metrics(result):
+  """Per row: accuracy on all points and on the clean-correct ones, and the median L2 of the
+  successful examples; 'none/accuracy' is the clean row."""
+  n, n_clean = result['num_examples'], result.get('num_clean_correct', 0)
+  out = []
+  for r in result['rows']:
+    attack = r['attack']
+    if attack == 'none':
+      out.append(Metric('none/accuracy', 'No Attack', r['accuracy'], 'pct', n, 'clean'))
+      continue
+    name = f'{r.get("label", attack.upper())} {fmt_param(r["param"])}'
+    key, how = f'{attack}/{r["param"]:g}', settings_text(r)
+    coords = dict(attack=attack, param=r['param'])
+    out += [
+      Metric(f'{key}/accuracy', f'{name} (all)', r['accuracy'], 'pct', n, how, coords),
+      Metric(
+        f'{key}/accuracy_clean_correct',
+        f'{name} (clean-correct)',
+        r['accuracy_clean_correct'],
+        'pct',
+        n_clean,
+        how,
+        coords,
+      ),
+    ]
+    if 'median_l2_successful' in r:
+      out.append(
+        Metric(
+          f'{key}/median_l2_successful',
+          f'{name}: median L2 of successes',
+          r['median_l2_successful'],
+          '{:.3f}',
+          r.get('num_successful', 0),
+          how,
+          coords,
+        )
+      )
+  return out
 
 
 CW_MARGINS = {
@@ -217,12 +278,11 @@ def paper_table(result, ens, ctx):
   )
 
 
-def validate(config):
-  cfg = config.eval.paper
+def validate(config, cfg):
   attack_grid(cfg, names(cfg, 'attacks', ATTACKS, 'paper'))
   for field, choices in (('jsma_variant', saliency_map.VARIANTS), ('cw_margin', tuple(CW_MARGINS))):
     if cfg[field] not in choices:
       raise ConfigError(f'eval.paper.{field} must be one of {choices}, got {cfg[field]!r}')
 
 
-SUITE = Suite('paper', run, DEFAULTS, validate)
+SUITE = Suite('paper', run, DEFAULTS, validate, metrics)

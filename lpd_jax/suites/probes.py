@@ -6,7 +6,7 @@ import numpy as np
 from lpd_jax import methods, predict, probes
 from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
-from lpd_jax.suites.common import Report, Suite, markdown_table, npz_bytes
+from lpd_jax.suites.common import Metric, Report, Suite, markdown_table, npz_bytes
 
 DEFAULTS = dict(
   num_examples=2000,  # L_d, L_s on the first N test images of the prefix; -1 = all
@@ -92,14 +92,14 @@ def run(ens, ctx):
   config, images, labels = ctx.config, ctx.images, ctx.labels
   n = ctx.cfg.num_examples
   n = len(labels) if n is None or n < 0 else min(n, len(labels))
-  clean = predict.clean_accuracy(ens, images, labels, config.eval.batch_size, progress=True)
+  clean = predict.clean_accuracy(ens, images, labels, ctx.batch_size, progress=True)
   float64 = bool(ctx.cfg.float64)
   x, y = to_float(images[:n]), np.asarray(labels[:n])
   probed = probes.probe_quantiles(
     ens,
     x,
     y,
-    batch_size=config.eval.batch_size,
+    batch_size=ctx.batch_size,
     quantiles=QUANTILES,
     float64=float64,
     progress=True,
@@ -124,12 +124,40 @@ def run(ens, ctx):
     result,
     markdown_tables([(methods.label(config), result)]),
     {'probes_per_sample.npz': npz_bytes(labels=y, **probed['per_sample'])},
+    metrics(result),
   )
 
 
-def validate(config):
-  if config.eval.probes.num_examples == 0:
+PROBES = {'gradient_cosine': 'L_d', 'gradient_norm': 'L_s'}
+
+
+def metrics(result):
+  """E (eq. 7) on the evaluated prefix; the quantiles of L_d and L_s over the probed images."""
+  n, m = result['num_examples'], result['probe_examples']
+  precision = 'float64' if result['float64'] else 'float32'
+  out = [
+    Metric('ensemble_accuracy', 'ensemble', result['ensemble_accuracy'], 'pct', n),
+    Metric('ambiguity_entropy', 'E', result['ambiguity_entropy'], '{:.4f}', n, 'eq. 7'),
+  ]
+  for probe, symbol in PROBES.items():
+    out += [
+      Metric(
+        f'{probe}/{q}',
+        f'{float(q):.0%}',
+        value,
+        '{:.2e}',
+        m,
+        precision,
+        dict(probe=symbol, quantile=float(q)),
+      )
+      for q, value in result[probe].items()
+    ]
+  return out
+
+
+def validate(config, cfg):
+  if cfg.num_examples == 0:
     raise ConfigError('eval.probes.num_examples must be >= 1, or -1 for all, got 0')
 
 
-SUITE = Suite('probes', run, DEFAULTS, validate)
+SUITE = Suite('probes', run, DEFAULTS, validate, metrics)

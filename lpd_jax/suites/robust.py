@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from lpd_jax import attacks, predict
 from lpd_jax.suites.common import (
+  Metric,
   Report,
   Suite,
   attack_key,
@@ -70,8 +71,7 @@ def attack_spec(name, cfg, eps, num_classes):
   raise ValueError(f'unknown robust attack {name!r}')
 
 
-def eps_grid(config):
-  cfg = config.eval.robust
+def eps_grid(config, cfg):
   if len(cfg.eps):
     return grid(cfg, 'eps', 'robust')
   return grid(config.eval.paper, 'pgd_eps', 'paper')
@@ -87,8 +87,8 @@ def run(ens, ctx):
   """
   config, cfg, images, labels = ctx.config, ctx.cfg, ctx.images, ctx.labels
   chosen = names(cfg, 'attacks', ATTACKS, 'robust')
-  epsilons = eps_grid(config)
-  batch_size = config.eval.batch_size
+  epsilons = eps_grid(config, cfg)
+  batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
   num_classes = jax.eval_shape(ens.log_predict, jnp.zeros((1, *images.shape[1:]))).shape[-1]
   per_sample = {'labels': np.asarray(labels)}
@@ -142,8 +142,50 @@ def run(ens, ctx):
     rows=rows,
   )
   return Report(
-    result, robust_table(result, ens, ctx), {'robust_per_sample.npz': npz_bytes(**per_sample)}
+    result,
+    robust_table(result, ens, ctx),
+    {'robust_per_sample.npz': npz_bytes(**per_sample)},
+    metrics(result),
   )
+
+
+def params_text(params):
+  return '(' + ', '.join(f'{k} {v}' for k, v in params.items()) + ')'
+
+
+def metrics(result):
+  """Clean accuracy, the per-sample worst case at each eps, and each attack's accuracy."""
+  n = result['num_examples']
+  first = result['eps'][0] if result['eps'] else None
+  attacks_text = ', '.join(
+    f'{r["attack"]} {params_text(r["params"])}' for r in result['rows'] if r['eps'] == first
+  )
+  out = [Metric('clean', 'clean', result['clean_accuracy'], 'pct', n, 'clean')]
+  for eps in result['eps']:
+    out.append(
+      Metric(
+        f'worst/{eps:g}',
+        f'robust, eps {eps:g}',
+        result['robust_accuracy'][f'{eps:g}'],
+        'pct',
+        n,
+        f'worst case over {attacks_text}',
+        dict(eps=eps),
+      )
+    )
+  for r in result['rows']:
+    out.append(
+      Metric(
+        f'{r["attack"]}/{r["eps"]:g}',
+        f'  {r["attack"]}, eps {r["eps"]:g}',
+        r['accuracy'],
+        'pct',
+        n,
+        f'{r["attack"]} {params_text(r["params"])}',
+        dict(attack=r['attack'], eps=r['eps']),
+      )
+    )
+  return out
 
 
 def robust_table(result, ens, ctx):
@@ -173,9 +215,9 @@ def robust_table(result, ens, ctx):
   )
 
 
-def validate(config):
-  names(config.eval.robust, 'attacks', ATTACKS, 'robust')
-  eps_grid(config)
+def validate(config, cfg):
+  names(cfg, 'attacks', ATTACKS, 'robust')
+  eps_grid(config, cfg)
 
 
-SUITE = Suite('robust', run, DEFAULTS, validate)
+SUITE = Suite('robust', run, DEFAULTS, validate, metrics)

@@ -4,6 +4,7 @@ from tqdm.auto import tqdm
 
 from lpd_jax import attacks, methods, predict
 from lpd_jax.suites.common import (
+  Metric,
   Report,
   Suite,
   accuracies,
@@ -39,7 +40,7 @@ def run(ens, ctx):
   norms = names(cfg, 'norms', NORMS, 'sweep')
   grids = {norm: grid(cfg, f'{norm}_eps', 'sweep') for norm in norms}
   steps = int(cfg.steps)
-  batch_size = config.eval.batch_size
+  batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
   pgd = attacks.REGISTRY['pgd'].fn
   sweep = {}
@@ -90,7 +91,36 @@ def run(ens, ctx):
       ),
     ]
   lines += ['', 'Plot: eval_sweep.png']
-  return Report(result, '\n'.join(lines), {'eval_sweep.png': figure_png(plot_sweep(result))})
+  return Report(
+    result,
+    '\n'.join(lines),
+    {'eval_sweep.png': figure_png(plot_sweep(result))},
+    metrics(result),
+  )
+
+
+def metrics(result):
+  """Clean accuracy, and accuracy (all points, clean-correct) at each norm and eps."""
+  n, steps = result['num_examples'], result['steps']
+  n_clean = round(result['clean_accuracy'] * n)
+  out = [Metric('clean', 'clean', result['clean_accuracy'], 'pct', n, 'clean')]
+  for norm, points in result['sweep'].items():
+    how = f'PGD-{steps} (random start, CE on eq. 1)'
+    for p in points:
+      name, coords = f'{_NORM_LABELS.get(norm, norm)} {p["eps"]:g}', dict(norm=norm, eps=p['eps'])
+      out += [
+        Metric(f'{norm}/{p["eps"]:g}/accuracy', name, p['accuracy'], 'pct', n, how, coords),
+        Metric(
+          f'{norm}/{p["eps"]:g}/accuracy_clean_correct',
+          f'{name} (clean-correct)',
+          p['accuracy_clean_correct'],
+          'pct',
+          n_clean,
+          how,
+          coords,
+        ),
+      ]
+  return out
 
 
 def plot_sweep(result):
@@ -122,10 +152,9 @@ def plot_sweep(result):
   return fig
 
 
-def validate(config):
-  cfg = config.eval.sweep
+def validate(config, cfg):
   for norm in names(cfg, 'norms', NORMS, 'sweep'):
     grid(cfg, f'{norm}_eps', 'sweep')
 
 
-SUITE = Suite('sweep', run, DEFAULTS, validate)
+SUITE = Suite('sweep', run, DEFAULTS, validate, metrics)

@@ -18,11 +18,13 @@ from tqdm.auto import tqdm
 from lpd_jax import attacks, methods, predict
 from lpd_jax.errors import CheckpointError, ConfigError
 from lpd_jax.suites.common import (
+  Metric,
   Report,
   Suite,
   accuracies,
   attack_key,
   describe,
+  fmt_param,
   grid_table,
   names,
   pct,
@@ -102,7 +104,7 @@ def run(ens, ctx):
   if cfg.labels not in LABELS:
     raise ConfigError(f'eval.transfer.labels must be one of {LABELS}, got {cfg.labels!r}')
   rows_to_run = attack_grid(config.eval.paper, names(cfg, 'attacks', ATTACKS, 'transfer'))
-  batch_size = config.eval.batch_size
+  batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
   surrogates, rows = [], []
   with tqdm(
@@ -174,7 +176,49 @@ def run(ens, ctx):
     surrogates=surrogates,
     rows=rows,
   )
-  return Report(result, transfer_markdown(result, ens, ctx))
+  return Report(result, transfer_markdown(result, ens, ctx), metrics=metrics(result))
+
+
+def surrogate_description(s):
+  return f'{s["label"]} {s["model"]} w{s["width"]} K={s["num_members"]}'
+
+
+def metrics(result):
+  """Per surrogate its clean accuracy; per surrogate, attack and param the target's accuracy.
+
+  Keys name the surrogate by its type and, for Type I and other surrogates, its
+  architecture (a Type II surrogate is 'same defence'), so the rows of ensembles attacked
+  from their own Type II surrogates line up in one table."""
+  n, labels = result['num_examples'], result['labels']
+  whos = [
+    'same defence' if s['type'] == 'Type II' else surrogate_description(s)
+    for s in result['surrogates']
+  ]
+  out = [
+    Metric(
+      f'surrogate/{s["type"]}/{who}/clean_accuracy',
+      f'{s["type"]} ({who}): clean accuracy of the surrogate',
+      s['clean_accuracy'],
+      'pct',
+      n,
+      f'{s["type"]} surrogate {s["workdir"]}',
+    )
+    for s, who in zip(result['surrogates'], whos)
+  ]
+  for r in result['rows']:
+    s, who = result['surrogates'][r['surrogate']], whos[r['surrogate']]
+    out.append(
+      Metric(
+        f'{s["type"]}/{who}/{r["attack"]}/{r["param"]:g}/accuracy',
+        f'{s["type"]} ({who}): {r["label"]} {fmt_param(r["param"])}',
+        r['accuracy'],
+        'pct',
+        n,
+        f'attack labels: {labels}',
+        dict(attack=r['attack'], param=r['param'], type=s['type']),
+      )
+    )
+  return out
 
 
 def transfer_markdown(result, ens, ctx):
@@ -211,12 +255,10 @@ def transfer_markdown(result, ens, ctx):
   return '\n'.join(parts)
 
 
-def validate(config):
-  names(config.eval.transfer, 'attacks', ATTACKS, 'transfer')
-  if config.eval.transfer.labels not in LABELS:
-    raise ConfigError(
-      f'eval.transfer.labels must be one of {LABELS}, got {config.eval.transfer.labels!r}'
-    )
+def validate(config, cfg):
+  names(cfg, 'attacks', ATTACKS, 'transfer')
+  if cfg.labels not in LABELS:
+    raise ConfigError(f'eval.transfer.labels must be one of {LABELS}, got {cfg.labels!r}')
 
 
-SUITE = Suite('transfer', run, DEFAULTS, validate)
+SUITE = Suite('transfer', run, DEFAULTS, validate, metrics)

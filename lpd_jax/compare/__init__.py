@@ -1,0 +1,108 @@
+"""Several workdirs side by side: the paper's tables and figures for the user's own runs.
+
+  python -m lpd_jax.compare --workdirs=A,B,C --out=DIR [--run_missing] [--suites=...]
+
+A pivot over the flat metric records every evaluation report holds (`Metric`: key, label,
+value, format, number of points, how it was measured): workdirs -> columns -> cells ->
+tables -> figures.
+
+  workdirs.py  a workdir's config, records of every `eval_*.json` and metrics.jsonl;
+               `run_missing` evaluates what a workdir lacks
+  columns.py   workdirs whose configs differ only in their seed (and in settings that do not
+               change the model) are one column; a cell is the mean +- the sample standard
+               deviation over its seeds, '-' where no workdir has the record
+  tables.py    each table a declaration (`Table`: which suite's record keys in which rows
+               under which caption), pivoted over the columns; the section 5.4 timing table
+               from metrics.jsonl
+  figures.py   Figure 3, Figure 2 and the keep-rate / margin drift over training
+  __main__.py  the command line
+
+It writes into DIR: comparison.md (every table: clean accuracy, Tables 1-6, the section 5.4
+timing, Figure 3 as a table, robust accuracy, the gradient-masking audit's verdicts and
+certification; rows per inference mode where a column has 'expected' reports),
+comparison.json (the same, with every workdir's value behind each cell), figure3.png,
+figure2.png and drift.png. Workdirs of different datasets are refused.
+"""
+
+import json
+import os
+
+from lpd_jax.compare.columns import Column, cell, columns_of
+from lpd_jax.compare.figures import figures
+from lpd_jax.compare.tables import TABLES, Facts, Table, pivot, tables
+from lpd_jax.compare.workdirs import Run, check_one_dataset, read_run, run_missing
+from lpd_jax.errors import ConfigError
+
+# The evaluations `--run_missing` runs by default, and those it also runs under 'expected'.
+SUITES = ('clean', 'probes', 'paper', 'sweep', 'robust', 'audit', 'certify', 'transfer')
+EXPECTED_SUITES = ('clean', 'probes', 'robust', 'audit')
+
+
+def compare(workdirs, *, run_missing_evaluations=()):
+  """-> (result dict, Markdown, {file name: PNG bytes}) over `workdirs` (one dataset).
+
+  Args:
+    workdirs: paths of trained workdirs.
+    run_missing_evaluations: evaluation names (`lpd_jax.evaluations`: 'robust',
+      'robust_expected', ...) to run first on each workdir that lacks their report.
+  """
+  if not workdirs:
+    raise ConfigError('give at least one workdir')
+  runs = [read_run(w) for w in workdirs]
+  dataset = check_one_dataset(runs)
+  if run_missing_evaluations:
+    runs = run_missing(runs, run_missing_evaluations)
+  columns = columns_of(runs)
+  built = tables(columns)
+  files = figures(columns)
+  described = [col.describe() for col in columns]
+  header = [
+    f'# Comparison on {dataset}',
+    '',
+    'Columns (several seeds of one configuration: mean ± sample std over them; '
+    "'-': no report in the workdir, never 0):",
+    '',
+    *(
+      f'- {d["label"]}: {", ".join(d["workdirs"])} (seeds {", ".join(map(str, d["seeds"]))})'
+      for d in described
+    ),
+  ]
+  if not any(t['name'] == 'table6' for t in built):
+    header += ['', 'Table 6: no adversarially trained column.']
+  markdown = '\n\n'.join(['\n'.join(header), *(t['markdown'] for t in built)])
+  if files:
+    markdown += '\n\nPlots: ' + ', '.join(files)
+  result = dict(dataset=dataset, columns=described, tables=built, plots=sorted(files))
+  return result, markdown, files
+
+
+def write(workdirs, out, **kwargs):
+  """`compare` into `out`: comparison.json, comparison.md and the plots. Returns the result."""
+  result, markdown, files = compare(workdirs, **kwargs)
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'comparison.json'), 'w') as f:
+    json.dump(result, f, indent=2)
+  with open(os.path.join(out, 'comparison.md'), 'w') as f:
+    f.write(markdown + '\n')
+  for name, content in files.items():
+    with open(os.path.join(out, name), 'wb') as f:
+      f.write(content)
+  print(markdown)
+  return result
+
+
+__all__ = [
+  'EXPECTED_SUITES',
+  'SUITES',
+  'TABLES',
+  'Column',
+  'Facts',
+  'Run',
+  'Table',
+  'cell',
+  'columns_of',
+  'compare',
+  'pivot',
+  'read_run',
+  'write',
+]

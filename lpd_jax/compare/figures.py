@@ -1,0 +1,141 @@
+"""The comparison's plots: Figure 3 (accuracy under PGD against eps, every column on one
+axis per norm), Figure 2 (each workdir's certification scatter) and the keep-rate and
+margin drift over training."""
+
+import numpy as np
+
+from lpd_jax.compare.workdirs import RAW
+from lpd_jax.suites import certify
+from lpd_jax.suites.common import figure_png
+
+NORM_LABELS = {'linf': r'$L_\infty$', 'l2': r'$L_2$'}
+
+
+def _colors(n):
+  from matplotlib import colormaps
+
+  cmap = colormaps['tab10']
+  return [cmap(i % 10) for i in range(n)]
+
+
+def _sweep_curve(run, norm):
+  """[(eps, accuracy)] of a run's raw sweep records for `norm`, in record order."""
+  records = run.records.get(('sweep', RAW), {}).values()
+  return [
+    (m.coords['eps'], m.value)
+    for m in records
+    if m.coords.get('norm') == norm and m.key.endswith('/accuracy')
+  ]
+
+
+def plot_figure3(columns):
+  """Accuracy (%) under PGD against eps (log2 axis), one axis per norm, a line per column
+  (mean over seeds, error bars: sample std)."""
+  from matplotlib.figure import Figure
+  from matplotlib.ticker import FixedLocator, NullLocator
+
+  runs = [r for c in columns for r in c.runs]
+  norms = list(
+    dict.fromkeys(
+      m.coords['norm']
+      for r in runs
+      for m in r.records.get(('sweep', RAW), {}).values()
+      if 'norm' in m.coords
+    )
+  )
+  if not norms:
+    return None
+  fig = Figure(figsize=(5.2 * len(norms), 4.2), layout='constrained')
+  axes = fig.subplots(1, len(norms), squeeze=False)[0]
+  for ax, norm in zip(axes, norms):
+    ticks = set()
+    for col, color in zip(columns, _colors(len(columns))):
+      curves = [c for c in (_sweep_curve(r, norm) for r in col.runs) if c]
+      if not curves:
+        continue
+      eps = [e for e, _ in curves[0]]
+      acc = np.array([[100 * a for _, a in c] for c in curves if [e for e, _ in c] == eps])
+      ticks.update(eps)
+      std = acc.std(axis=0, ddof=1) if len(acc) > 1 else None
+      ax.errorbar(
+        eps, acc.mean(axis=0), yerr=std, fmt='o-', color=color, label=col.label, capsize=3
+      )
+    ax.set_xscale('log', base=2)
+    ax.xaxis.set_major_locator(FixedLocator(sorted(ticks)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f'{e:g}' for e in sorted(ticks)], rotation=45)
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    label = NORM_LABELS.get(norm, norm)
+    ax.set_xlabel(rf'$\epsilon$ ({label}, log$_2$ scale)')
+    ax.set_ylabel('accuracy (%)')
+    ax.set_title(f'PGD, {label}')
+    ax.legend(fontsize='small')
+  return fig
+
+
+def plot_figure2(columns):
+  """The certification scatter of each workdir with a certify report, one panel each."""
+  from matplotlib.figure import Figure
+
+  panels = [(col, r) for col in columns for r in col.runs if r.report('certify')]
+  if not panels:
+    return None
+  ncols = min(3, len(panels))
+  nrows = -(-len(panels) // ncols)
+  fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows), layout='constrained')
+  axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+  for ax, (col, run) in zip(axes, panels):
+    report = run.report('certify')
+    certify.scatter(ax, report, size=10, legend='x-small')
+    ax.set_title(f'{col.label}\n{run.name}, eps {report["eps"]:g}', fontsize='medium')
+  for ax in axes[len(panels) :]:
+    ax.set_visible(False)
+  return fig
+
+
+def plot_drift(columns):
+  """Per epoch: the mean keep rate over active units, the median member logit margin on
+  the test set (raw solid, expected dashed) and their ratio, a color per column."""
+  from matplotlib.figure import Figure
+
+  if not any(r.metrics for c in columns for r in c.runs):
+    return None
+  fig = Figure(figsize=(15, 4), layout='constrained')
+  keep_ax, margin_ax, ratio_ax = fig.subplots(1, 3)
+  for col, color in zip(columns, _colors(len(columns))):
+    for i, run in enumerate(col.runs):
+      label = col.label if i == 0 else None
+      epochs = [m['epoch'] for m in run.metrics]
+      keep = [m.get('train_mean_keep_rate') for m in run.metrics]
+      if any(k is not None for k in keep):
+        keep_ax.plot(epochs, [np.nan if k is None else k for k in keep], color=color, label=label)
+      raw = np.array([m.get('test_median_logit_margin', np.nan) for m in run.metrics], float)
+      margin_ax.plot(epochs, raw, color=color, label=label)
+      if any('test_median_logit_margin_expected' in m for m in run.metrics):
+        exp = np.array(
+          [m.get('test_median_logit_margin_expected', np.nan) for m in run.metrics], float
+        )
+        margin_ax.plot(epochs, exp, color=color, ls='--')
+        ratio_ax.plot(epochs, raw / exp, color=color, label=label)
+  keep_ax.set_title('mean keep rate over active units (training)')
+  margin_ax.set_title('median test logit margin (solid raw, dashed expected)')
+  ratio_ax.set_title('margin drift: raw / expected')
+  for ax in (keep_ax, margin_ax, ratio_ax):
+    ax.set_xlabel('epoch')
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize='x-small')
+    else:  # no column logs it: a method without keep rates
+      ax.text(0.5, 0.5, 'no dropout method among the columns', ha='center', transform=ax.transAxes)
+  return fig
+
+
+def figures(columns):
+  """{file name: PNG bytes} of the plots that have data."""
+  plots = {
+    'figure3.png': plot_figure3(columns),
+    'figure2.png': plot_figure2(columns),
+    'drift.png': plot_drift(columns),
+  }
+  return {name: figure_png(fig) for name, fig in plots.items() if fig is not None}
