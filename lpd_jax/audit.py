@@ -23,6 +23,9 @@ case over every attack run at `eps`: the number to report.
 Pure: arrays and model functions in, a dict out (the 'audit' suite wraps it).
 """
 
+import dataclasses
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +48,39 @@ def zero_gradient_share(model_fn, x, y):
   return float(np.mean(np.all(flat == 0, axis=1)))
 
 
-def run(
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+  """What the checks read, measured once by `measure` (accuracies as fractions).
+
+  Attributes:
+    accuracies: {attack: accuracy at eps}, every attack of the worst case.
+    correct: {attack: bool [B]} per-sample correctness under each of them.
+    clean: bool [B] correctness on the clean inputs.
+    eps, large_eps, steps, strong_steps, restarts, tolerance: the audit's settings.
+    transfer: accuracy under PGD-CE made on the surrogate, or None without one.
+    large_eps_accuracy: accuracy under strong margin PGD at `large_eps`.
+    eps_curve: ([eps / 4, ..., 4 eps], accuracy under margin PGD at each).
+    zero_gradient_share: share of samples whose CE input gradient is exactly 0.
+    expected: accuracy of the expected-inference model under its own margin PGD, or None.
+  """
+
+  accuracies: dict
+  correct: dict
+  clean: np.ndarray
+  eps: float
+  large_eps: float
+  steps: int
+  strong_steps: int
+  restarts: int
+  tolerance: float
+  transfer: Optional[float]
+  large_eps_accuracy: float
+  eps_curve: tuple
+  zero_gradient_share: float
+  expected: Optional[float]
+
+
+def measure(
   model_fn,
   x,
   y,
@@ -61,37 +96,15 @@ def run(
   restarts=5,
   square_queries=1000,
   tolerance=TOLERANCE,
-):
-  """Audits `model_fn` on (x, y) at L-inf `eps`.
-
-  Args:
-    model_fn: x [B, ...] -> log-probabilities [B, C] (e.g. `Ensemble.log_predict`).
-    x: inputs [B, ...] in [0, 1]; y: int labels [B]. One batch: pass what fits in memory.
-    eps: the L-inf radius the robustness claim is made at.
-    key: PRNG key (random starts, Square).
-    surrogate_fn: optional independent model for the transfer check.
-    expected_fn: optional same ensemble in 'expected' inference.
-    member_logits_fn: optional x -> member logits [K, B, C]: adds member-margin PGD.
-    large_eps: the eps at which accuracy must be ~0.
-    steps: PGD steps (each 2.5 * eps / steps); strong_steps and restarts: the stronger PGD.
-    square_queries: Square's query budget.
-    tolerance: accuracy points (as a fraction) a check may be off.
-
-  Returns:
-    {'eps', 'num_examples', 'clean_accuracy', 'accuracies' {attack: accuracy at eps},
-     'checks' {name: {'passed': bool | None (not run), numbers...}},
-     'worst_case_accuracy', 'attacks_in_worst_case', 'passed' (all run checks),
-     'verdict' (one paragraph)}.
-  """
+) -> Evidence:
+  """Runs every attack the checks need, once (arguments as `run`)."""
   model = as_partial(model_fn)
   keys = iter(jax.random.split(key, 16))
-  clean = _correct(model, x, y)
   acc, correct = {}, {}
 
-  def record(name, x_adv, on=model):
-    correct[name] = _correct(on, x_adv, y)
+  def record(name, x_adv):
+    correct[name] = _correct(model, x_adv, y)
     acc[name] = float(correct[name].mean())
-    return acc[name]
 
   def pgd(fn=model, e=eps, n=steps, **kw):
     # Madry et al.'s step 2.5 * eps / steps: eps / steps would leave a random start unable
@@ -101,85 +114,152 @@ def run(
   record('fgsm', attacks.fgsm(model, x, y, eps=eps))
   record('pgd-ce', pgd(loss='ce'))
   record('pgd-margin', pgd(loss='margin'))
-  record(
-    'pgd-margin-strong',
-    pgd(n=strong_steps, restarts=restarts, loss='margin'),
-  )
+  record('pgd-margin-strong', pgd(n=strong_steps, restarts=restarts, loss='margin'))
   record('square', attacks.square(model, x, y, key=next(keys), eps=eps, queries=square_queries))
   if member_logits_fn is not None:
-    x_adv = pgd(as_partial(member_logits_fn), loss='member_margin')
-    record('pgd-member-margin', x_adv)
-  gradient_attacks = [a for a in acc if a not in ('square',)]
-  best_gradient = min(acc[a] for a in gradient_attacks)
-
-  checks = {}
-  checks['iterative_beats_single_step'] = dict(
-    passed=acc['pgd-ce'] <= acc['fgsm'] + tolerance, fgsm=acc['fgsm'], pgd=acc['pgd-ce']
-  )
+    record('pgd-member-margin', pgd(as_partial(member_logits_fn), loss='member_margin'))
+  transfer = None
   if surrogate_fn is not None:
-    sur = as_partial(surrogate_fn)
-    x_transfer = pgd(sur, loss='ce')
-    transfer = float(_correct(model, x_transfer, y).mean())
-    checks['white_box_beats_transfer'] = dict(
-      passed=acc['pgd-ce'] <= transfer + tolerance, white_box=acc['pgd-ce'], transfer=transfer
-    )
-  else:
-    checks['white_box_beats_transfer'] = dict(passed=None, note='no surrogate given')
-  large = pgd(e=large_eps, n=strong_steps, loss='margin')
-  large_acc = float(_correct(model, large, y).mean())
-  checks['large_eps_reaches_zero'] = dict(
-    passed=large_acc <= tolerance, eps=large_eps, accuracy=large_acc
-  )
+    transfer = float(_correct(model, pgd(as_partial(surrogate_fn), loss='ce'), y).mean())
+  large = float(_correct(model, pgd(e=large_eps, n=strong_steps, loss='margin'), y).mean())
   grid = [eps / 4, eps / 2, eps, 2 * eps, 4 * eps]
   curve = [float(_correct(model, pgd(e=e, loss='margin'), y).mean()) for e in grid]
-  rises = max(b - a for a, b in zip(curve, curve[1:]))
-  checks['monotone_in_eps'] = dict(
-    passed=rises <= tolerance, eps=grid, accuracy=curve, largest_rise=rises
-  )
-  checks['gradient_free_not_better'] = dict(
-    passed=acc['square'] >= best_gradient - tolerance,
-    square=acc['square'],
-    best_gradient_attack=best_gradient,
-  )
-  checks['more_steps_do_not_help_much'] = dict(
-    passed=acc['pgd-margin'] - acc['pgd-margin-strong'] <= tolerance,
-    steps=steps,
-    accuracy=acc['pgd-margin'],
-    strong_steps=strong_steps,
-    restarts=restarts,
-    strong_accuracy=acc['pgd-margin-strong'],
-  )
-  checks['margin_not_much_better_than_ce'] = dict(
-    passed=acc['pgd-ce'] - acc['pgd-margin'] <= tolerance,
-    ce=acc['pgd-ce'],
-    margin=acc['pgd-margin'],
-  )
   share = zero_gradient_share(model, x, y)
-  checks['gradients_are_not_zero'] = dict(passed=share <= tolerance, zero_gradient_share=share)
+  expected = None
   if expected_fn is not None:
     exp = as_partial(expected_fn)
-    x_exp = pgd(exp, loss='margin')
-    expected_acc = float(_correct(exp, x_exp, y).mean())
-    checks['raw_vs_expected'] = dict(
-      passed=expected_acc >= acc['pgd-margin'] - tolerance,
-      raw=acc['pgd-margin'],
-      expected=expected_acc,
-    )
-  else:
-    checks['raw_vs_expected'] = dict(passed=None, note='no expected-inference model given')
+    expected = float(_correct(exp, pgd(exp, loss='margin'), y).mean())
+  return Evidence(
+    acc,
+    correct,
+    _correct(model, x, y),
+    float(eps),
+    large_eps,
+    steps,
+    strong_steps,
+    restarts,
+    tolerance,
+    transfer,
+    large,
+    (grid, curve),
+    share,
+    expected,
+  )
 
-  worst = clean.copy()
-  for c in correct.values():
+
+# The checks: one small function each, Evidence -> {'passed': bool | None (not run), numbers}.
+
+
+def iterative_beats_single_step(e):
+  a = e.accuracies
+  return dict(passed=a['pgd-ce'] <= a['fgsm'] + e.tolerance, fgsm=a['fgsm'], pgd=a['pgd-ce'])
+
+
+def white_box_beats_transfer(e):
+  if e.transfer is None:
+    return dict(passed=None, note='no surrogate given')
+  white_box = e.accuracies['pgd-ce']
+  return dict(
+    passed=white_box <= e.transfer + e.tolerance, white_box=white_box, transfer=e.transfer
+  )
+
+
+def large_eps_reaches_zero(e):
+  return dict(
+    passed=e.large_eps_accuracy <= e.tolerance, eps=e.large_eps, accuracy=e.large_eps_accuracy
+  )
+
+
+def monotone_in_eps(e):
+  grid, curve = e.eps_curve
+  rises = max(b - a for a, b in zip(curve, curve[1:]))
+  return dict(passed=rises <= e.tolerance, eps=grid, accuracy=curve, largest_rise=rises)
+
+
+def gradient_free_not_better(e):
+  best = min(v for a, v in e.accuracies.items() if a != 'square')
+  square = e.accuracies['square']
+  return dict(passed=square >= best - e.tolerance, square=square, best_gradient_attack=best)
+
+
+def more_steps_do_not_help_much(e):
+  a = e.accuracies
+  return dict(
+    passed=a['pgd-margin'] - a['pgd-margin-strong'] <= e.tolerance,
+    steps=e.steps,
+    accuracy=a['pgd-margin'],
+    strong_steps=e.strong_steps,
+    restarts=e.restarts,
+    strong_accuracy=a['pgd-margin-strong'],
+  )
+
+
+def margin_not_much_better_than_ce(e):
+  a = e.accuracies
+  return dict(
+    passed=a['pgd-ce'] - a['pgd-margin'] <= e.tolerance, ce=a['pgd-ce'], margin=a['pgd-margin']
+  )
+
+
+def gradients_are_not_zero(e):
+  share = e.zero_gradient_share
+  return dict(passed=share <= e.tolerance, zero_gradient_share=share)
+
+
+def raw_vs_expected(e):
+  if e.expected is None:
+    return dict(passed=None, note='no expected-inference model given')
+  raw = e.accuracies['pgd-margin']
+  return dict(passed=e.expected >= raw - e.tolerance, raw=raw, expected=e.expected)
+
+
+CHECKS = (
+  iterative_beats_single_step,
+  white_box_beats_transfer,
+  large_eps_reaches_zero,
+  monotone_in_eps,
+  gradient_free_not_better,
+  more_steps_do_not_help_much,
+  margin_not_much_better_than_ce,
+  gradients_are_not_zero,
+  raw_vs_expected,
+)
+
+
+def run(model_fn, x, y, *, eps: float, key, **settings) -> dict:
+  """Audits `model_fn` on (x, y) at L-inf `eps`: `measure`, then every check of CHECKS.
+
+  Args:
+    model_fn: x [B, ...] -> log-probabilities [B, C] (e.g. `Ensemble.log_predict`).
+    x: inputs [B, ...] in [0, 1]; y: int labels [B]. One batch: pass what fits in memory.
+    eps: the L-inf radius the robustness claim is made at.
+    key: PRNG key (random starts, Square).
+    **settings: of `measure`: surrogate_fn (an independent model for the transfer check),
+      expected_fn (the same ensemble in 'expected' inference), member_logits_fn (x ->
+      member logits [K, B, C]: adds member-margin PGD), large_eps (where accuracy must be
+      ~0), steps, strong_steps and restarts (PGD; each step 2.5 * eps / steps),
+      square_queries, tolerance (accuracy, as a fraction, a check may be off).
+
+  Returns:
+    {'eps', 'num_examples', 'clean_accuracy', 'accuracies' {attack: accuracy at eps},
+     'checks' {name: {'passed': bool | None (not run), numbers...}},
+     'worst_case_accuracy', 'attacks_in_worst_case', 'passed' (all run checks),
+     'verdict' (one paragraph)}.
+  """
+  evidence = measure(model_fn, x, y, eps=eps, key=key, **settings)
+  checks = {check.__name__: check(evidence) for check in CHECKS}
+  worst = evidence.clean.copy()
+  for c in evidence.correct.values():
     worst &= c
   ran = [c['passed'] for c in checks.values() if c['passed'] is not None]
   result = dict(
-    eps=float(eps),
+    eps=evidence.eps,
     num_examples=int(len(y)),
-    clean_accuracy=float(clean.mean()),
-    accuracies=acc,
+    clean_accuracy=float(evidence.clean.mean()),
+    accuracies=evidence.accuracies,
     checks=checks,
     worst_case_accuracy=float(worst.mean()),
-    attacks_in_worst_case=sorted(correct),
+    attacks_in_worst_case=sorted(evidence.correct),
     passed=all(ran),
   )
   result['verdict'] = verdict(result)
