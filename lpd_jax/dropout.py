@@ -39,8 +39,16 @@ def _priority_bins(counts, num_members):
 
 @functools.partial(jax.jit, static_argnames=('num_bins',))
 def lpd_keep_rates(
-  h, *, s=0.1, eps=0.0, gamma=10.0, lam=0.5, alpha=0.85, beta=0.127, num_bins=1024
-):
+  h: jax.Array,
+  *,
+  s: float = 0.1,
+  eps: float = 0.0,
+  gamma: float = 10.0,
+  lam: float = 0.5,
+  alpha: float = 0.85,
+  beta: float = 0.127,
+  num_bins: int = 1024,
+) -> jax.Array:
   """Laplace Priority Dropout keep rates (paper eqs. 3-6, Algorithm 1).
 
   For each sample and member k: a unit is active when v > eps; its bin is
@@ -75,7 +83,9 @@ def lpd_keep_rates(
 
 
 @functools.partial(jax.jit, static_argnames=('num_bins',))
-def pdd_keep_rates(h, *, num_bins=10, alpha=0.9, beta=0.1):
+def pdd_keep_rates(
+  h: jax.Array, *, num_bins: int = 10, alpha: float = 0.9, beta: float = 0.1
+) -> jax.Array:
   """Priority Diversified Dropout keep rates (paper eq. 2, as in the PDD authors' code).
 
   Per sample, over all K*D units together: bin = floor((v - min) * M / (max - min)),

@@ -209,10 +209,10 @@ class Ensemble:
     return self.run_meta.value
 
   @property
-  def num_members(self):
+  def num_members(self) -> int:
     return jax.tree.leaves(self.variables)[0].shape[0]
 
-  def with_inference(self, mode):
+  def with_inference(self, mode: str) -> 'Ensemble':
     """The same ensemble in inference mode `mode` ('raw' or 'expected')."""
     return self.replace(inference=mode)
 
@@ -227,18 +227,18 @@ class Ensemble:
       return h, jnp.ones_like(h)
     return h, jax.lax.stop_gradient(self.keep_rates(jax.lax.stop_gradient(h)))
 
-  def member_logits(self, x):
+  def member_logits(self, x: jax.Array) -> jax.Array:
     """x [B, H, W, c] in [0, 1] -> logits [K, B, C] in this ensemble's inference mode."""
     if self.inference == 'raw' or self.keep_rates is None:
       return self.members.logits(self.variables, x)
     h, p = self.expected_features(x)
     return self.members.heads(self.variables['params'], h * p)
 
-  def log_predict(self, x):
+  def log_predict(self, x: jax.Array) -> jax.Array:
     """x [B, H, W, c] -> log of the mean member softmax [B, C] (eq. 1): attacks' model_fn."""
     return log_mean_softmax(self.member_logits(x))
 
-  def sampled_log_predict(self, x, key):
+  def sampled_log_predict(self, x: jax.Array, key: jax.Array) -> jax.Array:
     """Eq. 1 of the stochastic model (dropout left on at test time): x [B, H, W, c], key ->
     [B, C]. Each head sees h * mask, mask ~ Bernoulli(p(h)) per (k, b, j) with the method's
     keep rates over all members as in training (0/1 masks), BatchNorm running statistics.
@@ -249,6 +249,6 @@ class Ensemble:
     mask = jax.random.bernoulli(key, p).astype(h.dtype)
     return log_mean_softmax(self.members.heads(self.variables['params'], h * mask))
 
-  def predict(self, x):
+  def predict(self, x: jax.Array) -> jax.Array:
     """x [B, H, W, c] -> mean member softmax probabilities [B, C] (eq. 1)."""
     return jnp.exp(self.log_predict(x))

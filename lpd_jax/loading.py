@@ -6,6 +6,7 @@ imports another.
 """
 
 import os
+from typing import Optional
 
 import jax
 import ml_collections
@@ -24,7 +25,13 @@ def read_config(workdir):
   return config_lib.from_saved(saved), num_classes, input_shape
 
 
-def load(workdir, config=None, *, inference=None, epoch=None):
+def load(
+  workdir: str,
+  config=None,
+  *,
+  inference: Optional[str] = None,
+  epoch: Optional[int] = None,
+) -> ensemble.Ensemble:
   """Restores the latest (or the given) checkpoint of `workdir` as an Ensemble.
 
   Args:

@@ -23,7 +23,7 @@ import tqdm
 from lpd_jax import gradients, predict, pytrees
 
 
-def ambiguity_entropy(correct):
+def ambiguity_entropy(correct: jax.Array) -> jax.Array:
   """Ambiguity entropy E of the members' correctness (eq. 7).
 
   E = 1/N sum_i min(l_i, K - l_i) / (K - ceil(K/2)), with l_i = sum_k correct[k, i] the
@@ -57,7 +57,7 @@ def _flatten_rescaled(g):
   return g / jnp.where(s > 0, s, 1)[..., None], s
 
 
-def gradient_cosine(g):
+def gradient_cosine(g: jax.Array) -> jax.Array:
   """Gradient diversity L_d = sum_{1 <= i < j <= K} cos<g_i, g_j> per sample (sec. 4.2).
 
   Args:
@@ -72,7 +72,7 @@ def gradient_cosine(g):
   return jnp.sum(gradients.pairwise_cosines(g), axis=-1)
 
 
-def gradient_norm(g):
+def gradient_norm(g: jax.Array) -> jax.Array:
   """Smoothness L_s = sum_{k=1}^K ||g_k||_2 per sample (sec. 4.3); smaller is smoother.
 
   Args:
@@ -85,7 +85,7 @@ def gradient_norm(g):
   return jnp.sum(s * jnp.sqrt(jnp.sum(u * u, axis=-1)), axis=0)
 
 
-def input_gradients(ensemble, x, y, *, float64=False):
+def input_gradients(ensemble, x: jax.Array, y: jax.Array, *, float64: bool = False) -> jax.Array:
   """Each member's cross-entropy gradient w.r.t. its input, g_k = d CE(f_k(x), y) / dx.
 
   `lpd_jax.gradients.member_input_gradients` of `ensemble.member_logits` (evaluation

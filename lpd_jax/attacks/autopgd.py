@@ -15,6 +15,7 @@ it is DLR of the log mean softmax (eq. 1).
 """
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -145,7 +146,18 @@ def _ranked_classes(model, x):
   return jnp.argsort(-model(x), axis=-1)
 
 
-def apgd(model_fn, x, y, *, key, eps, steps=100, loss='ce', targeted=False, num_targets=9):
+def apgd(
+  model_fn: Callable,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  key: jax.Array,
+  eps: float,
+  steps: int = 100,
+  loss: str = 'ce',
+  targeted: bool = False,
+  num_targets: int = 9,
+) -> jax.Array:
   """APGD (L-inf) on the cross-entropy or DLR loss; targeted DLR over the top classes.
 
   Args:

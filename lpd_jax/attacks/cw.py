@@ -9,6 +9,7 @@ a weaker attack (the paper's Table 4 numbers).
 """
 
 import functools
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -84,18 +85,18 @@ def _cw_l2(model, x, y, c, confidence, learning_rate, *, steps, binary_search_st
 
 
 def cw_l2(
-  model_fn,
-  x,
-  y,
+  model_fn: Callable,
+  x: jax.Array,
+  y: jax.Array,
   *,
-  key=None,
-  c=0.1,
-  confidence=0.01,
-  steps=1000,
-  binary_search_steps=5,
-  learning_rate=0.01,
-  margin='log_probability',
-):
+  key: Optional[jax.Array] = None,
+  c: float = 0.1,
+  confidence: float = 0.01,
+  steps: int = 1000,
+  binary_search_steps: int = 5,
+  learning_rate: float = 0.01,
+  margin: str = 'log_probability',
+) -> jax.Array:
   """Carlini-Wagner L2: minimise ||x' - x||_2^2 + c * max(z_y - max_{j!=y} z_j + confidence, 0).
 
   x' = (tanh(w) + 1) / 2 (always in [0, 1]); w starts at arctanh(2x - 1) and is optimised

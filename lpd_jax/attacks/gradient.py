@@ -8,6 +8,7 @@ confident samples); 10 steps of eps/10 by default.
 """
 
 import functools
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -88,19 +89,19 @@ def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restart
 
 
 def pgd(
-  model_fn,
-  x,
-  y,
+  model_fn: Callable,
+  x: jax.Array,
+  y: jax.Array,
   *,
-  key=None,
-  eps,
-  steps=10,
-  step_size=None,
-  norm='linf',
-  random_start=True,
-  restarts=1,
-  loss='ce',
-):
+  key: Optional[jax.Array] = None,
+  eps: float,
+  steps: int = 10,
+  step_size: Optional[float] = None,
+  norm: str = 'linf',
+  random_start: bool = True,
+  restarts: int = 1,
+  loss: str = 'ce',
+) -> jax.Array:
   """Projected gradient descent (Madry et al. 2018) on the cross-entropy or the margin.
 
   x_{t+1} = Proj_{B(x, eps) ∩ [0,1]}(x_t + step_size * d_t), with d_t = sign(grad) for
@@ -151,7 +152,17 @@ def pgd(
   )
 
 
-def bim(model_fn, x, y, *, key=None, eps, steps=10, step_size=None, loss='ce'):
+def bim(
+  model_fn: Callable,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  key: Optional[jax.Array] = None,
+  eps: float,
+  steps: int = 10,
+  step_size: Optional[float] = None,
+  loss: str = 'ce',
+) -> jax.Array:
   """Basic iterative method (Kurakin et al. 2017): L-inf PGD from x itself, no random
   start; step_size defaults to eps / 10. Shapes and conventions as `pgd`; `key` unused."""
   del key
@@ -168,7 +179,15 @@ def bim(model_fn, x, y, *, key=None, eps, steps=10, step_size=None, loss='ce'):
   )
 
 
-def fgsm(model_fn, x, y, *, key=None, eps, loss='ce'):
+def fgsm(
+  model_fn: Callable,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  key: Optional[jax.Array] = None,
+  eps: float,
+  loss: str = 'ce',
+) -> jax.Array:
   """Fast gradient sign method (Goodfellow et al. 2015): clip(x + eps * sign(grad), 0, 1),
   i.e. one L-inf step of size eps. Shapes and conventions as `pgd`; `key` unused."""
   del key

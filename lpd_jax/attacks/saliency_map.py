@@ -5,6 +5,7 @@ ran ART v1.1's `SaliencyMapMethod`.
 """
 
 import functools
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +54,17 @@ def _jsma(model, x, target, theta, *, max_features, variant='once'):
   return flat.reshape(x.shape)
 
 
-def jsma(model_fn, x, y, *, key=None, theta=0.1, gamma=0.1, target=None, variant='once'):
+def jsma(
+  model_fn: Callable,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  key: Optional[jax.Array] = None,
+  theta: float = 0.1,
+  gamma: float = 0.1,
+  target: Optional[jax.Array] = None,
+  variant: str = 'once',
+) -> jax.Array:
   """Targeted JSMA with feature increases, after ART v1.1 `SaliencyMapMethod(theta > 0)`.
 
   variant='art' is the attack as the paper ran it (METHODS.md "Attacks"; the `paper`

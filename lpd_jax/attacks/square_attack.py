@@ -13,6 +13,7 @@ query is wasted, not wrong).
 """
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +96,16 @@ def _square(model, x, y, key, eps, *, queries, p_init):
   return x_best
 
 
-def square(model_fn, x, y, *, key, eps, queries=1000, p_init=0.8):
+def square(
+  model_fn: Callable,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  key: jax.Array,
+  eps: float,
+  queries: int = 1000,
+  p_init: float = 0.8,
+) -> jax.Array:
   """Square attack (L-inf, untargeted): random search, forward passes only.
 
   Args:

@@ -57,7 +57,15 @@ def check_certifiable(ensemble):
 
 
 @functools.partial(jax.jit, static_argnames=('method', 'max_unstable', 'chunk'))
-def margins(ensemble, x, y, eps, method='crown', max_unstable=MAX_UNSTABLE, chunk=CHUNK):
+def margins(
+  ensemble,
+  x: jax.Array,
+  y: jax.Array,
+  eps: float,
+  method: str = 'crown',
+  max_unstable: int = MAX_UNSTABLE,
+  chunk: int = CHUNK,
+) -> jax.Array:
   """Lower bounds of the ensemble's margins F_y - F_j (eq. 9) over B_inf(x, eps) ∩ [0, 1].
 
   Args:
@@ -129,17 +137,19 @@ def memory_estimate(ensemble, input_shape, method, batch_size, chunk=CHUNK):
   return variables + group_size(method, batch_size) * per_sample + batch_size * io
 
 
-def ibp_margins(ensemble, x, y, eps):
+def ibp_margins(ensemble, x: jax.Array, y: jax.Array, eps: float) -> jax.Array:
   """`margins` by interval bound propagation: [B, C-1]."""
   return margins(ensemble, x, y, eps, method='ibp')
 
 
-def crown_ibp_margins(ensemble, x, y, eps):
+def crown_ibp_margins(ensemble, x: jax.Array, y: jax.Array, eps: float) -> jax.Array:
   """`margins` by CROWN from the output with interval bounds inside: [B, C-1]."""
   return margins(ensemble, x, y, eps, method='crown_ibp')
 
 
-def crown_margins(ensemble, x, y, eps, max_unstable=MAX_UNSTABLE):
+def crown_margins(
+  ensemble, x: jax.Array, y: jax.Array, eps: float, max_unstable: int = MAX_UNSTABLE
+) -> jax.Array:
   """`margins` by CROWN, intermediate bounds by CROWN too (the paper's method): [B, C-1]."""
   return margins(ensemble, x, y, eps, method='crown', max_unstable=max_unstable)
 
