@@ -282,7 +282,10 @@ def _eval_flags(eval_overrides):
     if isinstance(value, (dict, ml_collections.ConfigDict)):
       if 'type' in value:
         continue
-      value = {k: v for k, v in dict(value).items() if k not in evaluations.INSTANCE_FIELDS}
+      own = suites.REGISTRY[key].defaults if key in suites.REGISTRY else {}
+      value = {
+        k: v for k, v in dict(value).items() if k not in evaluations.INSTANCE_FIELDS or k in own
+      }
     shared[key] = value
   return _flat(shared, 'eval.')
 
