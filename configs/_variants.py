@@ -25,7 +25,7 @@ def apply(config, spec):
       config.pdd.num_bins = 20
     elif token in ADVT:
       config.adv_train.attack = ADVT[token]
-      config.eval.paper.fgsm_eps = (0.04, 0.08)  # Table 6's FGSM grid (PGD: 0.02, 0.04)
+      config.eval.paper.fgsm.eps = (0.04, 0.08)  # Table 6's FGSM grid (PGD: 0.02, 0.04)
     else:
       raise ValueError(
         f'unknown config variant {token!r} in {spec!r}: the first token is a method '

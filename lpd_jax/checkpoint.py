@@ -1,4 +1,4 @@
-"""Checkpoints behind one module: orbax `CheckpointManager`, integrity manifests, `ensemble.json`.
+"""Checkpoints behind one module: orbax `CheckpointManager` and integrity manifests.
 
 Pytrees in, pytrees out: this module knows no model or method (`lpd_jax.load` composes
 them into an Ensemble).
@@ -6,9 +6,8 @@ them into an Ensemble).
 A workdir holds `checkpoints/<epoch>/` with two items, `variables` (stacked params
 and batch_stats: all an evaluation needs) and `optimizer` (stacked optimizer state
 and step); beside each, `checkpoints/<epoch>.manifest.json` with every array's path,
-shape, dtype and CRC-32, written (atomically) before orbax commits the checkpoint; and
-`ensemble.json` (the config, num_classes and input_shape, enough to rebuild the model
-without the data).
+shape, dtype and CRC-32, written (atomically) before orbax commits the checkpoint. The
+workdir's other files (ensemble.json, metrics.jsonl) are `lpd_jax.workdir`'s.
 
 Reading: `restore_newest` restores the newest checkpoint that orbax can read and whose
 arrays match their manifest, and reports each newer damaged one in one line. A
@@ -23,31 +22,21 @@ import sys
 import zlib
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
 from lpd_jax import sharding
+from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import CheckpointError
 
-# Fields that fix the shapes and meaning of the saved parameters, with the value a
-# workdir saved before the field existed is taken to have.
-MODEL_FIELDS = {
-  'dataset': None,
-  'model': 'resnet18',
-  'num_members': None,
-  'width': None,
-  'method': None,
-}
 MANIFEST_SUFFIX = '.manifest.json'
-DAMAGED_DIR = 'damaged_checkpoints'  # where training moves damaged checkpoints (never deleted)
 
 
 def manager(workdir, keep=2):
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(
-    os.path.abspath(os.path.join(workdir, 'checkpoints')), options=options
+    os.path.abspath(os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR)), options=options
   )
 
 
@@ -74,16 +63,6 @@ def manifest_path(mgr, epoch):
   return os.path.join(str(mgr.directory), f'{epoch}{MANIFEST_SUFFIX}')
 
 
-def write_json_atomically(path, value):
-  """Writes JSON to `path` so that a reader sees the old file or the whole new one."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(value, f)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def read_manifest(mgr, epoch):
   """The manifest of `epoch` ({'epoch', 'items', 'record'}), or None if there is none."""
   path = manifest_path(mgr, epoch)
@@ -107,7 +86,7 @@ def save(mgr, epoch, state, record=None):
   os.makedirs(str(mgr.directory), exist_ok=True)
   path = manifest_path(mgr, epoch)
   try:
-    write_json_atomically(
+    workdir_lib.write_json_atomically(
       path, dict(epoch=epoch, items={k: digest(v) for k, v in items.items()}, record=record)
     )
     mgr.save(
@@ -264,7 +243,7 @@ def restore_newest(mgr, like_state=None, like_variables=None, *, before=None):
 def move_aside(workdir, mgr, epochs):
   """Moves the checkpoints of `epochs` (and their manifests) to workdir/damaged_checkpoints/,
   so that training can write those epochs again; nothing is deleted."""
-  target_root = os.path.join(workdir, DAMAGED_DIR)
+  target_root = os.path.join(workdir, workdir_lib.DAMAGED_DIR)
   os.makedirs(target_root, exist_ok=True)
   for epoch in epochs:
     for name in (str(epoch), f'{epoch}{MANIFEST_SUFFIX}'):
@@ -277,62 +256,12 @@ def move_aside(workdir, mgr, epochs):
     warn(f'moved the damaged checkpoint of epoch {epoch} to {target_root}')
 
 
-def check_writable(workdir):
-  """CheckpointError in one line if `workdir` cannot be created or written."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write-test-{os.getpid()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise CheckpointError(
-      f'cannot write to workdir {workdir}: {e.strerror or e}. Choose a --workdir you can write'
-    ) from None
-
-
-def write_meta(workdir, config, num_classes, input_shape, schedule_restarts=()):
-  """ensemble.json: the config, num_classes, input_shape, and the epochs at which a
-  continuation (config.continue_training) restarted the learning-rate schedule."""
-  os.makedirs(workdir, exist_ok=True)
-  meta = dict(
-    config=config.to_dict(),
-    num_classes=num_classes,
-    input_shape=list(input_shape),
-    schedule_restarts=list(schedule_restarts),
-  )
-  write_json_atomically(os.path.join(workdir, 'ensemble.json'), meta)
-
-
-def schedule_restarts(workdir):
-  """The epochs at which continuations restarted the schedule ([] if none or no workdir)."""
-  path = os.path.join(workdir, 'ensemble.json')
-  if not os.path.isfile(path):
-    return []
-  with open(path) as f:
-    return list(json.load(f).get('schedule_restarts', []))
-
-
-def read_meta(workdir):
-  """-> (config ConfigDict, num_classes, input_shape), or None if the workdir has none."""
-  path = os.path.join(workdir, 'ensemble.json')
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    meta = json.load(f)
-  return ml_collections.ConfigDict(meta['config']), meta['num_classes'], tuple(meta['input_shape'])
-
-
-def check_compatible(workdir, config, saved_config):
-  """Raises CheckpointError if the workdir was trained with a different model."""
-  saved = {k: saved_config.get(k, old) for k, old in MODEL_FIELDS.items()}
-  diffs = [
-    f'{k}: workdir has {saved[k]!r}, config says {config[k]!r}'
-    for k in MODEL_FIELDS
-    if saved[k] != config[k]
-  ]
-  if diffs:
-    raise CheckpointError(
-      f'workdir {workdir} holds a checkpoint of another ensemble ({"; ".join(diffs)}). '
-      'Use a new --workdir, or the config it was trained with.'
-    )
+def saved_records(mgr):
+  """{epoch: its metrics line} from the manifests of the checkpoints of `mgr` (lines a kill
+  kept from metrics.jsonl: `workdir.reconcile_metrics`)."""
+  out = {}
+  for epoch in mgr.all_steps():
+    manifest = read_manifest(mgr, epoch)
+    if manifest and manifest.get('record'):
+      out[epoch] = manifest['record']
+  return out

@@ -69,7 +69,7 @@ def base_config():
   c.eval.num_examples = -1  # evaluate a prefix of the test set; -1 = all
   c.eval.inference = 'raw'  # raw | expected (METHODS.md "Evaluation of dropout-trained members")
   for suite in suites.REGISTRY.values():
-    c.eval[suite.name] = ml_collections.ConfigDict(dict(suite.defaults))
+    c.eval[suite.name] = ml_collections.ConfigDict(suite.default_settings())
   return c
 
 
@@ -141,13 +141,75 @@ def validate_eval(config):
   return config
 
 
+# Eval settings of the layout before attacks carried their own (flat, prefixed fields) ->
+# where they live now; a saved config's old fields are moved there (`from_saved`).
+MOVED_EVAL_FIELDS = {
+  'paper': {
+    'fgsm_eps': ('fgsm.eps',),
+    'pgd_eps': ('bim.eps', 'pgd.eps'),
+    'steps': ('bim.steps', 'pgd.steps'),
+    'jsma_theta': ('jsma.theta',),
+    'jsma_gamma': ('jsma.gamma',),
+    'jsma_variant': ('jsma.variant',),
+    'cw_c': ('cw.c',),
+    'cw_confidence': ('cw.confidence',),
+    'cw_steps': ('cw.steps',),
+    'cw_binary_search_steps': ('cw.binary_search_steps',),
+    'cw_learning_rate': ('cw.learning_rate',),
+    'cw_margin': ('cw.margin',),
+  },
+  'robust': {
+    'steps': ('apgd_ce.steps', 'apgd_t.steps', 'pgd_margin.steps', 'pgd_member_margin.steps'),
+    'restarts': ('pgd_margin.restarts', 'pgd_member_margin.restarts'),
+    'num_targets': ('apgd_t.num_targets',),
+    'square_queries': ('square.queries',),
+  },
+}
+
+
+def _moved(saved_eval):
+  """A saved config's eval dict with the fields of MOVED_EVAL_FIELDS at their new places
+  (an old scalar C&W c becomes the one-value grid (c,); an old empty robust eps took the
+  paper's PGD grid, so it takes it again)."""
+  out = {k: dict(v) if isinstance(v, dict) else v for k, v in saved_eval.items()}
+  for suite, fields in MOVED_EVAL_FIELDS.items():
+    group = out.get(suite)
+    if not isinstance(group, dict):
+      continue
+    for old, paths in fields.items():
+      if old not in group or isinstance(group[old], dict):
+        continue
+      value = group.pop(old)
+      if old == 'cw_c':
+        value = (value,)
+      for path in paths:
+        attack, field = path.split('.')
+        group.setdefault(attack, {})[field] = value
+      if old == 'pgd_eps' and not tuple(out.get('robust', {}).get('eps', (1,))):
+        out['robust']['eps'] = value
+  return out
+
+
+def run_config(config):
+  """What a workdir saves of `config` (ensemble.json): without the groups of the methods it
+  does not train with (its own and those it `uses` stay). `from_saved` puts today's defaults
+  back, so a saved config loads whatever groups it holds."""
+  method = methods.REGISTRY[config.method]
+  others = {m for m in methods.REGISTRY if m != method.name and m not in method.uses}
+  return ml_collections.ConfigDict({k: v for k, v in config.to_dict().items() if k not in others})
+
+
 def from_saved(saved):
   """A workdir's saved config (dict or ConfigDict) over today's `base_config()`.
 
-  Fields added since the workdir was trained keep their defaults; saved fields that no
-  longer exist (e.g. eval settings of an older layout) are dropped.
+  Fields added since the workdir was trained keep their defaults; eval settings of the
+  older flat layout move to their groups (MOVED_EVAL_FIELDS); other saved fields that no
+  longer exist are dropped.
   """
   config = base_config()
+  saved = saved.to_dict() if isinstance(saved, ml_collections.ConfigDict) else dict(saved)
+  if isinstance(saved.get('eval'), dict):
+    saved['eval'] = _moved(saved['eval'])
 
   def overlay(target, source):
     for key, value in source.items():
@@ -159,5 +221,5 @@ def from_saved(saved):
       else:
         target[key] = value
 
-  overlay(config, saved.to_dict() if isinstance(saved, ml_collections.ConfigDict) else saved)
+  overlay(config, saved)
   return config

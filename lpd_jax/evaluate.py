@@ -15,8 +15,9 @@ import os
 
 import ml_collections
 
-from lpd_jax import checkpoint, compilation_cache, data, evaluations, loading, suites
+from lpd_jax import compilation_cache, data, evaluations, loading, suites
 from lpd_jax import config as config_lib
+from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import ConfigError
 from lpd_jax.progress import phase
 
@@ -38,8 +39,7 @@ def report_file(file_name, evaluation_name, suite_type):
 def report_path(workdir, suite, inference='raw'):
   """Path of the JSON report of evaluation `suite` in `workdir`; with a suite type and an
   `inference`, of that type's default instance in that mode (eval_robust_expected.json)."""
-  name = evaluations.default_name(suite, inference)
-  return os.path.join(workdir, f'eval_{name}.json')
+  return workdir_lib.report_path(workdir, evaluations.default_name(suite, inference))
 
 
 def test_prefix(ds, num_examples):
@@ -61,7 +61,7 @@ def evaluate(config, workdir):
   with phase(f'loading the checkpoint of {workdir}'):
     ens = loading.load(workdir, config)
     print(f' epoch {ens.meta["epoch"]}, inference {ens.inference};', end='')
-  checkpoint.check_writable(workdir)
+  workdir_lib.check_writable(workdir)
   with phase(f'loading {config.dataset}'):
     ds = data.load_dataset(config)
   frozen = ml_collections.FrozenConfigDict(config)
@@ -71,7 +71,7 @@ def evaluate(config, workdir):
       """Another workdir's ensemble for this data, in this evaluation's inference mode."""
       saved = loading.read_config(other)
       if saved is not None:
-        theirs = (saved[0].dataset, tuple(saved[2]), saved[1])
+        theirs = (saved.config.dataset, tuple(saved.input_shape), saved.num_classes)
         ours = (config.dataset, tuple(ds.input_shape), ds.num_classes)
         if theirs != ours:
           raise ConfigError(
@@ -107,7 +107,7 @@ def evaluate(config, workdir):
       files=sorted(map(name_of, report.files)),
       metrics=[m.to_json() for m in report.metrics],
     )
-    with open(os.path.join(workdir, f'eval_{evaluation.name}.json'), 'w') as f:
+    with open(workdir_lib.report_path(workdir, evaluation.name), 'w') as f:
       json.dump(result, f, indent=2)
     with open(os.path.join(workdir, f'eval_{evaluation.name}.md'), 'w') as f:
       f.write(report.markdown + '\n')

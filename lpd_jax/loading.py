@@ -5,6 +5,7 @@ function (for 'expected' inference); it sits above all three so that none of the
 imports another.
 """
 
+import dataclasses
 import os
 from typing import Optional
 
@@ -13,16 +14,17 @@ import ml_collections
 
 from lpd_jax import checkpoint, ensemble, methods
 from lpd_jax import config as config_lib
+from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import CheckpointError
 
 
-def read_config(workdir):
-  """-> (config over today's defaults, num_classes, input_shape), or None without ensemble.json."""
-  meta = checkpoint.read_meta(workdir)
+def read_config(workdir: str) -> Optional[workdir_lib.Meta]:
+  """The workdir's Meta with its config over today's defaults (`config.from_saved`), or
+  None without ensemble.json."""
+  meta = workdir_lib.read_meta(workdir)
   if meta is None:
     return None
-  saved, num_classes, input_shape = meta
-  return config_lib.from_saved(saved), num_classes, input_shape
+  return dataclasses.replace(meta, config=config_lib.from_saved(meta.config))
 
 
 def load(
@@ -36,7 +38,7 @@ def load(
 
   Args:
     workdir: a directory written by `lpd_jax.train.train_and_evaluate`.
-    config: if given, must describe the same model (checkpoint.MODEL_FIELDS); its
+    config: if given, must describe the same model (workdir.MODEL_FIELDS); its
       `member_strategy` and `eval` settings are used. Default: the workdir's own.
     inference: 'raw' | 'expected' (METHODS.md "Evaluation of dropout-trained members");
       default config.eval.inference ('raw').
@@ -56,9 +58,9 @@ def load(
       f'no checkpoint in workdir {os.path.abspath(workdir)}: train first with '
       f'python train.py --config=... --workdir={workdir}'
     )
-  saved_config, num_classes, input_shape = saved
+  saved_config, num_classes, input_shape = saved.config, saved.num_classes, saved.input_shape
   if config is not None:
-    checkpoint.check_compatible(workdir, config, saved_config)
+    workdir_lib.check_compatible(workdir, config, saved_config)
   else:
     config = saved_config
   members = ensemble.create(config, num_classes)

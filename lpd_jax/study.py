@@ -70,7 +70,7 @@ def overlay(config, overrides, where='config'):
         if value['type'] not in suites.REGISTRY:
           raise ConfigError(f'study {where}.{key}.type: unknown suite {value["type"]!r}')
         with config.unlocked():
-          config[key] = ml_collections.ConfigDict(dict(suites.REGISTRY[value['type']].defaults))
+          config[key] = ml_collections.ConfigDict(suites.REGISTRY[value['type']].default_settings())
       elif where.startswith('config.eval.') and key in evaluations.INSTANCE_FIELDS:
         with config.unlocked():
           config[key] = value
@@ -266,7 +266,7 @@ def _flat(overrides, prefix):
 
 def own_fields(evaluation):
   """An evaluation's own fields that are not its type's settings (`INSTANCE_FIELDS`)."""
-  defaults = suites.REGISTRY[evaluation.type].defaults
+  defaults = suites.REGISTRY[evaluation.type].default_settings()
   return {
     k: evaluation.settings[k]
     for k in evaluations.INSTANCE_FIELDS
@@ -282,7 +282,7 @@ def _eval_flags(eval_overrides):
     if isinstance(value, (dict, ml_collections.ConfigDict)):
       if 'type' in value:
         continue
-      own = suites.REGISTRY[key].defaults if key in suites.REGISTRY else {}
+      own = suites.REGISTRY[key].default_settings() if key in suites.REGISTRY else {}
       value = {
         k: v for k, v in dict(value).items() if k not in evaluations.INSTANCE_FIELDS or k in own
       }

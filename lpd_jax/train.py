@@ -7,7 +7,6 @@ optimizer state.
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -29,6 +28,7 @@ from lpd_jax import (
   sharding,
 )
 from lpd_jax import config as config_lib
+from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from lpd_jax.progress import phase
 
@@ -175,36 +175,6 @@ def _check_finite(loss, step, epoch):
     )
 
 
-def reconcile_metrics(path, mgr, last_epoch):
-  """Rewrites metrics.jsonl with exactly one line per epoch 1..last_epoch that has one.
-
-  Lines of epochs after `last_epoch` (a checkpoint that was moved aside) are dropped, a
-  repeated epoch keeps its last line, a torn last line is dropped, and the line of a
-  checkpointed epoch that a kill kept from being written is taken from its manifest
-  (`checkpoint.save` stores it there before the checkpoint is committed).
-  """
-  records = {}
-  if os.path.isfile(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          record = json.loads(line)
-        except ValueError:
-          continue  # a line torn by a kill
-        if record.get('epoch', 0) <= last_epoch:
-          records[record['epoch']] = record
-  for epoch in mgr.all_steps():
-    manifest = checkpoint.read_manifest(mgr, epoch)
-    if epoch <= last_epoch and epoch not in records and manifest and manifest.get('record'):
-      records[epoch] = manifest['record']
-  lines = ''.join(json.dumps(records[e]) + '\n' for e in sorted(records))
-  if not os.path.isfile(path) or open(path).read() != lines:
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-      f.write(lines)
-    os.replace(tmp, path)
-
-
 def _epochs(first, last):
   return f'epoch {first}' if first == last else f'epochs {first}..{last}'
 
@@ -212,8 +182,8 @@ def _epochs(first, last):
 def _schedule_restarts(workdir, config, meta, latest):
   """The schedule's restart epochs for this run; refuses a num_epochs that would silently
   change the learning-rate schedule of the workdir's run (ConfigError)."""
-  restarts = checkpoint.schedule_restarts(workdir)
-  saved_epochs = meta[0].num_epochs
+  restarts = list(meta.schedule_restarts)
+  saved_epochs = meta.config.num_epochs
   if config.num_epochs == saved_epochs or latest is None or latest >= config.num_epochs:
     return restarts, False
   if latest < saved_epochs:
@@ -251,17 +221,17 @@ def train_and_evaluate(config, workdir):
   if config.distributed:
     sharding.initialize_distributed()
   cache = compilation_cache.enable(config.compilation_cache)
-  meta = checkpoint.read_meta(workdir)
+  meta = workdir_lib.read_meta(workdir)
   mgr, latest, restarts, continuing = None, None, [], False
   if meta is not None:
-    checkpoint.check_compatible(workdir, config, meta[0])
+    workdir_lib.check_compatible(workdir, config, meta.config)
     mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
     latest = mgr.latest_step()
     restarts, continuing = _schedule_restarts(workdir, config, meta, latest)
     if latest is not None and latest >= config.num_epochs:
       try:
         ens = loading.load(workdir, config, epoch=latest)
-        reconcile_metrics(os.path.join(workdir, 'metrics.jsonl'), mgr, latest)
+        workdir_lib.reconcile_metrics(workdir, latest, checkpoint.saved_records(mgr))
         print(f'workdir {workdir} already holds the checkpoint of epoch {latest}; nothing to do')
         return ens
       except CheckpointError:
@@ -278,7 +248,7 @@ def train_and_evaluate(config, workdir):
     raise ConfigError(
       f'batch_size {config.batch_size} is larger than the {len(ds.train_labels)} training images'
     )
-  checkpoint.check_writable(workdir)
+  workdir_lib.check_writable(workdir)
   members = ensemble.create(config, ds.num_classes)
   tx, schedule = make_optimizer(config, steps_per_epoch, restarts)
   mesh = make_mesh(config)
@@ -293,18 +263,23 @@ def train_and_evaluate(config, workdir):
     if damaged:  # move them aside so that those epochs can be written again
       checkpoint.move_aside(workdir, mgr, damaged)
       mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
-    reconcile_metrics(os.path.join(workdir, 'metrics.jsonl'), mgr, start_epoch)
+    workdir_lib.reconcile_metrics(workdir, start_epoch, checkpoint.saved_records(mgr))
     print(f'resuming from the checkpoint of epoch {start_epoch} in {workdir}')
   else:  # nothing is written into the workdir before the config and the data passed
     mgr = mgr or checkpoint.manager(workdir, keep=config.keep_checkpoints)
-    reconcile_metrics(os.path.join(workdir, 'metrics.jsonl'), mgr, 0)  # lines of no checkpoint
+    workdir_lib.reconcile_metrics(workdir, 0, {})  # drops lines of no checkpoint
   if continuing:
     print(
       f'continuing {workdir}: {_epochs(restarts[-1] + 1, config.num_epochs)} on a new cosine '
       f'schedule from learning rate {config.learning_rate:g} to {config.final_learning_rate:g}'
     )
   if meta is None or continuing:
-    checkpoint.write_meta(workdir, config, ds.num_classes, ds.input_shape, restarts)
+    workdir_lib.write_meta(
+      workdir,
+      workdir_lib.Meta(
+        config_lib.run_config(config), ds.num_classes, tuple(ds.input_shape), tuple(restarts)
+      ),
+    )
 
   meta_of = lambda epoch: dict(
     workdir=os.path.abspath(workdir),
@@ -326,7 +301,6 @@ def train_and_evaluate(config, workdir):
   with phase('compiling the evaluation'):
     evaluate_epoch(eval_ensemble(state, start_epoch), ds, config.eval.batch_size, warm_up=True)
 
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
   epoch = start_epoch
   try:
     for epoch in range(start_epoch, config.num_epochs):
@@ -354,8 +328,7 @@ def train_and_evaluate(config, workdir):
       record = _epoch_record(means, test, epoch, state, schedule, seen, config, train_seconds)
       checkpoint.save(mgr, epoch + 1, state, record)
       if sharding.is_main_process():  # one writer when several hosts train together
-        with open(metrics_path, 'a') as f:
-          f.write(json.dumps(record) + '\n')
+        workdir_lib.append_metrics(workdir, record)
       print(
         f'epoch {epoch + 1:3d}  loss {record["train_loss"]:.4f}  '
         f'train acc {record["train_ensemble_accuracy"]:.4f}  '

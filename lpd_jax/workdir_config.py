@@ -14,4 +14,4 @@ def get_config(workdir):
   saved = loading.read_config(workdir)
   if saved is None:
     raise CheckpointError(f'no ensemble.json in workdir {workdir}: train first, or pass --config')
-  return saved[0]
+  return saved.config

@@ -44,9 +44,11 @@ PAPER_ROWS = [
 ROBUST = dict(
   attacks='apgd-ce,apgd-t,square,pgd-margin,pgd-member-margin',
   eps=(0.04,),
-  steps=3,
-  num_targets=2,
-  square_queries=20,
+  apgd_ce=dict(steps=3),
+  apgd_t=dict(steps=3, num_targets=2),
+  square=dict(queries=20),
+  pgd_margin=dict(steps=3),
+  pgd_member_margin=dict(steps=3),
 )
 
 
@@ -56,7 +58,7 @@ AUDIT = dict(num_examples=16, steps=3, strong_steps=3, restarts=1, square_querie
 
 def eval_config(suite, paper=None, **groups):
   # vmap: a third of unroll's compile time on CPU (one member traced, not three).
-  paper = dict(cw_steps=20, cw_binary_search_steps=2, **(paper or {}))
+  paper = dict(cw=dict(steps=20, binary_search_steps=2), **(paper or {}))
   return tiny_config(
     member_strategy='vmap',
     eval=dict(suite=suite, num_examples=N, batch_size=BATCH, paper=paper, **groups),
@@ -287,10 +289,20 @@ def test_config_grid_and_errors(trained_workdir):
   from configs import lpd_tinyimagenet
 
   config = base_config()
-  assert tuple(config.eval.paper.pgd_eps) == (0.02, 0.04)  # the CIFAR grid
-  assert tuple(lpd_tinyimagenet.get_config().eval.paper.pgd_eps) == (0.01, 0.02)  # its config's
-  config.eval.paper.pgd_eps = (0.03,)
-  assert [r['params'] for r in paper.attack_grid(config.eval.paper, ('bim', 'cw'))] == [
+  pgd_rows = paper.attack_grid(config.eval.paper, ('pgd',), 'cifar10')
+  assert [r['param'] for r in pgd_rows] == [0.02, 0.04]  # the CIFAR grid: PGD's own
+  tiny = lpd_tinyimagenet.get_config()
+  tiny_rows = paper.attack_grid(tiny.eval.paper, ('fgsm', 'bim', 'pgd'), tiny.dataset)
+  assert [(r['attack'], r['param']) for r in tiny_rows] == [
+    ('fgsm', 0.02),
+    ('fgsm', 0.04),
+    ('bim', 0.01),  # the paper's Tiny-ImageNet grid of BIM and PGD: theirs for the dataset
+    ('bim', 0.02),
+    ('pgd', 0.01),
+    ('pgd', 0.02),
+  ]
+  config.eval.paper.bim.eps = (0.03,)
+  assert [r['params'] for r in paper.attack_grid(config.eval.paper, ('bim', 'cw'), 'digits')] == [
     dict(eps=0.03, steps=10),
     dict(
       c=0.1,
@@ -301,7 +313,7 @@ def test_config_grid_and_errors(trained_workdir):
       margin='probability',  # the authors' cw.py: the paper suite's default
     ),
   ]
-  jsma_rows = paper.attack_grid(config.eval.paper, ('jsma',))
+  jsma_rows = paper.attack_grid(config.eval.paper, ('jsma',), 'digits')
   assert {r['params']['variant'] for r in jsma_rows} == {'art'}  # ART 1.1, as the paper ran it
   with pytest.raises(ConfigError, match='eval.paper.attacks'):
     evaluate.evaluate(eval_config('paper', paper=dict(attacks='fgsm,deepfool')), trained_workdir)

@@ -87,3 +87,34 @@ def test_study_config_is_valid_and_documents_its_command(path, tmp_path):
     for evaluation in study.evaluations_of(config, run, run_config):
       run_config.eval.suite = evaluation.name
       config_lib.validate_eval(run_config)
+
+
+def test_a_run_saves_its_own_method_group_and_loads_back_whole():
+  from configs import cifar10
+
+  lpd = cifar10.get_config('lpd')
+  saved = config_lib.run_config(lpd).to_dict()
+  groups = {k for k, v in saved.items() if isinstance(v, dict)}
+  assert groups == {'lpd', 'adv_train', 'eval', 'sharding'}
+  assert config_lib.from_saved(saved).to_dict() == lpd.to_dict()
+  deg = config_lib.run_config(cifar10.get_config('deg')).to_dict()
+  assert {'deg', 'pdd'} <= set(deg) and 'lpd' not in deg  # DEG's masks are PDD's
+
+
+def test_a_saved_config_of_the_flat_eval_layout_loads_into_the_attack_groups():
+  old = config_lib.base_config().to_dict()
+  old['eval']['paper'] = dict(
+    attacks='fgsm,pgd,cw', fgsm_eps=[0.03], pgd_eps=[0.01], steps=5, cw_c=0.2, cw_steps=20
+  )
+  old['eval']['robust'] = dict(
+    attacks='apgd-t', eps=[], steps=7, num_targets=3, square_queries=11, restarts=2
+  )
+  config = config_lib.from_saved(old)
+  paper, robust = config.eval.paper, config.eval.robust
+  assert paper.attacks == 'fgsm,pgd,cw' and tuple(paper.fgsm.eps) == (0.03,)
+  assert tuple(paper.pgd.eps) == tuple(paper.bim.eps) == (0.01,) and paper.pgd.steps == 5
+  assert tuple(paper.cw.c) == (0.2,) and paper.cw.steps == 20
+  assert paper.cw.binary_search_steps == 5  # not saved: today's default
+  assert robust.apgd_t.steps == robust.pgd_margin.steps == 7 and robust.apgd_t.num_targets == 3
+  assert robust.square.queries == 11 and robust.pgd_margin.restarts == 2
+  assert tuple(robust.eps) == (0.01,)  # an empty robust grid meant the paper's PGD grid

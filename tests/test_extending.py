@@ -4,23 +4,26 @@ trains; a suite registered the same way is run and written by eval.py's driver."
 import json
 import os
 import re
+import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tiny_config
 
+import lpd_jax
+from lpd_jax import attacks, compare, data, ensemble, evaluate, methods, suites, train
 from lpd_jax import config as config_lib
-from lpd_jax import ensemble, evaluate, methods, suites, train
+from lpd_jax.pytrees import as_partial
+from lpd_jax.suites import common
 from lpd_jax.suites.common import Metric, Report, Suite
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
 
 
 def readme_method_block():
-  text = open(README).read()
-  section = text[text.index('## Extending') :]
-  return re.search(r'```python\n(.*?)```', section, re.S).group(1)
+  return readme_block('## Extending')
 
 
 def test_the_readme_example_method_is_short_registers_and_trains(monkeypatch):
@@ -101,3 +104,63 @@ def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, trained_w
     assert f.read() == '20'
   with open(os.path.join(trained_workdir, 'eval_count.json')) as f:
     assert json.load(f)['count'] == 50  # not overwritten
+
+
+def readme_block(after):
+  text = open(README).read()
+  section = text[text.index(after) :]
+  return re.search(r'```python\n(.*?)```', section, re.S).group(1)
+
+
+def test_the_readme_example_attack_runs_through_paper_robust_and_compare(
+  monkeypatch, trained_workdir, tmp_path
+):
+  """One file (the README block) and one registry line: the attack gets its settings groups
+  in eval.paper and eval.robust, its rows in both reports, and compare's tables show them."""
+  module = {}
+  exec(compile(readme_block('**An attack**'), 'README.md', 'exec'), module)
+  attack = module['ATTACK']
+  monkeypatch.setitem(attacks.REGISTRY, 'corners', attack)  # the registry line
+
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained_workdir, workdir)
+  for name in os.listdir(workdir):
+    if name.startswith('eval_'):
+      os.remove(os.path.join(workdir, name))
+  config = tiny_config(
+    member_strategy='vmap',
+    eval=dict(
+      suite='paper,robust',
+      num_examples=24,
+      batch_size=24,
+      paper=dict(attacks='fgsm,corners'),
+      robust=dict(attacks='corners', eps=(0.04,)),
+    ),
+  )
+  assert config.eval.paper.corners.draws == 4 and config.eval.robust.corners.draws == 4
+  results = evaluate.evaluate(config, workdir)
+  paper_rows = {(r['attack'], r['param']): r for r in results['paper']['rows']}
+  assert [k for k in paper_rows if k[0] == 'corners'] == [('corners', 0.02), ('corners', 0.04)]
+
+  # The suite's number is the attack's own, called directly on the same batch and key.
+  ens = lpd_jax.load(workdir, config)
+  ds = data.load_dataset(config)
+  x, y = data.to_float(ds.test_images[:24]), ds.test_labels[:24]
+  key = jax.random.fold_in(common.attack_key(config.seed, 'corners'), 0)
+  x_adv = attack.fn(as_partial(ens.log_predict), x, y, key=key, eps=0.04, draws=4)
+  assert float(np.abs(np.asarray(x_adv) - x).max()) <= 0.04 + 1e-6
+  correct = np.asarray(jnp.argmax(ens.log_predict(x_adv), -1) == y)
+  assert paper_rows[('corners', 0.04)]['accuracy'] == correct.mean()
+
+  robust = results['robust']
+  assert robust['attacks'] == ['corners'] and robust['rows'][0]['params'] == {'draws': 4}
+  key = jax.random.fold_in(common.attack_key(config.seed, 'robust:corners'), 0)
+  x_adv = attack.fn(as_partial(ens.log_predict), x, y, key=key, eps=0.04, draws=4)
+  robust_correct = np.asarray(jnp.argmax(ens.log_predict(x_adv), -1) == y)
+  clean = np.asarray(jnp.argmax(ens.log_predict(x), -1) == y)
+  assert robust['robust_accuracy']['0.04'] == (clean & robust_correct).mean()
+
+  result, markdown, _ = compare.compare([workdir])
+  labels = {t['name']: [r['label'] for r in t['rows']] for t in result['tables']}
+  assert {'Corners 0.02 (all)', 'Corners 0.04 (clean-correct)'} <= set(labels['table4'])
+  assert '  corners, eps 0.04' in labels['robust']

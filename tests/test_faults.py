@@ -24,6 +24,7 @@ from conftest import tiny_config
 import lpd_jax
 from lpd_jax import checkpoint, data, predict, train
 from lpd_jax import config as config_lib
+from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import CheckpointError, ConfigError, DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,7 +204,7 @@ def test_resume_from_a_damaged_checkpoint_moves_it_aside_and_ends_bit_identical(
   resumed = train.train_and_evaluate(tiny_config(), copy_of)
   err = capsys.readouterr().err
   assert 'checkpoint of epoch 3 is damaged' in err and 'moved the damaged checkpoint' in err
-  assert os.path.isdir(os.path.join(copy_of, checkpoint.DAMAGED_DIR, '3'))  # kept, not deleted
+  assert os.path.isdir(os.path.join(copy_of, workdir_lib.DAMAGED_DIR, '3'))  # kept, not deleted
   assert same_variables(resumed.variables, lpd_jax.load(trained_workdir).variables)
   with open(os.path.join(copy_of, 'metrics.jsonl')) as f:
     assert [json.loads(line)['epoch'] for line in f] == [1, 2, 3]

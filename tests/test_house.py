@@ -23,6 +23,7 @@ FLOORS = (
       'lpd_jax.dropout',
       'lpd_jax.data',
       'lpd_jax.checkpoint',
+      'lpd_jax.workdir',
       'lpd_jax.progress',
       'lpd_jax.compilation_cache',
     ),

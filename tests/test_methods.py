@@ -328,7 +328,7 @@ def test_each_method_trains_from_the_cli_is_read_by_eval_and_resumes_bit_identic
   assert [r['epoch'] for r in lines] == list(range(1, len(lines) + 1))
   assert lines[-1]['train_loss'] < lines[0]['train_loss']
   assert {k[len('train_loss_') :] for k in lines[0] if k.startswith('train_loss_')} == TERMS[spec]
-  config = loading.read_config(workdir)[0]
+  config = loading.read_config(workdir).config
   results = evaluate.evaluate(config, workdir)  # what eval.py --workdir=... runs
   with open(os.path.join(workdir, 'eval_clean.json')) as f:
     assert json.load(f) == results['clean']
@@ -351,7 +351,7 @@ def test_the_terms_do_what_they_are_for(method_runs):
   """After the same training: DEG, GAL and TRS have lower median gradient cosine L_d than
   Baseline (test set, raw inference, the probes of Tables 2-3), ADP a higher ambiguity
   entropy (eq. 7)."""
-  ds = data.load_dataset(loading.read_config(method_runs['baseline'])[0])
+  ds = data.load_dataset(loading.read_config(method_runs['baseline']).config)
   x, y = ds.test_images, ds.test_labels
   ensembles = {spec: lpd_jax.load(method_runs[spec]) for spec in ('baseline', *TERMS)}
   median_cos = {
@@ -372,7 +372,7 @@ def test_the_terms_do_what_they_are_for(method_runs):
 def test_fgsm_adversarial_training_raises_fgsm_accuracy(method_runs):
   """Baseline with and without FGSM adversarial training (eps 0.1, same 15-epoch budget),
   attacked by FGSM at eps 0.1 on the digits test set."""
-  ds = data.load_dataset(loading.read_config(method_runs['baseline'])[0])
+  ds = data.load_dataset(loading.read_config(method_runs['baseline']).config)
   accuracy = {}
   for spec in ('baseline-15', 'advt_fgsm-15'):
     ens = lpd_jax.load(method_runs[spec])

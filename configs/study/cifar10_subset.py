@@ -57,11 +57,16 @@ def get_config():
     eval_overrides=dict(
       batch_size=100,
       num_examples=100,
-      paper=dict(cw_steps=30, cw_binary_search_steps=2, jsma_gamma=(0.05,)),
+      paper=dict(cw=dict(steps=30, binary_search_steps=2), jsma=dict(gamma=(0.05,))),
       # clean accuracy and the probes on all 500 test images, in batches of 250
       clean=dict(test_examples=-1, batch_size=250),
       probes=dict(num_examples=-1, test_examples=-1, batch_size=250),
-      robust=dict(steps=10, num_targets=1, square_queries=100),
+      robust=dict(
+        apgd_ce=dict(steps=10),
+        apgd_t=dict(steps=10, num_targets=1),
+        square=dict(queries=100),
+        pgd_margin=dict(steps=10),
+      ),
       audit=dict(num_examples=100, strong_steps=20, restarts=1, square_queries=100),
       certify=dict(num_examples=8, methods='ibp,crown', curve_points=2, batch_size=8),
     ),

@@ -22,9 +22,14 @@ def get_config():
     eval_overrides=dict(
       batch_size=128,
       num_examples=64,
-      paper=dict(cw_steps=20, cw_binary_search_steps=2),
+      paper=dict(cw=dict(steps=20, binary_search_steps=2)),
       sweep=dict(linf_eps=(0.02, 0.08, 0.32), l2_eps=(0.4, 1.6), steps=5),
-      robust=dict(steps=5, num_targets=2, square_queries=50),
+      robust=dict(
+        apgd_ce=dict(steps=5),
+        apgd_t=dict(steps=5, num_targets=2),
+        square=dict(queries=50),
+        pgd_margin=dict(steps=5),
+      ),
       audit=dict(num_examples=32, strong_steps=10, restarts=1, square_queries=50),
       certify=dict(num_examples=8, methods='ibp,crown', curve_points=2, batch_size=8),
     ),

@@ -2,13 +2,13 @@
 training log; and `run_missing`, which evaluates what a workdir lacks."""
 
 import dataclasses
-import glob
 import json
 import os
 
 from tqdm.auto import tqdm
 
 from lpd_jax import evaluate, evaluations, loading, methods, suites
+from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import ConfigError
 from lpd_jax.suites.common import Metric
 
@@ -86,9 +86,8 @@ def read_run(workdir):
   saved = loading.read_config(workdir)
   if saved is None:
     raise ConfigError(f'{workdir} holds no trained ensemble (no ensemble.json)')
-  config, num_classes, input_shape = saved
   records, reports = {}, {}
-  for path in sorted(glob.glob(os.path.join(workdir, 'eval_*.json'))):
+  for path in workdir_lib.report_paths(workdir):
     with open(path) as f:
       report = json.load(f)
     found = report_records(report, path) if isinstance(report, dict) else None
@@ -98,19 +97,21 @@ def read_run(workdir):
     records[suite_type, variant] = {m.key: m for m in metrics}
     reports[suite_type, variant] = report
   derived = set()
-  if not methods.has_expected_inference(config):  # 'expected' is 'raw' for this method
+  if not methods.has_expected_inference(saved.config):  # 'expected' is 'raw' for this method
     for suite_type, variant in list(records):
       if variant == RAW and (suite_type, EXPECTED) not in records:
         records[suite_type, EXPECTED] = records[suite_type, RAW]
         reports[suite_type, EXPECTED] = reports[suite_type, RAW]
         derived.add((suite_type, EXPECTED))
-  metrics = []
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if os.path.exists(path):
-    with open(path) as f:
-      metrics = [json.loads(line) for line in f if line.strip()]
   return Run(
-    workdir, config, num_classes, tuple(input_shape), records, reports, metrics, frozenset(derived)
+    workdir,
+    saved.config,
+    saved.num_classes,
+    tuple(saved.input_shape),
+    records,
+    reports,
+    workdir_lib.read_metrics(workdir),
+    frozenset(derived),
   )
 
 
@@ -153,10 +154,10 @@ def run_missing(runs, names):
   todo = []
   for run in runs:
     for name in names:
-      config = loading.read_config(run.workdir)[0]
+      config = loading.read_config(run.workdir).config
       config.eval.suite = name
       (evaluation,) = evaluations.resolve(config)
-      if os.path.exists(os.path.join(run.workdir, f'eval_{evaluation.name}.json')):
+      if os.path.exists(workdir_lib.report_path(run.workdir, evaluation.name)):
         continue
       ok, why = runnable(run, evaluation)
       if ok:

@@ -31,6 +31,7 @@ class Method(NamedTuple):
     keep_rates: config -> `dropout.KeepRates` (h [K, B, D] -> p) for 'expected' inference,
       or None when the head saw unscaled features in training (no dropout, or 1/p rescaling).
     validate: config -> None; raises ConfigError for settings of this method that cannot work.
+    uses: the other methods whose config groups this one reads (DEG: PDD's masks).
   """
 
   name: str
@@ -39,6 +40,7 @@ class Method(NamedTuple):
   loss: Callable
   keep_rates: Optional[Callable] = None
   validate: Optional[Callable] = None
+  uses: tuple = ()
 
 
 def mean_cross_entropy(logits, y):

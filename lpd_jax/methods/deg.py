@@ -63,4 +63,4 @@ def validate(config):
   need(config.deg.beta >= 0, f'deg.beta must be >= 0, got {config.deg.beta}')
 
 
-METHOD = Method('deg', 'PDD', DEFAULTS, loss, keep_rates, validate)
+METHOD = Method('deg', 'PDD', DEFAULTS, loss, keep_rates, validate, uses=('pdd',))

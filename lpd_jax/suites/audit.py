@@ -1,7 +1,7 @@
 """Suite 'audit': the gradient-masking checks of `lpd_jax.audit` on the ensemble.
 
 Runs `audit.run` on the first eval.audit.num_examples test images (one batch) at L-inf
-eval.audit.eps (0: the largest eps of eval.paper.pgd_eps, the dataset's grid), with the
+eval.audit.eps (0: the largest eps of the dataset's L-inf grid, `attacks.linf_grid`), with the
 ensemble's member logits (member-margin PGD), its 'expected' inference when it has keep
 rates, and a surrogate workdir for the transfer check when eval.audit.surrogate is set.
 """
@@ -9,7 +9,7 @@ rates, and a surrogate workdir for the transfer check when eval.audit.surrogate 
 import jax
 import numpy as np
 
-from lpd_jax import audit
+from lpd_jax import attacks, audit
 from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
 from lpd_jax.suites.common import (
@@ -17,14 +17,13 @@ from lpd_jax.suites.common import (
   Report,
   Suite,
   describe,
-  grid,
   markdown_table,
   pct,
   verdict,
 )
 
 DEFAULTS = dict(
-  eps=0.0,  # L-inf eps of the audit; 0 = the largest of eval.paper.pgd_eps
+  eps=0.0,  # L-inf eps of the audit; 0 = the largest of the dataset's L-inf grid
   num_examples=256,  # first test images, attacked as one batch
   surrogate='',  # optional workdir of an independent ensemble (white-box vs transfer)
   large_eps=0.5,  # accuracy must be ~0 here
@@ -37,9 +36,10 @@ DEFAULTS = dict(
 
 
 def audit_eps(config, cfg):
+  """eval.audit.eps, or (0) the largest eps of the dataset's L-inf grid."""
   if cfg.eps > 0:
     return float(cfg.eps)
-  return max(grid(config.eval.paper, 'pgd_eps', 'paper'))
+  return max(attacks.linf_grid(config.dataset))
 
 
 def run(ens, ctx):

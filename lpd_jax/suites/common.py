@@ -73,7 +73,8 @@ class Suite(NamedTuple):
     name: the type's name; `config.eval.suite=<name>` runs its default instance, whose
       settings are the group `config.eval.<name>`.
     run: `run(ens, ctx: SuiteContext) -> Report`.
-    defaults: the config group's defaults ({} for none).
+    defaults: the config group's defaults ({} for none), or a function returning them
+      (read when a config is built: suites whose groups hold a group per registered attack).
     validate: (config, settings group) -> None, raising ConfigError for settings that
       cannot work.
     metrics: `metrics(json) -> [Metric]`, the flat records of a report's JSON; `run` returns
@@ -82,9 +83,13 @@ class Suite(NamedTuple):
 
   name: str
   run: Callable
-  defaults: dict
+  defaults: Any
   validate: Optional[Callable] = None
   metrics: Callable = lambda result: []
+
+  def default_settings(self) -> dict:
+    """The settings group of the type's default instance, as a dict."""
+    return dict(self.defaults() if callable(self.defaults) else self.defaults)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +133,33 @@ class Report:
   metrics: list = dataclasses.field(default_factory=list)
 
 
+def attack_settings(fits, with_grid=True):
+  """{config_key(name): settings} of every registered attack for which `fits(attack)`: a
+  suite's config groups of its attacks (`Attack.settings()`; without its grid where the
+  suite sets the grid for all of them)."""
+  return {
+    attacks.config_key(a.name): a.settings() if with_grid else dict(a.params)
+    for a in attacks.REGISTRY.values()
+    if fits(a)
+  }
+
+
+def attack_params(attack, group, dataset):
+  """An attack's settings group -> (its grid for `dataset`: the group's, or the attack's
+  own where the group's is empty or absent; its other params cast to the types of
+  `attack.params`, so one setting is one compile whether it came from Python or from a
+  command-line override)."""
+  own = tuple(group[attack.param]) if attack.param in group else ()
+  grid = tuple(float(v) for v in own) or attack.grid_for(dataset)
+  order = [*attack.params, *(k for k in group if k not in attack.params)]  # the attack's order
+  params = {
+    k: (type(attack.params[k])(group[k]) if k in attack.params else group[k])
+    for k in order
+    if k in group and k != attack.param
+  }
+  return grid, params
+
+
 def names(cfg, field, allowed, group):
   """A comma-separated config field -> a tuple of names, each in `allowed`."""
   values = tuple(s.strip() for s in str(cfg[field]).split(',') if s.strip())
@@ -157,10 +189,19 @@ def attack_key(seed, name):
   return jax.random.fold_in(jax.random.key(seed), zlib.crc32(f'attack:{name}'.encode()) >> 1)
 
 
+def attacked_fn(ens, name):
+  """-> (what attack `name` attacks (`Attack.target`): the ensemble's log mean softmax
+  (eq. 1) or its member logits [K, B, C]; the models its examples are judged on: None for
+  the attacked one itself, else the ensemble's eq. 1)."""
+  if attacks.REGISTRY[name].target == 'members':
+    return ens.member_logits, [ens.log_predict]
+  return ens.log_predict, None
+
+
 def run_attack_row(row, source_fn, ctx, *, targets=None, bar=None, keep_examples=False):
   """One row of an attack grid ({'attack', 'params', ...}) on the test prefix with the
   key of `attack_key(seed, attack)`: -> correctness [N] per target (`predict.attack_correct`;
-  with `keep_examples`, (that list, x_adv [N, ...]))."""
+  default: `source_fn` itself; with `keep_examples`, (that list, x_adv [N, ...]))."""
   return predict.attack_correct(
     attacks.REGISTRY[row['attack']].fn,
     row['params'],

@@ -1,7 +1,9 @@
 """Suite 'paper': accuracy under the white-box attacks of Table 4 (paper section 5).
 
 FGSM, BIM and PGD (L-inf) at two eps, JSMA at two gamma, C&W L2 (METHODS.md "Attacks"),
-on all evaluated test points and on those the ensemble classifies right clean. The
+on all evaluated test points and on those the ensemble classifies right clean. Any
+registered attack (`attacks.REGISTRY`) can be a row: each runs at its grid with the
+parameters of its group eval.paper.<attack> (`Attack.settings`). The
 ensemble is attacked as deployed, in evaluation mode through `Ensemble.log_predict`
 (log of the mean member softmax, eq. 1) in the run's inference mode. Every attack runs
 jitted on batches of one shape (`predict.padded_batches`), so each compiles once per
@@ -26,9 +28,11 @@ from lpd_jax.suites.common import (
   Report,
   Suite,
   accuracies,
+  attack_params,
+  attack_settings,
+  attacked_fn,
   describe,
   fmt_param,
-  grid,
   grid_table,
   names,
   npz_bytes,
@@ -36,78 +40,47 @@ from lpd_jax.suites.common import (
   run_attack_row,
 )
 
-# The attacks with a paper grid (`attack_grid`); each must be in attacks.REGISTRY.
-ATTACKS = ('fgsm', 'bim', 'pgd', 'jsma', 'cw')
-
-# METHODS.md "Attacks". pgd_eps is the CIFAR grid; configs/lpd_tinyimagenet.py sets its own.
-DEFAULTS = dict(
-  attacks='fgsm,bim,pgd,jsma,cw',  # the rows to run
-  fgsm_eps=(0.02, 0.04),  # FGSM L-inf eps
-  pgd_eps=(0.02, 0.04),  # BIM and PGD L-inf eps (Tiny-ImageNet: 0.01, 0.02)
-  steps=10,  # BIM / PGD steps of eps / 10
-  jsma_theta=0.1,  # JSMA: increase per changed feature
-  jsma_gamma=(0.05, 0.1),  # JSMA: max fraction of features changed, one row each
-  # JSMA as the paper ran it (ART 1.1: a pixel can be raised repeatedly, int(gamma * D / 2)
-  # iterations); 'once': each feature changes once, at most gamma * D of them (weaker).
-  jsma_variant='art',
-  cw_c=0.1,  # C&W L2: initial trade-off constant c (then binary-searched per sample)
-  cw_confidence=0.01,  # C&W L2: required margin kappa
-  cw_steps=1000,  # C&W L2: Adam steps per binary-search round
-  cw_binary_search_steps=5,  # C&W L2: rounds of the search over c
-  cw_learning_rate=0.01,  # C&W L2: Adam step size in tanh space (ART's default)
-  # C&W margin: 'probability', the authors' cw.py on the mean softmax (the paper's numbers),
-  # or 'log_probability', the Carlini-Wagner form (strong; it does not vanish on saturation).
-  cw_margin='probability',
-)
+DEFAULT_ATTACKS = 'fgsm,bim,pgd,jsma,cw'  # Table 4's rows
 
 
-def attack_grid(paper_cfg, attack_names):
-  """The paper's settings of each attack in `attack_names` -> list of rows.
+def defaults():
+  """The rows to run, and a group per registered attack: its grid (() = the attack's own
+  grid for the run's dataset, `Attack.grid_for`) and its parameters as the paper ran them
+  (METHODS.md "Attacks"; C&W's margin 'probability' is the authors' cw.py on the mean
+  softmax, 'log_probability' the Carlini-Wagner form; JSMA's variant 'art' is ART 1.1's,
+  'once' changes each feature once)."""
+  return dict(attacks=DEFAULT_ATTACKS, **attack_settings(lambda a: True))
 
-  Each row: {'attack', 'label', 'param_name' (the Para. column), 'param', 'params'
-  (keyword arguments of the attack)}. eps for FGSM, BIM and PGD; gamma for JSMA; c for
-  C&W. BIM and PGD take `steps` steps of eps / 10 (the attacks' default), PGD from a
-  uniform random start.
+
+def attack_grid(paper_cfg, attack_names, dataset):
+  """Each attack of `attack_names` at its grid -> list of rows.
+
+  Each row: {'attack', 'label', 'param_name' (the Para. column: `Attack.param`), 'param',
+  'params' (keyword arguments of the attack: the param's value and the group's others)}.
 
   Args:
-    paper_cfg: the group config.eval.paper.
-    attack_names: names from ATTACKS.
+    paper_cfg: the settings group of a paper evaluation (config.eval.paper).
+    attack_names: names from attacks.REGISTRY.
+    dataset: the run's dataset (an empty grid is the attack's own for it).
   """
-  c = paper_cfg
   rows = []
-
-  def add(attack, param_name, param, **params):
-    rows.append(
-      dict(
-        attack=attack,
-        label=attacks.REGISTRY[attack].label,
-        param_name=param_name,
-        param=float(param),
-        params=params,
+  for name in attack_names:
+    attack = attacks.REGISTRY[name]
+    grid_values, params = attack_params(attack, paper_cfg[attacks.config_key(name)], dataset)
+    if not grid_values or min(grid_values) <= 0:
+      raise ConfigError(
+        f'eval.paper.{attacks.config_key(name)}.{attack.param}={grid_values!r}: give one or '
+        'more values > 0'
       )
-    )
-
-  for attack in attack_names:
-    if attack == 'fgsm':
-      for eps in grid(c, 'fgsm_eps', 'paper'):
-        add('fgsm', 'eps', eps, eps=eps)
-    elif attack in ('bim', 'pgd'):
-      for eps in grid(c, 'pgd_eps', 'paper'):
-        add(attack, 'eps', eps, eps=eps, steps=int(c.steps))
-    elif attack == 'jsma':
-      for gamma in grid(c, 'jsma_gamma', 'paper'):
-        add('jsma', 'gamma', gamma, theta=float(c.jsma_theta), gamma=gamma, variant=c.jsma_variant)
-    elif attack == 'cw':
-      add(
-        'cw',
-        'c',
-        c.cw_c,
-        c=float(c.cw_c),
-        confidence=float(c.cw_confidence),
-        steps=int(c.cw_steps),
-        binary_search_steps=int(c.cw_binary_search_steps),
-        learning_rate=float(c.cw_learning_rate),
-        margin=c.cw_margin,
+    for value in grid_values:
+      rows.append(
+        dict(
+          attack=name,
+          label=attack.label,
+          param_name=attack.param,
+          param=float(value),
+          params={attack.param: float(value), **params},
+        )
       )
   return rows
 
@@ -121,7 +94,8 @@ def run(ens, ctx):
   seconds}], the first row 'No Attack'.
   """
   config, images, labels = ctx.config, ctx.images, ctx.labels
-  rows_to_run = attack_grid(ctx.cfg, names(ctx.cfg, 'attacks', ATTACKS, 'paper'))
+  chosen = names(ctx.cfg, 'attacks', tuple(attacks.REGISTRY), 'paper')
+  rows_to_run = attack_grid(ctx.cfg, chosen, config.dataset)
   batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
   with tqdm(total=per_row * (1 + len(rows_to_run)), desc='paper attacks', disable=None) as bar:
@@ -145,7 +119,10 @@ def run(ens, ctx):
     for row in rows_to_run:
       bar.set_postfix_str(f'{row["label"]} {row["param"]:g}')
       start = time.perf_counter()
-      (correct,), x_adv = run_attack_row(row, ens.log_predict, ctx, bar=bar, keep_examples=True)
+      source, judge = attacked_fn(ens, row['attack'])
+      (correct,), x_adv = run_attack_row(
+        row, source, ctx, targets=judge, bar=bar, keep_examples=True
+      )
       acc, acc_clean = accuracies(correct, clean)
       rows.append(
         dict(
@@ -178,6 +155,7 @@ def run(ens, ctx):
 def settings_text(row):
   """How a row's attack ran, in words (from its params)."""
   p, attack = row['params'], row['attack']
+  label = row.get('label', attack.upper())
   if attack == 'jsma':
     return f'JSMA {p.get("variant")} (theta {p.get("theta")})'
   if attack == 'cw':
@@ -187,8 +165,13 @@ def settings_text(row):
     )
   if attack in ('bim', 'pgd'):
     start = ', random start' if attack == 'pgd' else ''
-    return f'{row.get("label", attack)} {p.get("steps")} steps of eps / 10{start}, CE on eq. 1'
-  return f'{row.get("label", attack)}, CE on eq. 1' if attack != 'none' else 'clean'
+    return f'{label} {p.get("steps")} steps of eps / 10{start}, CE on eq. 1'
+  if attack == 'fgsm':
+    return f'{label}, CE on eq. 1'
+  if attack == 'none':
+    return 'clean'
+  others = ', '.join(f'{k} {v}' for k, v in p.items() if k != row.get('param_name'))
+  return f'{label} ({others})' if others else label
 
 
 def metrics(result):
@@ -250,7 +233,10 @@ def distortion(images, x_adv, successful):
 
 def paper_table(result, ens, ctx):
   """Markdown of a paper-suite result in the layout of Table 4."""
-  c = ctx.cfg
+  first = {}
+  for r in result['rows'][1:]:
+    first.setdefault(r['attack'], r)
+  how = '; '.join(f'{r["param_name"]} for {settings_text(r)}' for r in first.values())
   return '\n'.join(
     [
       f'White-box attacks, accuracy (%) on {describe(ens, ctx)}; '
@@ -268,21 +254,21 @@ def paper_table(result, ens, ctx):
         ),
       ),
       '',
-      f'Para.: eps (L-inf) for FGSM, BIM and PGD ({c.steps} steps of eps / 10, PGD from a '
-      f'random start); gamma for JSMA (theta {c.jsma_theta}, variant {c.jsma_variant}); c for '
-      f'C&W L2 ({c.cw_steps} steps, {c.cw_binary_search_steps} binary-search steps, confidence '
-      f'{c.cw_confidence}, margin on {CW_MARGINS[c.cw_margin]}). '
-      'Attack loss of FGSM/BIM/PGD: cross-entropy on the log mean softmax (eq. 1). median L2: '
-      'of the successful examples (clean-correct, then misclassified).',
+      f'Para.: {how}. median L2: of the successful examples (clean-correct, then misclassified).',
     ]
   )
 
 
+CHOICES = {('jsma', 'variant'): saliency_map.VARIANTS, ('cw', 'margin'): tuple(CW_MARGINS)}
+
+
 def validate(config, cfg):
-  attack_grid(cfg, names(cfg, 'attacks', ATTACKS, 'paper'))
-  for field, choices in (('jsma_variant', saliency_map.VARIANTS), ('cw_margin', tuple(CW_MARGINS))):
-    if cfg[field] not in choices:
-      raise ConfigError(f'eval.paper.{field} must be one of {choices}, got {cfg[field]!r}')
+  chosen = names(cfg, 'attacks', tuple(attacks.REGISTRY), 'paper')
+  attack_grid(cfg, chosen, config.dataset)
+  for (attack, field), choices in CHOICES.items():
+    value = cfg[attacks.config_key(attack)][field]
+    if attack in chosen and value not in choices:
+      raise ConfigError(f'eval.paper.{attack}.{field} must be one of {choices}, got {value!r}')
 
 
-SUITE = Suite('paper', run, DEFAULTS, validate, metrics)
+SUITE = Suite('paper', run, defaults, validate, metrics)

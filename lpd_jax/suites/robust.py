@@ -2,24 +2,24 @@
 
 METHODS.md "Attacks", strong attacks: a sample counts as robust at eps only if it is
 classified right on the clean input and on the examples of *every* attack run at that eps
-(the per-sample worst case), on all evaluated points. The attacks (`ATTACKS`, chosen with
-eval.robust.attacks) are L-inf and run against the deployed ensemble in evaluation mode in
-the run's inference mode:
+(the per-sample worst case), on all evaluated points. The attacks (eval.robust.attacks) are
+any registered L-inf attacks (`attacks.bounded_by_eps`), each with its parameters in
+eval.robust.<attack>, run against the deployed ensemble in evaluation mode in the run's
+inference mode; the default four:
 
   apgd-ce            APGD on the cross-entropy of eq. 1 (Croce & Hein 2020)
   apgd-t             targeted APGD on the DLR loss, `num_targets` target classes
-  square             Square (gradient-free random search, `square_queries` queries)
+  square             Square (gradient-free random search, `queries` queries)
   pgd-margin         PGD on the margin of eq. 1's log-probabilities, `restarts` restarts
-  pgd-member-margin  PGD on the members' own logit margins (`Ensemble.member_logits`):
-                     an ensemble of saturated members cannot mask it
 
-The eps grid is eval.robust.eps, or eval.paper.pgd_eps (the dataset's grid) when empty.
+and pgd-member-margin, PGD on the members' own logit margins (`Ensemble.member_logits`),
+which an ensemble of saturated members cannot mask.
+
+The eps grid is eval.robust.eps; () is the dataset's L-inf grid (`attacks.linf_grid`).
 """
 
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -29,6 +29,9 @@ from lpd_jax.suites.common import (
   Report,
   Suite,
   attack_key,
+  attack_params,
+  attack_settings,
+  attacked_fn,
   describe,
   grid,
   markdown_table,
@@ -37,44 +40,28 @@ from lpd_jax.suites.common import (
   pct,
 )
 
-ATTACKS = ('apgd-ce', 'apgd-t', 'square', 'pgd-margin', 'pgd-member-margin')
 
-DEFAULTS = dict(
-  attacks='apgd-ce,apgd-t,square,pgd-margin',  # the worst case is over these
-  eps=(),  # L-inf eps grid; () = eval.paper.pgd_eps, the dataset's grid
-  steps=100,  # APGD and PGD iterations (the authors of APGD: 100)
-  restarts=1,  # PGD restarts (per-sample worst case kept)
-  num_targets=9,  # APGD-T target classes (at most C - 1)
-  square_queries=1000,  # Square queries (RobustBench's standard attack uses 5000)
-)
-
-
-def attack_spec(name, cfg, eps, num_classes):
-  """-> (attack function, params, whether it attacks the member logits)."""
-  steps = int(cfg.steps)
-  if name == 'apgd-ce':
-    return attacks.apgd, dict(eps=eps, steps=steps, loss='ce'), False
-  if name == 'apgd-t':
-    targets = min(int(cfg.num_targets), num_classes - 1)
-    return (
-      attacks.apgd,
-      dict(eps=eps, steps=steps, loss='dlr', targeted=True, num_targets=targets),
-      False,
-    )
-  if name == 'square':
-    return attacks.square, dict(eps=eps, queries=int(cfg.square_queries)), False
-  restarts = int(cfg.restarts)
-  if name == 'pgd-margin':
-    return attacks.pgd, dict(eps=eps, steps=steps, restarts=restarts, loss='margin'), False
-  if name == 'pgd-member-margin':
-    return attacks.pgd, dict(eps=eps, steps=steps, restarts=restarts, loss='member_margin'), True
-  raise ValueError(f'unknown robust attack {name!r}')
+def defaults():
+  """The attacks the worst case is over, the eps grid (() = the dataset's L-inf grid,
+  `attacks.linf_grid`) and a group of parameters per registered L-inf attack (APGD and
+  PGD: 100 steps, as the authors of APGD; Square: 1000 queries, RobustBench's standard
+  attack uses 5000)."""
+  return dict(
+    attacks='apgd-ce,apgd-t,square,pgd-margin',
+    eps=(),
+    **attack_settings(attacks.bounded_by_eps, with_grid=False),
+  )
 
 
 def eps_grid(config, cfg):
+  """The eps grid of a robust evaluation: its own, or the dataset's L-inf grid."""
   if len(cfg.eps):
     return grid(cfg, 'eps', 'robust')
-  return grid(config.eval.paper, 'pgd_eps', 'paper')
+  return attacks.linf_grid(config.dataset)
+
+
+def robust_attacks():
+  return tuple(n for n, a in attacks.REGISTRY.items() if attacks.bounded_by_eps(a))
 
 
 def run(ens, ctx):
@@ -86,11 +73,10 @@ def run(ens, ctx):
   [{attack, eps, accuracy, seconds}], num_examples, inference (added by the driver).
   """
   config, cfg, images, labels = ctx.config, ctx.cfg, ctx.images, ctx.labels
-  chosen = names(cfg, 'attacks', ATTACKS, 'robust')
+  chosen = names(cfg, 'attacks', robust_attacks(), 'robust')
   epsilons = eps_grid(config, cfg)
   batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
-  num_classes = jax.eval_shape(ens.log_predict, jnp.zeros((1, *images.shape[1:]))).shape[-1]
   per_sample = {'labels': np.asarray(labels)}
   rows, robust = [], {}
   total = per_row * (1 + len(chosen) * len(epsilons))
@@ -103,12 +89,13 @@ def run(ens, ctx):
       worst = clean.copy()
       for name in chosen:
         bar.set_postfix_str(f'{name} {eps:g}')
-        fn, params, on_members = attack_spec(name, cfg, eps, num_classes)
+        attack = attacks.REGISTRY[name]
+        _, params = attack_params(attack, cfg[attacks.config_key(name)], config.dataset)
         start = time.perf_counter()
         (correct,) = predict.attack_correct(
-          fn,
-          params,
-          ens.member_logits if on_members else ens.log_predict,
+          attack.fn,
+          dict(eps=eps, **params),
+          attacked_fn(ens, name)[0],
           images,
           labels,
           key=attack_key(config.seed, f'robust:{name}'),
@@ -122,7 +109,7 @@ def run(ens, ctx):
           dict(
             attack=name,
             eps=eps,
-            params={k: v for k, v in params.items() if k != 'eps'},
+            params=params,
             accuracy=float(correct.mean()),
             seconds=time.perf_counter() - start,
           )
@@ -200,7 +187,6 @@ def robust_table(result, ens, ctx):
         pct(result['robust_accuracy'][f'{eps:g}']),
       )
     )
-  c = ctx.cfg
   return '\n'.join(
     [
       f'Robust accuracy (%), strong attacks, per-sample worst case, on all {describe(ens, ctx)}; '
@@ -208,16 +194,21 @@ def robust_table(result, ens, ctx):
       '',
       markdown_table(header, cells),
       '',
-      f'APGD / PGD {c.steps} steps, PGD restarts {c.restarts}, APGD-T {c.num_targets} targets, '
-      f'Square {c.square_queries} queries. A sample is robust when right clean and under '
-      'every attack; accuracy is over all evaluated points.',
+      'Attacks: '
+      + ', '.join(
+        f'{r["attack"]} {params_text(r["params"])}'
+        for r in result['rows']
+        if r['eps'] == result['eps'][0]
+      )
+      + '. A sample is robust when right clean and under every attack; accuracy is over all '
+      'evaluated points.',
     ]
   )
 
 
 def validate(config, cfg):
-  names(cfg, 'attacks', ATTACKS, 'robust')
+  names(cfg, 'attacks', robust_attacks(), 'robust')
   eps_grid(config, cfg)
 
 
-SUITE = Suite('robust', run, DEFAULTS, validate, metrics)
+SUITE = Suite('robust', run, defaults, validate, metrics)

@@ -32,12 +32,11 @@ from lpd_jax.suites.common import (
 )
 from lpd_jax.suites.paper import attack_grid
 
-ATTACKS = ('fgsm', 'bim', 'pgd', 'jsma')
 LABELS = ('true', 'surrogate')
 
 DEFAULTS = dict(
   workdir='',  # surrogate workdirs (comma-separated), on which the examples are made
-  attacks='pgd,jsma',  # at the paper suite's grid (fgsm|bim|pgd|jsma); Table 5: PGD, JSMA
+  attacks='pgd,jsma',  # any attack of the ensemble's eq. 1, at the paper suite's grid (Table 5)
   labels='true',  # attack labels: 'true', or 'surrogate' (its own predictions, as ART)
 )
 
@@ -51,6 +50,11 @@ def on_predicted_labels(attack):
     return attack(model_fn, x, jnp.argmax(model_fn(x), -1), **params)
 
   return run
+
+
+def transfer_attacks():
+  """The attacks whose examples are made on a model's eq. 1 (not its member logits)."""
+  return tuple(n for n, a in attacks.REGISTRY.items() if a.target == 'ensemble')
 
 
 def surrogate_workdirs(cfg):
@@ -103,7 +107,8 @@ def run(ens, ctx):
   workdirs = surrogate_workdirs(cfg)
   if cfg.labels not in LABELS:
     raise ConfigError(f'eval.transfer.labels must be one of {LABELS}, got {cfg.labels!r}')
-  rows_to_run = attack_grid(config.eval.paper, names(cfg, 'attacks', ATTACKS, 'transfer'))
+  chosen = names(cfg, 'attacks', transfer_attacks(), 'transfer')
+  rows_to_run = attack_grid(config.eval.paper, chosen, config.dataset)
   batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
   surrogates, rows = [], []
@@ -256,7 +261,7 @@ def transfer_markdown(result, ens, ctx):
 
 
 def validate(config, cfg):
-  names(cfg, 'attacks', ATTACKS, 'transfer')
+  names(cfg, 'attacks', transfer_attacks(), 'transfer')
   if cfg.labels not in LABELS:
     raise ConfigError(f'eval.transfer.labels must be one of {LABELS}, got {cfg.labels!r}')
 

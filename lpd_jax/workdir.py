@@ -1,0 +1,186 @@
+"""A workdir's files in one place: where each lives, the metadata as a typed record,
+metrics.jsonl, atomic writes, and the writability and compatibility checks.
+
+  ensemble.json             `Meta`: the config, num_classes, input_shape and the epochs at
+                            which a continuation restarted the learning-rate schedule
+  metrics.jsonl             one line per trained epoch (`read_metrics`, `reconcile_metrics`)
+  checkpoints/              orbax checkpoints and their manifests (`lpd_jax.checkpoint`)
+  damaged_checkpoints/      checkpoints that failed verification, moved aside
+  eval_<name>.json / .md    each evaluation's report (`report_path`, `report_paths`)
+
+Knows no model, method or suite: files, JSON and configs only.
+"""
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Optional
+
+import ml_collections
+
+from lpd_jax.errors import CheckpointError
+
+META_FILE = 'ensemble.json'
+METRICS_FILE = 'metrics.jsonl'
+CHECKPOINTS_DIR = 'checkpoints'
+DAMAGED_DIR = 'damaged_checkpoints'  # where training moves damaged checkpoints (never deleted)
+
+# Fields that fix the shapes and meaning of the saved parameters, with the value a
+# workdir saved before the field existed is taken to have.
+MODEL_FIELDS = {
+  'dataset': None,
+  'model': 'resnet18',
+  'num_members': None,
+  'width': None,
+  'method': None,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+  """ensemble.json: what rebuilds a workdir's ensemble without its data.
+
+  Attributes:
+    config: the training config, as saved (a ConfigDict of the layout it was written in).
+    num_classes: C.
+    input_shape: (H, W, c).
+    schedule_restarts: epochs at which a continuation (config.continue_training)
+      restarted the learning-rate schedule.
+  """
+
+  config: ml_collections.ConfigDict
+  num_classes: int
+  input_shape: tuple
+  schedule_restarts: tuple = ()
+
+
+def path(workdir: str, name: str) -> str:
+  """The path of file `name` of `workdir`."""
+  return os.path.join(workdir, name)
+
+
+def write_text_atomically(file_path: str, text: str) -> None:
+  """Writes `text` so that a reader sees the old file or the whole new one."""
+  tmp = f'{file_path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, file_path)
+
+
+def write_json_atomically(file_path: str, value) -> None:
+  """Writes JSON so that a reader sees the old file or the whole new one."""
+  write_text_atomically(file_path, json.dumps(value))
+
+
+def read_meta(workdir: str) -> Optional[Meta]:
+  """The workdir's Meta, or None if it has no ensemble.json."""
+  file_path = path(workdir, META_FILE)
+  if not os.path.isfile(file_path):
+    return None
+  with open(file_path) as f:
+    meta = json.load(f)
+  return Meta(
+    ml_collections.ConfigDict(meta['config']),
+    meta['num_classes'],
+    tuple(meta['input_shape']),
+    tuple(meta.get('schedule_restarts', ())),
+  )
+
+
+def write_meta(workdir: str, meta: Meta) -> None:
+  """Writes ensemble.json (atomically)."""
+  os.makedirs(workdir, exist_ok=True)
+  write_json_atomically(
+    path(workdir, META_FILE),
+    dict(
+      config=meta.config.to_dict(),
+      num_classes=meta.num_classes,
+      input_shape=list(meta.input_shape),
+      schedule_restarts=list(meta.schedule_restarts),
+    ),
+  )
+
+
+def read_metrics(workdir: str) -> list:
+  """The lines of metrics.jsonl as dicts ([] without the file; a line torn by a kill is
+  skipped)."""
+  file_path = path(workdir, METRICS_FILE)
+  if not os.path.isfile(file_path):
+    return []
+  records = []
+  with open(file_path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        continue
+  return records
+
+
+def append_metrics(workdir: str, record: dict) -> None:
+  """Appends one epoch's line to metrics.jsonl."""
+  with open(path(workdir, METRICS_FILE), 'a') as f:
+    f.write(json.dumps(record) + '\n')
+
+
+def reconcile_metrics(workdir: str, last_epoch: int, saved_records: dict) -> None:
+  """Rewrites metrics.jsonl with exactly one line per epoch 1..last_epoch that has one.
+
+  Lines of epochs after `last_epoch` (a checkpoint that was moved aside) are dropped, a
+  repeated epoch keeps its last line, a torn last line is dropped, and the line of an epoch
+  that a kill kept from being written is taken from `saved_records` {epoch: line} (the
+  checkpoints' manifests hold them: `checkpoint.save` writes the line there first).
+  """
+  records = {}
+  for record in read_metrics(workdir):
+    if record.get('epoch', 0) <= last_epoch:
+      records[record['epoch']] = record
+  for epoch, record in saved_records.items():
+    if epoch <= last_epoch and epoch not in records and record:
+      records[epoch] = record
+  lines = ''.join(json.dumps(records[e]) + '\n' for e in sorted(records))
+  file_path = path(workdir, METRICS_FILE)
+  if not os.path.isfile(file_path) or open(file_path).read() != lines:
+    write_text_atomically(file_path, lines)
+
+
+def report_path(workdir: str, name: str) -> str:
+  """The JSON report of evaluation `name`."""
+  return path(workdir, f'eval_{name}.json')
+
+
+def report_paths(workdir: str) -> list:
+  """Every JSON report of the workdir, sorted."""
+  return sorted(glob.glob(path(glob.escape(workdir), 'eval_*.json')))
+
+
+def check_writable(workdir: str) -> None:
+  """CheckpointError in one line if `workdir` cannot be created or written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = path(workdir, f'.write-test-{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise CheckpointError(
+      f'cannot write to workdir {workdir}: {e.strerror or e}. Choose a --workdir you can write'
+    ) from None
+
+
+def check_compatible(workdir: str, config, saved_config) -> None:
+  """Raises CheckpointError if the workdir was trained with a different model."""
+  saved = {k: saved_config.get(k, old) for k, old in MODEL_FIELDS.items()}
+  diffs = [
+    f'{k}: workdir has {saved[k]!r}, config says {config[k]!r}'
+    for k in MODEL_FIELDS
+    if saved[k] != config[k]
+  ]
+  if diffs:
+    raise CheckpointError(
+      f'workdir {workdir} holds a checkpoint of another ensemble ({"; ".join(diffs)}). '
+      'Use a new --workdir, or the config it was trained with.'
+    )
