@@ -41,10 +41,11 @@ def manager(workdir, keep=2):
 
 
 def _items(state):
-  """Training state -> the two saved items {'variables', 'optimizer'}."""
+  """Training state (`train.TrainState`: variables, opt_state, step) -> the two saved
+  items {'variables', 'optimizer'}."""
   return dict(
-    variables=state['variables'],
-    optimizer={'opt_state': state['opt_state'], 'step': state['step']},
+    variables=state.variables,
+    optimizer={'opt_state': state.opt_state, 'step': state.step},
   )
 
 
@@ -196,7 +197,7 @@ def restore(mgr, epoch, like_state=None, like_variables=None):
     raise CheckpointError(f'checkpoint of epoch {epoch} is damaged: {problem}')
   if like_state is None:
     return restored['variables']
-  return dict(variables=restored['variables'], **restored['optimizer'])
+  return like_state.replace(variables=restored['variables'], **restored['optimizer'])
 
 
 def _looks_like_mismatch(e):

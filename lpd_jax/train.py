@@ -1,20 +1,18 @@
-"""Simultaneous training of a stacked K-member ensemble (paper Algorithm 1).
+"""Simultaneous training of a stacked K-member ensemble (paper Algorithm 1): the run.
 
-One jitted `train_step` differentiates the method's loss (`lpd_jax.methods`: the method
-owns its forward pass and its terms) and applies the optimizer vmapped over the K axis.
-Members share batches and nothing else: own parameters, own BatchNorm statistics, own
-optimizer state.
+`train_and_evaluate` reads the workdir, then `load_data`, `resume_or_init`, `compile_step`
+and `train_epoch` (one checkpoint and one metrics.jsonl line each) in turn. The step itself
+is `lpd_jax.train_step`'s (re-exported here).
 """
 
 import dataclasses
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
 from lpd_jax import (
@@ -23,7 +21,6 @@ from lpd_jax import (
   data,
   ensemble,
   loading,
-  methods,
   predict,
   sharding,
 )
@@ -31,101 +28,31 @@ from lpd_jax import config as config_lib
 from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from lpd_jax.progress import phase
+from lpd_jax.train_step import (
+  TrainState,
+  init_state,
+  make_optimizer,
+  make_train_step,
+  train_step_fn,
+)
 
-__all__ = ['TrainingError', 'init_state', 'make_optimizer', 'make_train_step', 'train_and_evaluate']
-
-
-def make_optimizer(config, steps_per_epoch, restarts=()):
-  """SGD with momentum, coupled weight decay and cosine decay to final_learning_rate.
-
-  One cosine over num_epochs; a continued run (`restarts`: the epochs at which
-  config.continue_training extended it) starts a new cosine from learning_rate at each.
-  """
-  bounds = [0, *restarts, config.num_epochs]
-  alpha = config.final_learning_rate / config.learning_rate
-  pieces = [
-    optax.cosine_decay_schedule(config.learning_rate, (b - a) * steps_per_epoch, alpha)
-    for a, b in zip(bounds, bounds[1:])
-  ]
-  schedule = (
-    pieces[0]
-    if len(pieces) == 1
-    else optax.join_schedules(pieces, [b * steps_per_epoch for b in bounds[1:-1]])
-  )
-  tx = optax.chain(
-    optax.add_decayed_weights(config.weight_decay), optax.sgd(schedule, momentum=config.momentum)
-  )
-  return tx, schedule
-
-
-def init_state(config, members, tx, input_shape):
-  """-> {'variables': {'params', 'batch_stats'}, 'opt_state', 'step'}, leaves stacked [K, ...]."""
-  key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  variables = members.init(key, config.num_members, input_shape)
-  opt_state = jax.jit(jax.vmap(tx.init))(variables['params'])
-  return dict(variables=variables, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
-
-
-def make_train_step(config, members, tx, steps_per_epoch=1, mesh=None):
-  """-> jitted (state, x [B, H, W, c], y [B], key) -> (state, metrics): `train_step_fn`
-  under `jax.jit`, the state donated (updated in place)."""
-  return jax.jit(train_step_fn(config, members, tx, steps_per_epoch, mesh), donate_argnums=0)
-
-
-def train_step_fn(config, members, tx, steps_per_epoch=1, mesh=None):
-  """-> (state, x [B, H, W, c], y [B], key) -> (state, metrics), not jitted yet (tests wrap
-  it in `chex.assert_max_traces`).
-
-  The method's loss is `methods.adversarial.wrap`ped when config.adv_train.attack is set
-  (examples made against the current ensemble each step). `steps_per_epoch` sets the
-  training progress the loss sees (step / (steps_per_epoch * num_epochs)).
-
-  metrics: loss, terms {name: scalar} and stats {name: array} of the method's aux,
-  member_accuracy [K] and ensemble_accuracy (eq. 1) on the batch as the loss saw it.
-  With a `mesh` (`sharding.make_mesh`) the new state keeps the state's layout: members
-  split over 'member' (`sharding.state_shardings`).
-  """
-  frozen = ml_collections.FrozenConfigDict(config)
-  loss_fn = methods.adversarial.wrap(methods.get(config.method).loss, frozen)
-  total_steps = steps_per_epoch * config.num_epochs
-
-  def train_step(state, x, y, key):
-    variables = state['variables']
-    progress = state['step'].astype(jnp.float32) / total_steps
-    grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
-    (loss, aux), grads = grad_fn(
-      members, variables['params'], variables['batch_stats'], x, y, key, progress, frozen
-    )
-    updates, opt_state = jax.vmap(tx.update)(grads, state['opt_state'], variables['params'])
-    params = optax.apply_updates(variables['params'], updates)
-    logits = aux['logits']
-    metrics = dict(
-      loss=loss,
-      terms=aux['terms'],
-      stats=aux['stats'],
-      member_accuracy=(logits.argmax(-1) == y[None]).mean(axis=1),
-      ensemble_accuracy=(ensemble.log_mean_softmax(logits).argmax(-1) == y).mean(),
-    )
-    new_state = dict(
-      variables=dict(params=params, batch_stats=aux['batch_stats']),
-      opt_state=opt_state,
-      step=state['step'] + 1,
-    )
-    if mesh is not None:
-      new_state = jax.lax.with_sharding_constraint(
-        new_state, sharding.state_shardings(new_state, mesh)
-      )
-    return new_state, metrics
-
-  return train_step
+__all__ = [
+  'TrainState',
+  'TrainingError',
+  'init_state',
+  'make_optimizer',
+  'make_train_step',
+  'train_and_evaluate',
+  'train_step_fn',
+]
 
 
 def _epoch_record(means, test, epoch, state, schedule, seen, config, train_seconds):
   """One line of metrics.jsonl: the epoch's training means and its test evaluation."""
   record = dict(
     epoch=epoch + 1,
-    step=int(state['step']),
-    learning_rate=float(schedule(int(state['step']) - 1)),  # of the last step
+    step=int(state.step),
+    learning_rate=float(schedule(int(state.step) - 1)),  # of the last step
     train_loss=float(means['loss']),
   )
   record.update({f'train_loss_{name}': float(v) for name, v in means['terms'].items()})
@@ -210,6 +137,142 @@ def make_mesh(config):
     raise ConfigError(str(e)) from None
 
 
+@dataclasses.dataclass
+class Training:
+  """What the pieces of one training run share (`train_and_evaluate`)."""
+
+  config: Any
+  workdir: str
+  ds: Any  # data.Dataset
+  members: Any  # ensemble.Members
+  tx: Any  # the optimizer
+  schedule: Any  # step -> learning rate
+  mesh: Any  # jax.sharding.Mesh or None
+  mgr: Any  # the workdir's orbax CheckpointManager
+  steps_per_epoch: int
+
+  @property
+  def dropout_key(self):
+    return jax.random.fold_in(jax.random.key(self.config.seed), 1)
+
+  def ensemble_at(self, state, epoch):
+    """The Ensemble of `state` after `epoch` epochs (for the test evaluation and return)."""
+    meta = dict(
+      workdir=os.path.abspath(self.workdir),
+      epoch=epoch,
+      num_classes=self.ds.num_classes,
+      input_shape=tuple(self.ds.input_shape),
+    )
+    return loading.assemble(state.variables, self.members, self.config, meta)
+
+
+def load_data(config):
+  """The dataset, with a line saying what it holds; ConfigError if no batch fits."""
+  with phase(f'loading {config.dataset}'):
+    ds = data.load_dataset(config)
+    print(
+      f' {len(ds.train_labels):,} train / {len(ds.test_labels):,} test images of '
+      f'{"x".join(map(str, ds.input_shape))}, {ds.num_classes} classes;',
+      end='',
+    )
+  if data.num_train_steps(ds, config.batch_size) == 0:
+    raise ConfigError(
+      f'batch_size {config.batch_size} is larger than the {len(ds.train_labels)} training images'
+    )
+  return ds
+
+
+def resume_or_init(run, meta, latest, restarts, continuing):
+  """-> (first epoch to train, TrainState): the newest checkpoint that verifies (damaged
+  newer ones moved aside), or a fresh init; metrics.jsonl reconciled with it, and
+  ensemble.json written for a new or continued run."""
+  config, workdir = run.config, run.workdir
+  with phase(f'initialising {config.num_members} members ({config.model}, width {config.width})'):
+    state = init_state(config, run.members, run.tx, run.ds.input_shape)
+    state = sharding.place_state(state, run.mesh)
+    jax.block_until_ready(state)
+    if run.mesh is not None:
+      print(f' on a {dict(run.mesh.shape)} mesh;', end='')
+  start_epoch = 0
+  if meta is not None and latest is not None:
+    start_epoch, state, damaged = checkpoint.restore_newest(run.mgr, like_state=state)
+    if damaged:  # move them aside so that those epochs can be written again
+      checkpoint.move_aside(workdir, run.mgr, damaged)
+      run.mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
+    workdir_lib.reconcile_metrics(workdir, start_epoch, checkpoint.saved_records(run.mgr))
+    print(f'resuming from the checkpoint of epoch {start_epoch} in {workdir}')
+  else:  # nothing is written into the workdir before the config and the data passed
+    workdir_lib.reconcile_metrics(workdir, 0, {})  # drops lines of no checkpoint
+  if continuing:
+    print(
+      f'continuing {workdir}: {_epochs(restarts[-1] + 1, config.num_epochs)} on a new cosine '
+      f'schedule from learning rate {config.learning_rate:g} to {config.final_learning_rate:g}'
+    )
+  if meta is None or continuing:
+    saved = config_lib.run_config(config)
+    ds = run.ds
+    workdir_lib.write_meta(
+      workdir, workdir_lib.Meta(saved, ds.num_classes, tuple(ds.input_shape), tuple(restarts))
+    )
+  return start_epoch, state
+
+
+def compile_step(run, state, start_epoch, cache):
+  """The compiled training step for `state`'s layout (and the test evaluation warmed up)."""
+  config = run.config
+  where = f'cached in {cache}' if cache else 'compilation cache off'
+  with phase(f'compiling the training step (first run of these shapes; {where})'):
+    batches = data.train_batches(run.ds, config.batch_size, seed=config.seed, epoch=start_epoch)
+    x0, y0 = sharding.place_batch(next(batches), run.mesh)
+    train_step = (
+      make_train_step(config, run.members, run.tx, run.steps_per_epoch, run.mesh)
+      .lower(state, x0, y0, jax.random.fold_in(run.dropout_key, 0))
+      .compile()
+    )
+  with phase('compiling the evaluation'):
+    evaluate_epoch(run.ensemble_at(state, start_epoch), run.ds, config.eval.batch_size, True)
+  return train_step
+
+
+def train_epoch(run, train_step, state, epoch):
+  """One epoch of steps, its test evaluation and its checkpoint -> (state, metrics line)."""
+  config = run.config
+  start, sums, seen = time.perf_counter(), None, 0
+  batches = data.train_batches(
+    run.ds, config.batch_size, seed=config.seed, epoch=epoch, augment=config.augment
+  )
+  bar = tqdm(
+    batches, total=run.steps_per_epoch, desc=f'epoch {epoch + 1}/{config.num_epochs}', leave=False
+  )
+  for i, (x, y) in enumerate(bar):
+    step = epoch * run.steps_per_epoch + i  # host-side: no device sync per step
+    x, y = sharding.place_batch((x, y), run.mesh)
+    state, m = train_step(state, x, y, jax.random.fold_in(run.dropout_key, step))
+    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+    seen += 1
+    if seen % config.log_every_steps == 0:
+      loss = float(m['loss'])
+      _check_finite(loss, step, epoch)
+      bar.set_postfix(loss=f'{loss:.4f}')
+  means = jax.tree.map(lambda v: np.asarray(v) / seen, sums)
+  _check_finite(float(means['loss']), int(state.step), epoch)
+  train_seconds = time.perf_counter() - start
+  test = evaluate_epoch(run.ensemble_at(state, epoch + 1), run.ds, config.eval.batch_size)
+  record = _epoch_record(means, test, epoch, state, run.schedule, seen, config, train_seconds)
+  checkpoint.save(run.mgr, epoch + 1, state, record)
+  if sharding.is_main_process():  # one writer when several hosts train together
+    workdir_lib.append_metrics(run.workdir, record)
+  print(
+    f'epoch {epoch + 1:3d}  loss {record["train_loss"]:.4f}  '
+    f'train acc {record["train_ensemble_accuracy"]:.4f}  '
+    f'test acc {record["test_ensemble_accuracy"]:.4f} '
+    f'(members {" ".join(f"{a:.3f}" for a in record["test_member_accuracy"])})  '
+    f'{record["images_per_second"]:.0f} img/s',
+    flush=True,
+  )
+  return state, record
+
+
 def train_and_evaluate(config, workdir):
   """Trains config's ensemble in `workdir`, resuming from its newest good checkpoint.
 
@@ -236,109 +299,29 @@ def train_and_evaluate(config, workdir):
         return ens
       except CheckpointError:
         pass  # damaged: the resume below falls back to the newest good checkpoint
-  with phase(f'loading {config.dataset}'):
-    ds = data.load_dataset(config)
-    print(
-      f' {len(ds.train_labels):,} train / {len(ds.test_labels):,} test images of '
-      f'{"x".join(map(str, ds.input_shape))}, {ds.num_classes} classes;',
-      end='',
-    )
-  steps_per_epoch = data.num_train_steps(ds, config.batch_size)
-  if steps_per_epoch == 0:
-    raise ConfigError(
-      f'batch_size {config.batch_size} is larger than the {len(ds.train_labels)} training images'
-    )
+  ds = load_data(config)
   workdir_lib.check_writable(workdir)
-  members = ensemble.create(config, ds.num_classes)
+  steps_per_epoch = data.num_train_steps(ds, config.batch_size)
   tx, schedule = make_optimizer(config, steps_per_epoch, restarts)
-  mesh = make_mesh(config)
-  with phase(f'initialising {config.num_members} members ({config.model}, width {config.width})'):
-    state = sharding.place_state(init_state(config, members, tx, ds.input_shape), mesh)
-    jax.block_until_ready(state)
-    if mesh is not None:
-      print(f' on a {dict(mesh.shape)} mesh;', end='')
-  start_epoch = 0
-  if meta is not None and latest is not None:
-    start_epoch, state, damaged = checkpoint.restore_newest(mgr, like_state=state)
-    if damaged:  # move them aside so that those epochs can be written again
-      checkpoint.move_aside(workdir, mgr, damaged)
-      mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
-    workdir_lib.reconcile_metrics(workdir, start_epoch, checkpoint.saved_records(mgr))
-    print(f'resuming from the checkpoint of epoch {start_epoch} in {workdir}')
-  else:  # nothing is written into the workdir before the config and the data passed
-    mgr = mgr or checkpoint.manager(workdir, keep=config.keep_checkpoints)
-    workdir_lib.reconcile_metrics(workdir, 0, {})  # drops lines of no checkpoint
-  if continuing:
-    print(
-      f'continuing {workdir}: {_epochs(restarts[-1] + 1, config.num_epochs)} on a new cosine '
-      f'schedule from learning rate {config.learning_rate:g} to {config.final_learning_rate:g}'
-    )
-  if meta is None or continuing:
-    workdir_lib.write_meta(
-      workdir,
-      workdir_lib.Meta(
-        config_lib.run_config(config), ds.num_classes, tuple(ds.input_shape), tuple(restarts)
-      ),
-    )
-
-  meta_of = lambda epoch: dict(
-    workdir=os.path.abspath(workdir),
-    epoch=epoch,
-    num_classes=ds.num_classes,
-    input_shape=tuple(ds.input_shape),
+  run = Training(
+    config=config,
+    workdir=workdir,
+    ds=ds,
+    members=ensemble.create(config, ds.num_classes),
+    tx=tx,
+    schedule=schedule,
+    mesh=make_mesh(config),
+    mgr=mgr or checkpoint.manager(workdir, keep=config.keep_checkpoints),
+    steps_per_epoch=steps_per_epoch,
   )
-  eval_ensemble = lambda s, epoch: loading.assemble(s['variables'], members, config, meta_of(epoch))
-  dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-  where = f'cached in {cache}' if cache else 'compilation cache off'
-  with phase(f'compiling the training step (first run of these shapes; {where})'):
-    x0, y0 = next(data.train_batches(ds, config.batch_size, seed=config.seed, epoch=start_epoch))
-    x0, y0 = sharding.place_batch((x0, y0), mesh)
-    train_step = (
-      make_train_step(config, members, tx, steps_per_epoch, mesh)
-      .lower(state, x0, y0, jax.random.fold_in(dropout_key, 0))
-      .compile()
-    )
-  with phase('compiling the evaluation'):
-    evaluate_epoch(eval_ensemble(state, start_epoch), ds, config.eval.batch_size, warm_up=True)
-
+  start_epoch, state = resume_or_init(run, meta, latest, restarts, continuing)
+  train_step = compile_step(run, state, start_epoch, cache)
   epoch = start_epoch
   try:
     for epoch in range(start_epoch, config.num_epochs):
-      start, sums, seen = time.perf_counter(), None, 0
-      batches = data.train_batches(
-        ds, config.batch_size, seed=config.seed, epoch=epoch, augment=config.augment
-      )
-      bar = tqdm(
-        batches, total=steps_per_epoch, desc=f'epoch {epoch + 1}/{config.num_epochs}', leave=False
-      )
-      for i, (x, y) in enumerate(bar):
-        step = epoch * steps_per_epoch + i  # host-side: no device sync per step
-        x, y = sharding.place_batch((x, y), mesh)
-        state, m = train_step(state, x, y, jax.random.fold_in(dropout_key, step))
-        sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-        seen += 1
-        if seen % config.log_every_steps == 0:
-          loss = float(m['loss'])
-          _check_finite(loss, step, epoch)
-          bar.set_postfix(loss=f'{loss:.4f}')
-      means = jax.tree.map(lambda v: np.asarray(v) / seen, sums)
-      _check_finite(float(means['loss']), int(state['step']), epoch)
-      train_seconds = time.perf_counter() - start
-      test = evaluate_epoch(eval_ensemble(state, epoch + 1), ds, config.eval.batch_size)
-      record = _epoch_record(means, test, epoch, state, schedule, seen, config, train_seconds)
-      checkpoint.save(mgr, epoch + 1, state, record)
-      if sharding.is_main_process():  # one writer when several hosts train together
-        workdir_lib.append_metrics(workdir, record)
-      print(
-        f'epoch {epoch + 1:3d}  loss {record["train_loss"]:.4f}  '
-        f'train acc {record["train_ensemble_accuracy"]:.4f}  '
-        f'test acc {record["test_ensemble_accuracy"]:.4f} '
-        f'(members {" ".join(f"{a:.3f}" for a in record["test_member_accuracy"])})  '
-        f'{record["images_per_second"]:.0f} img/s',
-        flush=True,
-      )
+      state, _ = train_epoch(run, train_step, state, epoch)
   except KeyboardInterrupt:
-    saved = mgr.latest_step()
+    saved = run.mgr.latest_step()
     raise Interrupted(
       f'in epoch {epoch + 1}; '
       + (
@@ -347,4 +330,4 @@ def train_and_evaluate(config, workdir):
         else 'no checkpoint was saved yet'
       )
     ) from None
-  return eval_ensemble(state, config.num_epochs)
+  return run.ensemble_at(state, config.num_epochs)

@@ -51,12 +51,12 @@ def main(workdir):
       mesh = sharding.make_mesh(member, size, config.num_members)
       state = steps(config, mesh, ds)
       diff = jax.tree.map(
-        lambda a, b: float(np.max(np.abs(a - b))), state['variables'], base['variables']
+        lambda a, b: float(np.max(np.abs(a - b))), state.variables, base.variables
       )
-      leaves = jax.tree.leaves(state['variables'])
+      leaves = jax.tree.leaves(state.variables)
       result[f'{method} {member}x{size}'] = dict(
         max_abs_diff=max(jax.tree.leaves(diff)),
-        scale=max(float(np.max(np.abs(a))) for a in jax.tree.leaves(base['variables'])),
+        scale=max(float(np.max(np.abs(a))) for a in jax.tree.leaves(base.variables)),
         num_devices=len(leaves[0].sharding.device_set),
         specs=sorted({str(a.sharding.spec) for a in leaves}),
       )

@@ -41,7 +41,7 @@ def test_the_readme_example_method_is_short_registers_and_trains(monkeypatch):
   state = train.init_state(config, members, tx, (8, 8, 1))
   x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1))
   y = np.arange(16) % 10
-  before = np.asarray(state['variables']['params']['head']['kernel'])
+  before = np.asarray(state.variables['params']['head']['kernel'])
   new_state, metrics = train.make_train_step(config, members, tx)(state, x, y, jax.random.key(1))
   terms = metrics['terms']
   assert set(terms) == {'ce', 'spread'}
@@ -49,7 +49,7 @@ def test_the_readme_example_method_is_short_registers_and_trains(monkeypatch):
     float(terms['ce'] + 0.1 * terms['spread']), rel=1e-6
   )
   assert float(terms['spread']) > 0  # independently initialised members disagree
-  assert not np.allclose(new_state['variables']['params']['head']['kernel'], before)
+  assert not np.allclose(new_state.variables['params']['head']['kernel'], before)
 
 
 def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, trained_workdir):

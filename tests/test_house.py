@@ -48,6 +48,7 @@ FLOORS = (
     'drivers',
     (
       'lpd_jax.train',
+      'lpd_jax.train_step',
       'lpd_jax.evaluate',
       'lpd_jax.compare',
       'lpd_jax.study',

@@ -40,9 +40,9 @@ def test_the_training_step_compiles_once_per_shape(dtype):
     x, y = next(batches)
     state, metrics = step(state, x, y, jax.random.key(i))
   assert np.isfinite(float(metrics['loss']))
-  assert {a.dtype for a in jax.tree.leaves(state['variables'])} == {jnp.dtype('float32')}
+  assert {a.dtype for a in jax.tree.leaves(state.variables)} == {jnp.dtype('float32')}
   # Evaluation over a split whose last batch is partial: padded, so one compile too.
-  ens = train.loading.assemble(state['variables'], members, config)
+  ens = train.loading.assemble(state.variables, members, config)
   before = predict._member_logits._cache_size()
   predict.member_logits(ens, ds.test_images[:100], batch_size=64)
   predict.member_logits(ens, ds.test_images[100:190], batch_size=64)
