@@ -28,6 +28,7 @@ from lpd_jax import sharding
 from lpd_jax.attacks import apgd, pgd
 from lpd_jax.ensemble import Ensemble, Members
 from lpd_jax.models import ResNet18
+from lpd_jax.names import split_names
 
 # The evaluation attacks timed here: PGD (the paper's) and APGD-CE (the strong suite's).
 ATTACKS = {'pgd': pgd, 'apgd': apgd}
@@ -100,7 +101,7 @@ def main(argv=None):
   )
   print('| strategy | width | batch | images/s | s per call | first call (compile) s |')
   print('| --- | --- | --- | --- | --- | --- |', flush=True)
-  for strategy in [s.strip() for s in args.strategy.split(',') if s.strip()]:
+  for strategy in split_names(args.strategy):
     r = bench(args, strategy, variables, model)
     rows.append(r)
     print(

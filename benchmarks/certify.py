@@ -29,6 +29,7 @@ from lpd_jax.certify.memory import compiled_bytes, format_bytes
 from lpd_jax.data import load_dataset, to_float
 from lpd_jax.ensemble import Ensemble, Members
 from lpd_jax.models import ResNet18
+from lpd_jax.names import split_names
 
 
 def parse_args(argv=None):
@@ -75,7 +76,7 @@ def bench(ens, x, y, method, args):
 def main(argv=None):
   args = parse_args(argv)
   ens, x, y, source = ensemble_and_inputs(args)
-  rows = [bench(ens, x, y, m, args) for m in args.methods.split(',')]
+  rows = [bench(ens, x, y, m, args) for m in split_names(args.methods)]
   width = jax.tree.leaves(ens.variables['params'])[0].shape[-1]
   print(
     f'\nCertification at L-inf eps {args.eps:g}: K = {ens.num_members}, ResNet-18 width '

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from lpd_jax import ensemble, methods, sharding, train
 from lpd_jax.config import base_config, validate
+from lpd_jax.names import split_names
 
 # Section 5.4: seconds per CIFAR-10 epoch on a V100, K = 3, batch 64 (the paper's "PDD" is
 # PDD masks + DEG, `deg` here). Ratios to Baseline's 54 s.
@@ -84,7 +85,7 @@ def main():
   parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds (median taken)')
   parser.add_argument('--out', default='', help='JSON path (default benchmarks/out/...)')
   args = parser.parse_args()
-  names = [m.strip() for m in args.methods.split(',') if m.strip()]
+  names = list(split_names(args.methods))
   for name in names:
     methods.get(name)
   if 'baseline' not in names:

@@ -10,13 +10,14 @@ e.g. `--config=configs/cifar100.py:lpd,advt_pgd` is the paper's "AdvT_PGD + LPD"
 """
 
 from lpd_jax import methods
+from lpd_jax.names import split_names
 
 ADVT = {'advt_fgsm': 'fgsm', 'advt_pgd': 'pgd'}
 
 
 def apply(config, spec):
   """Sets config.method, num_members and adv_train from `spec`; returns the config."""
-  tokens = [t.strip() for t in (spec or '').split(',') if t.strip()]
+  tokens = list(split_names(spec))
   if tokens and tokens[0] in methods.REGISTRY:
     config.method = tokens.pop(0)
   for token in tokens:

@@ -12,7 +12,7 @@ bad config into one `ConfigError` that names the field.
 import ml_collections
 
 from lpd_jax import data, ensemble, evaluations, methods, models, suites
-from lpd_jax.errors import ConfigError
+from lpd_jax.errors import ConfigError, need
 
 __all__ = ['ConfigError', 'base_config', 'validate', 'validate_eval']
 
@@ -73,14 +73,9 @@ def base_config():
   return c
 
 
-def _need(ok, msg):
-  if not ok:
-    raise ConfigError(msg)
-
-
 def _choice(config, field, registry, where=''):
   value = config[field]
-  _need(value in registry, f'unknown {where}{field} {value!r}; choose one of {", ".join(registry)}')
+  need(value in registry, f'unknown {where}{field} {value!r}; choose one of {", ".join(registry)}')
 
 
 def validate(config):
@@ -90,29 +85,29 @@ def validate(config):
   _choice(config, 'model', models.REGISTRY)
   _choice(config, 'member_strategy', ensemble.MEMBER_STRATEGIES)
   _choice(config, 'dtype', ('float32', 'bfloat16'))
-  _need(
+  need(
     isinstance(config.num_members, int) and config.num_members >= 1,
     f'num_members (K) must be an integer >= 1, got {config.num_members!r}',
   )
-  _need(config.width >= 1, f'width must be >= 1, got {config.width}')
-  _need(config.num_epochs >= 1, f'num_epochs must be >= 1, got {config.num_epochs}')
-  _need(config.batch_size >= 1, f'batch_size must be >= 1, got {config.batch_size}')
-  _need(
+  need(config.width >= 1, f'width must be >= 1, got {config.width}')
+  need(config.num_epochs >= 1, f'num_epochs must be >= 1, got {config.num_epochs}')
+  need(config.batch_size >= 1, f'batch_size must be >= 1, got {config.batch_size}')
+  need(
     config.sharding.data == -1 or config.batch_size % max(config.sharding.data, 1) == 0,
     f'batch_size {config.batch_size} must be divisible by sharding.data '
     f'({config.sharding.data}): each device of the data axis gets an equal share',
   )
-  _need(config.learning_rate > 0, f'learning_rate must be > 0, got {config.learning_rate}')
-  _need(
+  need(config.learning_rate > 0, f'learning_rate must be > 0, got {config.learning_rate}')
+  need(
     config.keep_checkpoints >= 1,
     f'keep_checkpoints must be >= 1 (checkpoints kept in the workdir), got '
     f'{config.keep_checkpoints}',
   )
-  _need(
+  need(
     config.num_classes >= 0,
     f'num_classes must be >= 0 (0: from the data), got {config.num_classes}',
   )
-  _need(
+  need(
     config.dataset != 'npz' or config.npz_path,
     "dataset='npz' needs --config.npz_path=PATH/TO/arrays.npz",
   )
@@ -127,12 +122,12 @@ def validate_eval(config):
   """Raises ConfigError for eval fields that cannot work (the common ones and each named
   evaluation of config.eval.suite, `lpd_jax.evaluations`). Returns the config."""
   e = config.eval
-  _need(e.batch_size >= 1, f'eval.batch_size must be >= 1, got {e.batch_size}')
-  _need(
+  need(e.batch_size >= 1, f'eval.batch_size must be >= 1, got {e.batch_size}')
+  need(
     e.num_examples is None or e.num_examples >= 1 or e.num_examples == -1,
     f'eval.num_examples must be >= 1, or -1 for all, got {e.num_examples}',
   )
-  _need(
+  need(
     e.inference in ensemble.INFERENCE_MODES,
     f'unknown eval.inference {e.inference!r}; choose one of {", ".join(ensemble.INFERENCE_MODES)}',
   )

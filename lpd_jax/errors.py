@@ -26,3 +26,9 @@ class Interrupted(RuntimeError):
 
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError)
+
+
+def need(ok, message):
+  """Raises ConfigError(message) unless `ok`: the one guard of config validation."""
+  if not ok:
+    raise ConfigError(message)

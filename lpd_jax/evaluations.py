@@ -24,6 +24,7 @@ import ml_collections
 
 from lpd_jax import ensemble, suites
 from lpd_jax.errors import ConfigError
+from lpd_jax.names import split_names
 
 # Fields any settings group may hold besides its type's own (see the module doc).
 INSTANCE_FIELDS = ('type', 'inference', 'test_examples', 'batch_size')
@@ -55,11 +56,6 @@ class Evaluation:
     default instances (`robust`, `robust_expected`), else the instance's name."""
     canonical = self.name in (self.type, f'{self.type}_{self.inference}')
     return self.inference if canonical else self.name
-
-
-def split_names(text) -> tuple:
-  """A comma-separated list -> its stripped, non-empty items (the one list parser)."""
-  return tuple(t.strip() for t in str(text).split(',') if t.strip())
 
 
 def default_name(suite_type: str, inference: str) -> str:

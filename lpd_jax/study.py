@@ -42,6 +42,7 @@ from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 from lpd_jax import compare, evaluate, evaluations, methods, suites, train
 from lpd_jax import config as config_lib
 from lpd_jax.errors import ConfigError
+from lpd_jax.names import split_names
 from lpd_jax.suites.common import markdown_table
 
 RUN_DEFAULTS = dict(
@@ -55,7 +56,7 @@ RUN_DEFAULTS = dict(
 
 
 def split(text):
-  return list(evaluations.split_names(text))
+  return list(split_names(text))
 
 
 def overlay(config, overrides, where='config'):

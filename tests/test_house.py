@@ -25,6 +25,7 @@ FLOORS = (
       'lpd_jax.checkpoint',
       'lpd_jax.workdir',
       'lpd_jax.progress',
+      'lpd_jax.names',
       'lpd_jax.compilation_cache',
     ),
   ),

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from lpd_jax.names import split_names
+
 
 def run(spec, suites='', surrogates='', audit_surrogate='', compare=True, **overrides):
   """One run: the dataset file's variant `spec`, its own config `overrides`, its
@@ -21,7 +23,7 @@ def run(spec, suites='', surrogates='', audit_surrogate='', compare=True, **over
 def expected(suites):
   """'clean,probes' -> 'clean_expected,probes_expected': the same evaluations under
   'expected' inference (`lpd_jax.evaluations`)."""
-  return ','.join(f'{s.strip()}_expected' for s in suites.split(',') if s.strip())
+  return ','.join(f'{s}_expected' for s in split_names(suites))
 
 
 def study(dataset_config, train, eval_overrides, suites, runs):

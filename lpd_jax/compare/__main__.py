@@ -6,7 +6,8 @@ import sys
 from absl import app, flags
 
 from lpd_jax import cli, compare
-from lpd_jax.evaluations import default_name, split_names
+from lpd_jax.evaluations import default_name
+from lpd_jax.names import split_names
 
 
 def main(argv):

@@ -10,7 +10,7 @@ import jax
 import optax
 
 from lpd_jax import dropout, gradients
-from lpd_jax.errors import ConfigError
+from lpd_jax.errors import need
 
 
 class Method(NamedTuple):
@@ -114,12 +114,6 @@ def forward_with_input_gradients(
 def result(loss, logits, batch_stats, terms, stats):
   """The (loss, aux) pair every Method.loss returns (see `Method`)."""
   return loss, dict(batch_stats=batch_stats, logits=logits, terms=terms, stats=stats)
-
-
-def need(ok, message):
-  """Raises ConfigError(message) unless ok."""
-  if not ok:
-    raise ConfigError(message)
 
 
 def dropout_method(name, display, defaults, make_keep_rates, validate_group=None):

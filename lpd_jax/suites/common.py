@@ -12,6 +12,7 @@ import numpy as np
 
 from lpd_jax import attacks, methods, predict
 from lpd_jax.errors import ConfigError
+from lpd_jax.names import split_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +163,7 @@ def attack_params(attack, group, dataset):
 
 def names(cfg, field, allowed, group):
   """A comma-separated config field -> a tuple of names, each in `allowed`."""
-  values = tuple(s.strip() for s in str(cfg[field]).split(',') if s.strip())
+  values = split_names(cfg[field])
   bad = [s for s in values if s not in allowed]
   if bad or not values:
     raise ConfigError(

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from lpd_jax import attacks, methods, predict
 from lpd_jax.errors import CheckpointError, ConfigError
+from lpd_jax.names import split_names
 from lpd_jax.suites.common import (
   Metric,
   Report,
@@ -58,7 +59,7 @@ def transfer_attacks():
 
 
 def surrogate_workdirs(cfg):
-  workdirs = [w.strip() for w in str(cfg.workdir).split(',') if w.strip()]
+  workdirs = list(split_names(cfg.workdir))
   if not workdirs:
     raise ConfigError(
       "suite 'transfer' needs --config.eval.transfer.workdir=DIR[,DIR...]: the workdirs of "
