@@ -1,4 +1,5 @@
-"""Pieces shared by the white-box attacks: the attack loss, norms, keys.
+"""Pieces shared by the white-box attacks: the attack loss, norms, keys, and `Attack`, the
+registry's record of an attack with its parameters, grids and threat model.
 
 Conventions (METHODS.md "Attacks"): `model(x) -> [B, C]` log-probabilities (for an
 ensemble, log of the mean member softmax, eq. 1); x is float32 in [0, 1] with any
@@ -10,6 +11,8 @@ The gradient attacks (FGSM, BIM, PGD) also take `model(x) -> [K, B, C]` member l
 'member_margin' attacks the members' logits directly, which an ensemble of saturated
 members cannot mask (see `member_margin`).
 """
+
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,3 +86,66 @@ def sample_keys(key, n):
   """Key of sample i = fold_in(key, i): sample i gets the same randomness in any batch
   that holds it at index i, whatever the batch size."""
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+
+
+# The paper's L-inf grid of BIM and PGD on CIFAR, and where a dataset's differs (Table 4).
+LINF_GRID = (0.02, 0.04)
+LINF_GRIDS = {'tiny_imagenet': (0.01, 0.02)}
+THREATS = ('linf', 'l2', 'l0', 'minimal_l2')
+TARGETS = ('ensemble', 'members')
+
+
+class Attack(NamedTuple):
+  """A registered attack, with its parameters as the paper (or RobustBench) ran it.
+
+  Attributes:
+    name: the config and report name ('pgd', 'apgd-t').
+    label: the row label of the tables ('PGD').
+    fn: `fn(model_fn, x, y, *, key=None, **params) -> x_adv`.
+    param: the parameter a grid sweeps (the Para. column of Table 4): 'eps', 'gamma', 'c'.
+    grid: its values as run on CIFAR; `grids` {dataset: values} where a dataset's differ.
+    params: its other keyword arguments, as run; a suite's config group holds a copy
+      (`config.eval.paper.<config_key(name)>`), so each is a setting.
+    threat: what bounds the perturbation: 'linf' (an L-inf eps: the `robust` suite and
+      its per-sample worst case take these), 'l2', 'l0' (JSMA's pixel budget) or
+      'minimal_l2' (C&W: unbounded, minimal L2).
+    target: what it attacks: 'ensemble' (`Ensemble.log_predict`, eq. 1) or 'members'
+      (`Ensemble.member_logits`, [K, B, C]).
+    grids: {dataset: grid} where a dataset's grid is not `grid`.
+  """
+
+  name: str
+  label: str
+  fn: Callable
+  param: str = 'eps'
+  grid: tuple = LINF_GRID
+  params: dict = {}
+  threat: str = 'linf'
+  target: str = 'ensemble'
+  grids: dict = {}
+
+  def grid_for(self, dataset: str) -> tuple:
+    """The attack's own grid of `param` for `dataset`."""
+    return tuple(self.grids.get(dataset, self.grid))
+
+  def settings(self) -> dict:
+    """Its config group: the grid of `param` (() = its own grid for the run's dataset)
+    and `params`."""
+    return {self.param: (), **self.params}
+
+
+def config_key(name: str) -> str:
+  """An attack's name as a config field: 'apgd-t' -> 'apgd_t'."""
+  return name.replace('-', '_')
+
+
+def linf_grid(dataset: str) -> tuple:
+  """The dataset's L-inf eps grid (the paper's BIM / PGD grid): the default of the suites
+  that evaluate at L-inf eps (`robust`, `audit`)."""
+  return tuple(LINF_GRIDS.get(dataset, LINF_GRID))
+
+
+def bounded_by_eps(attack: Attack) -> bool:
+  """Whether `attack` is an L-inf attack at a given eps (what `robust` and the worst case
+  over attacks need)."""
+  return attack.threat == 'linf' and attack.param == 'eps'

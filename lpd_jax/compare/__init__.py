@@ -27,14 +27,16 @@ figure2.png and drift.png. Workdirs of different datasets are refused.
 import json
 import os
 
+from lpd_jax import suites
 from lpd_jax.compare.columns import Column, cell, columns_of
 from lpd_jax.compare.figures import figures
 from lpd_jax.compare.tables import TABLES, Facts, Table, pivot, tables
 from lpd_jax.compare.workdirs import Run, check_one_dataset, read_run, run_missing
 from lpd_jax.errors import ConfigError
 
-# The evaluations `--run_missing` runs by default, and those it also runs under 'expected'.
-SUITES = ('clean', 'probes', 'paper', 'sweep', 'robust', 'audit', 'certify', 'transfer')
+# The evaluations `--run_missing` runs by default (every suite), and those it also runs
+# under 'expected' inference.
+SUITES = tuple(suites.REGISTRY)
 EXPECTED_SUITES = ('clean', 'probes', 'robust', 'audit')
 
 
