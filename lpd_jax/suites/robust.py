@@ -64,57 +64,61 @@ def robust_attacks():
   return tuple(n for n, a in attacks.REGISTRY.items() if attacks.bounded_by_eps(a))
 
 
+def attack_at(ens, ctx, name, eps, bar):
+  """One attack of the robust suite at `eps` on the test prefix -> (correct [N], its row)."""
+  config = ctx.config
+  attack = attacks.REGISTRY[name]
+  _, params = attack_params(attack, ctx.cfg[attacks.config_key(name)], config.dataset)
+  start = time.perf_counter()
+  (correct,) = predict.attack_correct(
+    attack.fn,
+    dict(eps=eps, **params),
+    attacked_fn(ens, name)[0],
+    ctx.images,
+    ctx.labels,
+    key=attack_key(config.seed, f'robust:{name}'),
+    batch_size=ctx.batch_size,
+    targets=[ens.log_predict],
+    bar=bar,
+  )
+  row = dict(
+    attack=name,
+    eps=eps,
+    params=params,
+    accuracy=float(correct.mean()),
+    seconds=time.perf_counter() - start,
+  )
+  return correct, row
+
+
 def run(ens, ctx):
   """Every attack of eval.robust.attacks at every eps of the grid on the test prefix.
 
   Files: `robust_per_sample.npz` (labels, clean correctness, per attack and eps).
   JSON (RobustBench-like): clean_accuracy, robust_accuracy {eps: accuracy of the
   per-sample worst case}, threat_model 'Linf', eps, attacks, per-attack accuracies
-  [{attack, eps, accuracy, seconds}], num_examples, inference (added by the driver).
+  [{attack, eps, params, accuracy, seconds}], num_examples, inference (added by the driver).
   """
-  config, cfg, images, labels = ctx.config, ctx.cfg, ctx.images, ctx.labels
-  chosen = names(cfg, 'attacks', robust_attacks(), 'robust')
-  epsilons = eps_grid(config, cfg)
-  batch_size = ctx.batch_size
-  per_row = predict.num_batches(len(labels), batch_size)
+  config, labels = ctx.config, ctx.labels
+  chosen = names(ctx.cfg, 'attacks', robust_attacks(), 'robust')
+  epsilons = eps_grid(config, ctx.cfg)
+  per_row = predict.num_batches(len(labels), ctx.batch_size)
   per_sample = {'labels': np.asarray(labels)}
   rows, robust = [], {}
-  total = per_row * (1 + len(chosen) * len(epsilons))
-  with tqdm(total=total, desc='robust', disable=None) as bar:
+  with tqdm(total=per_row * (1 + len(chosen) * len(epsilons)), desc='robust', disable=None) as bar:
     (clean,) = predict.attack_correct(
-      None, {}, ens.log_predict, images, labels, batch_size=batch_size, bar=bar
+      None, {}, ens.log_predict, ctx.images, labels, batch_size=ctx.batch_size, bar=bar
     )
     per_sample['clean'] = clean
     for eps in epsilons:
       worst = clean.copy()
       for name in chosen:
         bar.set_postfix_str(f'{name} {eps:g}')
-        attack = attacks.REGISTRY[name]
-        _, params = attack_params(attack, cfg[attacks.config_key(name)], config.dataset)
-        start = time.perf_counter()
-        (correct,) = predict.attack_correct(
-          attack.fn,
-          dict(eps=eps, **params),
-          attacked_fn(ens, name)[0],
-          images,
-          labels,
-          key=attack_key(config.seed, f'robust:{name}'),
-          batch_size=batch_size,
-          targets=[ens.log_predict],
-          bar=bar,
-        )
+        correct, row = attack_at(ens, ctx, name, eps, bar)
         worst &= correct
         per_sample[f'{name}_{eps:g}'] = correct
-        rows.append(
-          dict(
-            attack=name,
-            eps=eps,
-            params=params,
-            accuracy=float(correct.mean()),
-            seconds=time.perf_counter() - start,
-          )
-        )
-      robust[eps] = float(worst.mean())
+        rows.append(row)
+      robust[f'{eps:g}'] = float(worst.mean())
       per_sample[f'worst_{eps:g}'] = worst
   result = dict(
     dataset=config.dataset,
@@ -125,7 +129,7 @@ def run(ens, ctx):
     eps=list(epsilons),
     attacks=list(chosen),
     clean_accuracy=float(clean.mean()),
-    robust_accuracy={f'{eps:g}': acc for eps, acc in robust.items()},
+    robust_accuracy=robust,
     rows=rows,
   )
   return Report(

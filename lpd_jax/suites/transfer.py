@@ -29,7 +29,6 @@ from lpd_jax.suites.common import (
   grid_table,
   names,
   pct,
-  run_attack_row,
 )
 from lpd_jax.suites.paper import attack_grid
 
@@ -94,6 +93,62 @@ def transfer_type(target_config, surrogate_config):
   return 'Type II' if surrogate_config.method == target_config.method else 'other'
 
 
+def from_surrogate(ens, ctx, index, workdir, rows_to_run, bar):
+  """The attacks of `rows_to_run` made on the surrogate of `workdir`, evaluated on `ens`.
+
+  Returns (the surrogate's description, its rows, the target's clean correctness [N])."""
+  config, images, labels = ctx.config, ctx.images, ctx.labels
+  surrogate = load_surrogate(ctx, workdir)
+  both = (ens.log_predict, surrogate.log_predict)
+  clean, surrogate_clean = predict.attack_correct(
+    None,
+    {},
+    surrogate.log_predict,
+    images,
+    labels,
+    batch_size=ctx.batch_size,
+    targets=both,
+    bar=bar,
+  )
+  sur = surrogate.config
+  description = dict(
+    workdir=os.path.abspath(workdir),
+    method=sur.method,
+    label=methods.label(sur),
+    model=sur.model,
+    num_members=surrogate.num_members,
+    width=sur.width,
+    type=transfer_type(config, sur),
+    clean_accuracy=float(surrogate_clean.mean()),
+  )
+  rows = []
+  for row in rows_to_run:
+    bar.set_postfix_str(f'{index + 1}: {row["label"]} {row["param"]:g}')
+    attack = attacks.REGISTRY[row['attack']].fn
+    correct, surrogate_correct = predict.attack_correct(
+      on_predicted_labels(attack) if ctx.cfg.labels == 'surrogate' else attack,
+      row['params'],
+      surrogate.log_predict,
+      images,
+      labels,
+      key=attack_key(config.seed, row['attack']),  # the paper suite's keys
+      batch_size=ctx.batch_size,
+      targets=both,
+      bar=bar,
+    )
+    acc, acc_clean = accuracies(correct, clean)
+    rows.append(
+      dict(
+        row,
+        surrogate=index,
+        accuracy=acc,
+        accuracy_clean_correct=acc_clean,
+        surrogate_accuracy=float(surrogate_correct.mean()),
+      )
+    )
+  return description, rows, clean
+
+
 def run(ens, ctx):
   """Every surrogate of eval.transfer.workdir, every attack of eval.transfer.attacks at the
   paper suite's grid, with the paper suite's keys.
@@ -104,73 +159,20 @@ def run(ens, ctx):
   attack, label, param_name, param, params, accuracy, accuracy_clean_correct,
   surrogate_accuracy}].
   """
-  config, cfg, images, labels = ctx.config, ctx.cfg, ctx.images, ctx.labels
+  config, cfg, labels = ctx.config, ctx.cfg, ctx.labels
   workdirs = surrogate_workdirs(cfg)
   if cfg.labels not in LABELS:
     raise ConfigError(f'eval.transfer.labels must be one of {LABELS}, got {cfg.labels!r}')
   chosen = names(cfg, 'attacks', transfer_attacks(), 'transfer')
   rows_to_run = attack_grid(config.eval.paper, chosen, config.dataset)
-  batch_size = ctx.batch_size
-  per_row = predict.num_batches(len(labels), batch_size)
+  per_row = predict.num_batches(len(labels), ctx.batch_size)
   surrogates, rows = [], []
-  with tqdm(
-    total=per_row * len(workdirs) * (1 + len(rows_to_run)), desc='transfer', disable=None
-  ) as bar:
+  total = per_row * len(workdirs) * (1 + len(rows_to_run))
+  with tqdm(total=total, desc='transfer', disable=None) as bar:
     for index, workdir in enumerate(workdirs):
-      surrogate = load_surrogate(ctx, workdir)
-      both = (ens.log_predict, surrogate.log_predict)
-      clean, surrogate_clean = predict.attack_correct(
-        None,
-        {},
-        surrogate.log_predict,
-        images,
-        labels,
-        batch_size=batch_size,
-        targets=both,
-        bar=bar,
-      )
-      sur = surrogate.config
-      surrogates.append(
-        dict(
-          workdir=os.path.abspath(workdir),
-          method=sur.method,
-          label=methods.label(sur),
-          model=sur.model,
-          num_members=surrogate.num_members,
-          width=sur.width,
-          type=transfer_type(config, sur),
-          clean_accuracy=float(surrogate_clean.mean()),
-        )
-      )
-      for row in rows_to_run:
-        bar.set_postfix_str(f'{index + 1}: {row["label"]} {row["param"]:g}')
-        if cfg.labels == 'surrogate':
-          attack = on_predicted_labels(attacks.REGISTRY[row['attack']].fn)
-          correct, surrogate_correct = predict.attack_correct(
-            attack,
-            row['params'],
-            surrogate.log_predict,
-            images,
-            labels,
-            key=attack_key(config.seed, row['attack']),
-            batch_size=batch_size,
-            targets=both,
-            bar=bar,
-          )
-        else:
-          correct, surrogate_correct = run_attack_row(
-            row, surrogate.log_predict, ctx, targets=both, bar=bar
-          )
-        acc, acc_clean = accuracies(correct, clean)
-        rows.append(
-          dict(
-            row,
-            surrogate=index,
-            accuracy=acc,
-            accuracy_clean_correct=acc_clean,
-            surrogate_accuracy=float(surrogate_correct.mean()),
-          )
-        )
+      surrogate, its_rows, clean = from_surrogate(ens, ctx, index, workdir, rows_to_run, bar)
+      surrogates.append(surrogate)
+      rows += its_rows
   result = dict(
     dataset=config.dataset,
     method=config.method,
