@@ -217,6 +217,53 @@ def _first(mask):
   return int(np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))[0])
 
 
+def _check_split(where, split, images, labels):
+  """One split's arrays: shapes, dtypes, finite pixels in [0, 1] (DataError otherwise)."""
+  if images.ndim != 4:
+    raise DataError(
+      f'{where}: {split}_images has shape {images.shape}; expected '
+      '[N, height, width, channels] (or [N, height, width])'
+    )
+  if labels.ndim != 1 or len(labels) != len(images):
+    raise DataError(
+      f'{where}: {split}_labels has shape {labels.shape} but {split}_images '
+      f'holds {len(images)} images; expected one label per image'
+    )
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(
+      f'{where}: {split}_labels has dtype {labels.dtype}; labels must be '
+      'integers 0..C-1 (store them as an integer array)'
+    )
+  if images.dtype == np.uint8:
+    return
+  if not np.issubdtype(images.dtype, np.floating):
+    raise DataError(
+      f'{where}: {split}_images has dtype {images.dtype}; use uint8 0..255 or float in [0, 1]'
+    )
+  if not np.isfinite(images).all():
+    raise DataError(
+      f'{where}: {split}_images[{_first(~np.isfinite(images))}] is not finite (NaN or Inf)'
+    )
+  if images.max() > 1 or images.min() < 0:
+    i = _first((images > 1) | (images < 0))
+    hint = (
+      ' Pixels look like 0..255: divide by 255, or store them as uint8.' if images.max() > 1 else ''
+    )
+    raise DataError(
+      f'{where}: {split}_images[{i}] has values in [{images[i].min():g}, '
+      f'{images[i].max():g}]; float pixels must be in [0, 1].{hint}'
+    )
+
+
+def _check_labels(where, split, labels, classes):
+  bad = (labels < 0) | (labels >= classes)
+  if bad.any():
+    i = int(np.flatnonzero(bad)[0])
+    raise DataError(
+      f'{where}: {split}_labels[{i}] = {labels[i]} is outside 0..{classes - 1} ({classes} classes)'
+    )
+
+
 def validate(ds, num_classes=0):
   """Checks a loaded Dataset; -> the same data with int32 labels and num_classes settled.
 
@@ -227,45 +274,8 @@ def validate(ds, num_classes=0):
   offending index.
   """
   where = ds.source or ds.name
-  splits = ('train', 'test')
-  for split in splits:
-    images, labels = getattr(ds, f'{split}_images'), getattr(ds, f'{split}_labels')
-    if images.ndim != 4:
-      raise DataError(
-        f'{where}: {split}_images has shape {images.shape}; expected '
-        '[N, height, width, channels] (or [N, height, width])'
-      )
-    if labels.ndim != 1 or len(labels) != len(images):
-      raise DataError(
-        f'{where}: {split}_labels has shape {labels.shape} but {split}_images '
-        f'holds {len(images)} images; expected one label per image'
-      )
-    if not np.issubdtype(labels.dtype, np.integer):
-      raise DataError(
-        f'{where}: {split}_labels has dtype {labels.dtype}; labels must be '
-        'integers 0..C-1 (store them as an integer array)'
-      )
-    if images.dtype == np.uint8:
-      continue
-    if not np.issubdtype(images.dtype, np.floating):
-      raise DataError(
-        f'{where}: {split}_images has dtype {images.dtype}; use uint8 0..255 or float in [0, 1]'
-      )
-    if not np.isfinite(images).all():
-      raise DataError(
-        f'{where}: {split}_images[{_first(~np.isfinite(images))}] is not finite (NaN or Inf)'
-      )
-    if images.max() > 1 or images.min() < 0:
-      i = _first((images > 1) | (images < 0))
-      hint = (
-        ' Pixels look like 0..255: divide by 255, or store them as uint8.'
-        if images.max() > 1
-        else ''
-      )
-      raise DataError(
-        f'{where}: {split}_images[{i}] has values in [{images[i].min():g}, '
-        f'{images[i].max():g}]; float pixels must be in [0, 1].{hint}'
-      )
+  for split in ('train', 'test'):
+    _check_split(where, split, getattr(ds, f'{split}_images'), getattr(ds, f'{split}_labels'))
   if ds.train_images.shape[1:] != ds.test_images.shape[1:]:
     raise DataError(
       f'{where}: train images are {ds.train_images.shape[1:]} but test images are '
@@ -273,15 +283,8 @@ def validate(ds, num_classes=0):
     )
   largest = max(int(a.max()) if len(a) else -1 for a in (ds.train_labels, ds.test_labels))
   classes = num_classes if num_classes and num_classes > 0 else (ds.num_classes or largest + 1)
-  for split in splits:
-    labels = getattr(ds, f'{split}_labels')
-    bad = (labels < 0) | (labels >= classes)
-    if bad.any():
-      i = int(np.flatnonzero(bad)[0])
-      raise DataError(
-        f'{where}: {split}_labels[{i}] = {labels[i]} is outside 0..{classes - 1} '
-        f'({classes} classes)'
-      )
+  for split in ('train', 'test'):
+    _check_labels(where, split, getattr(ds, f'{split}_labels'), classes)
   return dataclasses.replace(
     ds,
     train_labels=ds.train_labels.astype(np.int32),
