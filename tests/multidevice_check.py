@@ -1,10 +1,12 @@
 """Run by tests/test_sharding.py in a subprocess with 8 simulated CPU devices.
 
-Trains K = 4 members for a few steps on digits on one device and on ('member', 'data')
-meshes of 4 and 8 devices (`MESHES`) (`train.make_train_step` with `sharding.place_*`), then trains
-one epoch through `train.train_and_evaluate` on a 2 x 4 mesh into argv[1]. Prints one line
-`RESULT {json}`: per method and mesh, the largest parameter difference from one device,
-the devices the state lives on and its partition specs.
+Trains K = 4 members for two steps on digits on one device and on ('member', 'data')
+meshes of 4 and 8 devices (`MESHES`) (`train.make_train_step` with `sharding.place_*`), then
+trains one epoch through `train.train_and_evaluate` on a 2 x 4 mesh into argv[1]. Prints one
+line `RESULT {json}`: per method and mesh, the largest parameter difference from one device
+after each step, the computation's own float sensitivity after each step (the largest
+difference a one-ulp change of the initial parameters, or another member strategy, makes on
+one device), the devices the state lives on and its partition specs.
 """
 
 import json
@@ -23,40 +25,57 @@ from lpd_jax import data, dropout, ensemble, sharding, train  # noqa: E402
 MESHES = {'baseline': ((1, 8),), 'lpd': ((4, 1), (2, 4))}
 
 
-def steps(config, mesh, ds, num_steps=3):
+NUM_STEPS = 2  # the second step reads the optimizer state the first one wrote
+ULP = 2.0**-23  # float32's relative spacing
+
+
+def steps(config, mesh, ds, num_steps=NUM_STEPS, nudge=0.0):
+  """The variables (numpy) after each of `num_steps` training steps; `nudge` scales the
+  initial parameters by (1 + nudge): a float32-rounding-sized change of the start."""
   members = ensemble.create(config, ds.num_classes)
   tx, _ = train.make_optimizer(config, num_steps)
-  state = sharding.place_state(train.init_state(config, members, tx, ds.input_shape), mesh)
+  state = train.init_state(config, members, tx, ds.input_shape)
+  if nudge:
+    state = state.replace(variables=jax.tree.map(lambda a: a * (1 + nudge), state.variables))
+  state = sharding.place_state(state, mesh)
   step = train.make_train_step(config, members, tx, num_steps, mesh)
   batches = data.train_batches(ds, config.batch_size, seed=0, epoch=0)
+  out = []
   for i in range(num_steps):
     x, y = sharding.place_batch(next(batches), mesh)
     state, _ = step(state, x, y, jax.random.key(i))
-  return state
+    out.append(jax.tree.map(np.asarray, state.variables))  # the state is donated
+  return out, state
+
+
+def max_diff(a, b):
+  return max(jax.tree.leaves(jax.tree.map(lambda p, q: float(np.max(np.abs(p - q))), a, b)))
 
 
 def main(workdir):
   assert jax.device_count() == 8, jax.device_count()
   result = {}
   for method in ('baseline', 'lpd'):
-    # learning_rate 0.01: at tiny_config's 0.05 a float32 reduction-order difference of 1e-7
-    # after step 1 grew to 1.6e-4 by step 3 on the 1 x 8 mesh (measured, jax 0.10.2), which
-    # is the dynamics' sensitivity, not the mesh; at 0.01 it stays 4e-7.
-    config = tiny_config(
-      method=method, num_members=4, batch_size=64, member_strategy='unroll', learning_rate=0.01
-    )
+    settings = dict(method=method, num_members=4, batch_size=64)
+    config = tiny_config(member_strategy='unroll', **settings)
     ds = data.load_dataset(config)
-    base = steps(config, None, ds)
+    base, _ = steps(config, None, ds)
+    # The computation's own float sensitivity, on this machine: the same steps on one device
+    # from parameters moved by one ulp, and with the members vmapped (another reduction
+    # order). A mesh may differ from one device by about that much and no more.
+    others = [
+      steps(config, None, ds, nudge=ULP)[0],
+      steps(tiny_config(member_strategy='vmap', **settings), None, ds)[0],
+    ]
+    sensitivity = [max(max_diff(b, o[t]) for o in others) for t, b in enumerate(base)]
     for member, size in MESHES[method]:
       mesh = sharding.make_mesh(member, size, config.num_members)
-      state = steps(config, mesh, ds)
-      diff = jax.tree.map(
-        lambda a, b: float(np.max(np.abs(a - b))), state.variables, base.variables
-      )
+      variables, state = steps(config, mesh, ds)
       leaves = jax.tree.leaves(state.variables)
       result[f'{method} {member}x{size}'] = dict(
-        max_abs_diff=max(jax.tree.leaves(diff)),
-        scale=max(float(np.max(np.abs(a))) for a in jax.tree.leaves(base.variables)),
+        max_abs_diff=[max_diff(v, b) for v, b in zip(variables, base)],
+        sensitivity=sensitivity,
+        scale=max(float(np.max(np.abs(a))) for a in jax.tree.leaves(base[-1])),
         num_devices=len(leaves[0].sharding.device_set),
         specs=sorted({str(a.sharding.spec) for a in leaves}),
       )

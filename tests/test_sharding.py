@@ -55,10 +55,15 @@ def test_sharded_training_matches_one_device_and_restores_on_one(tmp_path):
     run = result[name]
     member, data = (int(v) for v in name.split()[1].split('x'))
     assert run['num_devices'] == member * data, name
-    # Same parameters as one device up to float32 reduction order. (LPD is discontinuous
-    # in it: a feature within rounding of a bin edge, or a uniform draw within rounding of
-    # its keep rate, flips a mask; on 1 x 8 one such flip moved a weight by 3e-3.)
-    assert run['max_abs_diff'] <= 1e-5 * run['scale'] + 1e-6, (name, run)
+    # Same parameters as one device up to float32 reduction order, after each step: within
+    # a few times the difference a one-ulp change of the start (or another member strategy)
+    # makes on one device, plus a few ulps of the largest parameter. Both scales come from
+    # the computation on this machine: a feature within rounding of a bin edge flips an LPD
+    # mask, and a CPU with other vector units rounds other sums differently. A mesh that
+    # computed something else (batch statistics per shard, a gradient summed over one
+    # shard, members mixed up) is off by lr * |gradient|, orders of magnitude more.
+    for step, (diff, sensitivity) in enumerate(zip(run['max_abs_diff'], run['sensitivity'])):
+      assert diff <= 4 * sensitivity + 8 * 2.0**-23 * run['scale'], (name, step, run)
     if member > 1:
       assert "P('member',)" in run['specs'], name
   assert result['train_and_evaluate 2x4']['num_devices'] == 8
