@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import pytest
 from conftest import tiny_config
@@ -106,3 +108,26 @@ def test_unwritable_workdir_and_zero_sizes_are_one_line(tmp_path, trained_workdi
   result = run_cli('train.py', *TINY_CLI, f'--workdir={blocker}/w', timeout=120)
   assert result.returncode == 1 and result.stderr.startswith('error: cannot write to workdir')
   assert result.stderr.strip().count('\n') == 0
+
+
+def test_a_progress_bar_cut_short_by_ctrl_c_prints_nothing_on_its_deletion():
+  """SIGINT inside a tqdm bar's __init__ leaves a bar without 'pos'; its __del__ then raises
+  AttributeError, which Python prints as an 'Exception ignored' traceback. The CLI's hook
+  drops exactly that (the Ctrl-C keeps its one line); other unraisable errors still print."""
+  code = (
+    'import sys\n'
+    'from tqdm.auto import tqdm\n'
+    'from lpd_jax import cli\n'
+    "if sys.argv[1] == 'cli': cli.run_reporting_user_errors(lambda: None)\n"
+    'bar = tqdm.__new__(tqdm)\n'  # what a Ctrl-C between __init__'s disable and pos leaves
+    'bar.disable = False\n'
+    'del bar\n'
+    'class Other:\n'
+    '  def __del__(self): raise AttributeError("not a bar")\n'
+    'other = Other()\n'
+    'del other\n'
+  )
+  plain = subprocess.run([sys.executable, '-c', code, 'plain'], capture_output=True, text=True)
+  assert plain.stderr.count('Exception ignored') == 2  # the bar's and the other's
+  quiet = subprocess.run([sys.executable, '-c', code, 'cli'], capture_output=True, text=True)
+  assert quiet.stderr.count('Exception ignored') == 1 and 'not a bar' in quiet.stderr
