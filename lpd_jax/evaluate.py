@@ -21,9 +21,6 @@ from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import ConfigError
 from lpd_jax.progress import phase
 
-SUITES = suites.REGISTRY
-
-
 def report_file(file_name, evaluation_name, suite_type):
   """The name a suite's file `file_name` ('eval_sweep.png', 'paper_per_sample.npz') is
   written under for evaluation `evaluation_name` of type `suite_type`: unchanged for the
@@ -97,7 +94,7 @@ def evaluate(config, workdir):
       load=loader(evaluation.inference),
       batch_size=int(evaluation.batch_size),
     )
-    report = SUITES[evaluation.type].run(ens.with_inference(evaluation.inference), ctx)
+    report = suites.REGISTRY[evaluation.type].run(ens.with_inference(evaluation.inference), ctx)
     name_of = lambda file_name: report_file(file_name, evaluation.name, evaluation.type)
     result = dict(
       report.json,
