@@ -21,6 +21,7 @@ from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import ConfigError
 from lpd_jax.progress import phase
 
+
 def report_file(file_name, evaluation_name, suite_type):
   """The name a suite's file `file_name` ('eval_sweep.png', 'paper_per_sample.npz') is
   written under for evaluation `evaluation_name` of type `suite_type`: unchanged for the
