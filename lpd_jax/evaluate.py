@@ -58,7 +58,7 @@ def evaluate(config, workdir):
   compilation_cache.enable(config.compilation_cache)
   with phase(f'loading the checkpoint of {workdir}'):
     ens = loading.load(workdir, config)
-    print(f' epoch {ens.meta["epoch"]}, inference {ens.inference};', end='')
+    print(f' epoch {ens.meta["epoch"]};', end='')
   workdir_lib.check_writable(workdir)
   with phase(f'loading {config.dataset}'):
     ds = data.load_dataset(config)
