@@ -2,7 +2,8 @@
 evaluations of `config.eval.suite` (`lpd_jax.evaluations`) and writes what they return.
 
 For each evaluation `name`: `eval_<name>.json` (its JSON plus 'evaluation', 'suite' (its
-type), 'inference', 'files' and 'metrics', the flat records `lpd_jax.compare` pivots),
+type), 'inference', 'test_examples' (the test-set prefix it ran on), 'files' and 'metrics',
+the flat records `lpd_jax.compare` pivots),
 `eval_<name>.md` (its Markdown, also printed) and the files it returns (plots, per-sample
 arrays), in the workdir. The default instances are named after their type, and `<type>_expected`
 under 'expected' inference (`eval_robust_expected.json`, `eval_sweep_expected.png`), so the
@@ -102,6 +103,7 @@ def evaluate(config, workdir):
       evaluation=evaluation.name,
       suite=evaluation.type,
       inference=evaluation.inference,
+      test_examples=len(labels),
       files=sorted(map(name_of, report.files)),
       metrics=[m.to_json() for m in report.metrics],
     )

@@ -17,6 +17,7 @@ import pytest
 from test_faults import run_cli, run_module
 
 from lpd_jax import compare, evaluate, study
+from lpd_jax.compare.tables import MIXED_NOTE
 from lpd_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,6 +157,31 @@ def test_columns_are_labelled_by_what_differs_and_datasets_must_agree(trained_wo
     compare.compare([a, c])
   with pytest.raises(ConfigError, match='holds no trained ensemble'):
     compare.compare([a, str(tmp_path)])
+
+
+def test_cells_from_different_test_prefixes_are_marked(trained_workdir, tmp_path):
+  """A Baseline evaluated on 32 images beside an LPD on 359: each cell of such a row says its
+  number of images, and a note says why; rows of one prefix stay unmarked."""
+  base = fake_workdir(
+    trained_workdir,
+    tmp_path / 'base',
+    {('clean', 'raw'): dict(clean_report(1.0, 0.0, n=32), test_examples=32)},
+    method='baseline',
+  )
+  lpd = fake_workdir(
+    trained_workdir,
+    tmp_path / 'lpd',
+    {('clean', 'raw'): clean_report(0.9972, 0.1, n=359)},  # an older report: num_examples
+  )
+  result, markdown, _ = compare.compare([base, lpd])
+  assert '| ensemble | 100.00 [n=32] | 99.72 [n=359] |' in markdown
+  assert cells(result, 'clean', 'ensemble')[0]['test_images'] == [32]
+  assert MIXED_NOTE in table(result, 'clean')['markdown']
+  same = fake_workdir(
+    trained_workdir, tmp_path / 'same', {('clean', 'raw'): clean_report(0.9, 0.1, n=359)}, seed=1
+  )
+  result, markdown, _ = compare.compare([lpd, same])
+  assert '[n=' not in markdown and MIXED_NOTE not in markdown
 
 
 def test_table6_holds_the_adversarially_trained_columns(trained_workdir, tmp_path):

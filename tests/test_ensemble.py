@@ -122,7 +122,7 @@ def test_train_step_is_the_same_under_unroll_and_vmap():
   np.testing.assert_allclose(ma['stats']['member_ce'], mb['stats']['member_ce'], rtol=1e-5)
   # The loss convention of METHODS.md: the data term is the mean of the members' CE.
   np.testing.assert_allclose(ma['loss'], np.mean(ma['stats']['member_ce']), rtol=1e-6)
-  for leaf_a, leaf_b in zip(jax.tree.leaves(a['variables']), jax.tree.leaves(b['variables'])):
+  for leaf_a, leaf_b in zip(jax.tree.leaves(a.variables), jax.tree.leaves(b.variables)):
     np.testing.assert_allclose(leaf_a, leaf_b, rtol=1e-4, atol=1e-6)
 
 
@@ -138,11 +138,10 @@ def test_baseline_members_train_independently():
   after, _ = step(jax.tree.map(jnp.copy, state), x, y, jax.random.key(0))
   # Perturb member 2 only: members 0 and 1 must end the step exactly as before.
   perturbed = jax.tree.map(jnp.copy, state)
-  perturbed['variables']['params'] = jax.tree.map(
-    lambda a: a.at[2].multiply(1.5), perturbed['variables']['params']
-  )
+  params = jax.tree.map(lambda a: a.at[2].multiply(1.5), perturbed.variables['params'])
+  perturbed = perturbed.replace(variables=dict(perturbed.variables, params=params))
   after_perturbed, _ = step(perturbed, x, y, jax.random.key(0))
-  pairs = zip(jax.tree.leaves(after['variables']), jax.tree.leaves(after_perturbed['variables']))
+  pairs = zip(jax.tree.leaves(after.variables), jax.tree.leaves(after_perturbed.variables))
   for u, v in pairs:
     np.testing.assert_allclose(u[:2], v[:2], rtol=1e-6, atol=1e-7)
     assert u.ndim == 0 or not np.allclose(u[2], v[2]) or np.allclose(u[2], 0)

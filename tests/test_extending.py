@@ -87,6 +87,7 @@ def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, trained_w
     evaluation='count',
     suite='count',
     inference='raw',
+    test_examples=50,
     files=['count.txt'],
     metrics=[record],
   )

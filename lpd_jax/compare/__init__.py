@@ -30,7 +30,7 @@ import os
 from lpd_jax import suites
 from lpd_jax.compare.columns import Column, cell, columns_of
 from lpd_jax.compare.figures import figures
-from lpd_jax.compare.tables import TABLES, Facts, Table, pivot, tables
+from lpd_jax.compare.tables import TABLES, Facts, Table, build_tables, pivot
 from lpd_jax.compare.workdirs import Run, check_one_dataset, read_run, run_missing
 from lpd_jax.errors import ConfigError
 
@@ -55,7 +55,7 @@ def compare(workdirs, *, run_missing_evaluations=()):
   if run_missing_evaluations:
     runs = run_missing(runs, run_missing_evaluations)
   columns = columns_of(runs)
-  built = tables(columns)
+  built = build_tables(columns)
   files = figures(columns)
   described = [col.describe() for col in columns]
   header = [

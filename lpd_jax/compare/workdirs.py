@@ -49,6 +49,14 @@ class Run:
     metric = self.records.get((suite_type, variant), {}).get(key)
     return None if metric is None else metric.value
 
+  def test_images(self, suite_type, variant, key):
+    """How many test images the evaluation behind a record ran on (its test-set prefix), or
+    None where there is no record."""
+    if key not in self.records.get((suite_type, variant), {}):
+      return None
+    report = self.reports[suite_type, variant]
+    return report.get('test_examples', report.get('num_examples'))
+
   def report(self, suite_type, variant=RAW):
     return self.reports.get((suite_type, variant))
 
