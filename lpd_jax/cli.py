@@ -5,6 +5,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from lpd_jax import config as config_lib
 from lpd_jax import workdir_config
 from lpd_jax.errors import USER_ERRORS, Interrupted
 
@@ -54,8 +55,21 @@ def _parse_flags(argv):
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     text = str(e.args[0]) if e.args else str(e)
     text = text.strip('\'"').replace("\\'", "'").replace('\\n', ' ').replace('\n', ' ')
-    print(f'error: bad --config override: {text}', file=sys.stderr)
+    print(f'error: bad --config override: {text}{moved_hint(argv)}', file=sys.stderr)
   sys.exit(1)
+
+
+def moved_hint(argv):
+  """' (eval.paper.cw_steps is now eval.paper.cw.steps)' where argv overrides an eval field
+  of the layout before attacks carried their settings (config.MOVED_EVAL_FIELDS), else ''."""
+  for arg in argv[1:]:
+    path = arg.split('=', 1)[0].removeprefix('--config.').split('.')
+    if len(path) == 3 and path[0] == 'eval':
+      fields = config_lib.MOVED_EVAL_FIELDS.get(path[1], {})
+      if path[2] in fields:
+        new = ' and '.join(f'eval.{path[1]}.{p}' for p in fields[path[2]])
+        return f' ({".".join(path)} is now {new})'
+  return ''
 
 
 def run(main):

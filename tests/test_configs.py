@@ -118,3 +118,20 @@ def test_a_saved_config_of_the_flat_eval_layout_loads_into_the_attack_groups():
   assert robust.apgd_t.steps == robust.pgd_margin.steps == 7 and robust.apgd_t.num_targets == 3
   assert robust.square.queries == 11 and robust.pgd_margin.restarts == 2
   assert tuple(robust.eps) == (0.01,)  # an empty robust grid meant the paper's PGD grid
+
+
+def test_an_override_of_the_flat_eval_layout_names_its_new_place(tmp_path):
+  from test_faults import run_cli
+
+  done = run_cli(
+    'train.py',
+    '--config=configs/quickstart.py',
+    f'--workdir={tmp_path / "w"}',
+    '--config.eval.paper.cw_steps=3',
+    timeout=120,
+  )
+  assert done.returncode == 1 and 'Traceback' not in done.stderr
+  assert done.stderr.strip() == (
+    'error: bad --config override: cw_steps (eval.paper.cw_steps is now eval.paper.cw.steps)'
+  )
+  assert not os.path.exists(tmp_path / 'w')
