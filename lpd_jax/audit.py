@@ -272,7 +272,7 @@ def verdict(result):
   worst = 100 * result['worst_case_accuracy']
   if not failed:
     return (
-      f'No sign of gradient masking at eps {result["eps"]:g}: every check ran passed. '
+      f'No sign of gradient masking at eps {result["eps"]:g}: every check that ran passed. '
       f'Report the worst case over all {len(result["attacks_in_worst_case"])} attacks, '
       f"{worst:.2f}%, not a single attack's accuracy."
     )

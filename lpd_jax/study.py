@@ -161,16 +161,21 @@ def log(root, **record):
     f.write(json.dumps(dict(record, when=time.strftime('%Y-%m-%dT%H:%M:%S'))) + '\n')
 
 
+def chosen_runs(runs, only):
+  """The runs named in `only` (all if empty), in study order; ConfigError for a name the
+  study does not have."""
+  unknown = sorted(set(only) - {name for name, _ in runs})
+  if unknown:
+    raise ConfigError(f'--only names runs the study does not have: {unknown}')
+  return [(n, r) for n, r in runs if not only or n in only]
+
+
 def run_study(study, root, only=(), train_only=False):
   """Trains, evaluates and compares the runs of `study` under `root` (see the module doc).
 
   Returns the comparison's result dict (None with `train_only`)."""
   runs = runs_of(study)
-  chosen = [(n, r) for n, r in runs if not only or n in only]
-  if only and len(chosen) != len(set(only)):
-    raise ConfigError(
-      f'--only names runs the study does not have: {sorted(set(only) - set(n for n, _ in runs))}'
-    )
+  chosen = chosen_runs(runs, only)
   configs = {name: run_config(study, root, name, run) for name, run in runs}
   os.makedirs(root, exist_ok=True)
   for name, run in chosen:
@@ -298,9 +303,7 @@ def commands(study, root, only=()):
   `eval.batch_size`; a named evaluation group of the study has no command-line form and is
   printed as a comment."""
   lines = []
-  for name, run in runs_of(study):
-    if only and name not in only:
-      continue
+  for name, run in chosen_runs(runs_of(study), only):
     workdir = os.path.join(root, name)
     config = run_config(study, root, name, run)
     spec = f':{run.spec}' if run.spec else ''

@@ -316,10 +316,10 @@ def train_and_evaluate(config, workdir):
   )
   start_epoch, state = resume_or_init(run, meta, latest, restarts, continuing)
   train_step = compile_step(run, state, start_epoch, cache)
-  epoch = start_epoch
+  epoch, record = start_epoch, None
   try:
     for epoch in range(start_epoch, config.num_epochs):
-      state, _ = train_epoch(run, train_step, state, epoch)
+      state, record = train_epoch(run, train_step, state, epoch)
   except KeyboardInterrupt:
     saved = run.mgr.latest_step()
     raise Interrupted(
@@ -330,4 +330,13 @@ def train_and_evaluate(config, workdir):
         else 'no checkpoint was saved yet'
       )
     ) from None
+  if record is not None:
+    members = ' / '.join(f'{100 * a:.2f}' for a in record['test_member_accuracy'])
+    accuracy = 100 * record['test_ensemble_accuracy']
+    print(
+      f'done: epoch {config.num_epochs}, test accuracy {accuracy:.2f}% (members {members}); '
+      f'checkpoints in {os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR)}. '
+      f'Next: python eval.py --workdir={workdir}',
+      flush=True,
+    )
   return run.ensemble_at(state, config.num_epochs)

@@ -423,3 +423,12 @@ def test_an_evaluations_own_prefix_and_batch_stay_with_that_evaluation(tmp_path,
   ]
   clean = next(line for line in printed if '--config.eval.suite=clean ' in line)
   assert clean.endswith('--config.eval.num_examples=-1 --config.eval.batch_size=250')
+
+
+def test_only_refuses_an_unknown_run_when_printing_commands_too(tmp_path):
+  sys.path.insert(0, REPO)
+  from configs.study import digits
+
+  with pytest.raises(ConfigError, match=r"--only names runs the study does not have: \['lpdd'\]"):
+    study.commands(digits.get_config(), str(tmp_path), only=('lpdd',))
+  assert len(study.commands(digits.get_config(), str(tmp_path), only=('surrogate',))) == 2

@@ -135,3 +135,28 @@ def test_an_override_of_the_flat_eval_layout_names_its_new_place(tmp_path):
     'error: bad --config override: cw_steps (eval.paper.cw_steps is now eval.paper.cw.steps)'
   )
   assert not os.path.exists(tmp_path / 'w')
+
+
+@pytest.mark.parametrize('eps', [1.5, -0.1])
+def test_every_linf_eps_is_refused_outside_0_1(eps):
+  """An L-inf eps of images in [0, 1] is in (0, 1]: in the paper suite's grids, the robust
+  suite's grid, the sweep's L-inf grid, the audit and adversarial training."""
+  from conftest import tiny_config
+
+  places = {
+    'eval.paper.pgd.eps': dict(eval=dict(suite='paper', paper=dict(pgd=dict(eps=(eps,))))),
+    'eval.paper.fgsm.eps': dict(eval=dict(suite='paper', paper=dict(fgsm=dict(eps=(eps,))))),
+    'eval.robust.eps': dict(eval=dict(suite='robust', robust=dict(eps=(eps,)))),
+    'eval.sweep.linf_eps': dict(eval=dict(suite='sweep', sweep=dict(linf_eps=(eps,)))),
+    'eval.audit': dict(eval=dict(suite='audit', audit=dict(eps=eps))),
+  }
+  for where, overrides in places.items():
+    with pytest.raises(config_lib.ConfigError, match=where.replace('.', r'\.')):
+      config_lib.validate_eval(tiny_config(**overrides))
+  with pytest.raises(config_lib.ConfigError, match='adv_train.eps'):
+    config_lib.validate(tiny_config(adv_train=dict(attack='fgsm', eps=eps)))
+  # A count of an attack's parameters is >= 1.
+  with pytest.raises(config_lib.ConfigError, match='steps'):
+    config_lib.validate_eval(
+      tiny_config(eval=dict(suite='robust', robust=dict(apgd_ce=dict(steps=0))))
+    )

@@ -292,6 +292,9 @@ def _train_command(name, workdir):
 def _check(results, names):
   for name, (rc, out, err) in zip(names, results):
     assert rc == 0, f'{name}: {err[-2000:]}'
+    # A run ends with one summary line: its test accuracy, its checkpoints, what to run next.
+    (done,) = [line for line in out.splitlines() if line.startswith('done: ')]
+    assert 'test accuracy' in done and 'Next: python eval.py --workdir=' in done, done
 
 
 # The methods whose CLI training, eval report and resumption are checked (their loss terms);

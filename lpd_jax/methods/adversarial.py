@@ -80,7 +80,7 @@ def validate(config):
   need(c.attack in ATTACKS, f'unknown adv_train.attack {c.attack!r}; choose one of {ATTACKS}')
   if c.attack == 'none':
     return
-  need(c.eps > 0, f'adv_train.eps must be > 0, got {c.eps}')
+  need(0 < c.eps <= 1, f'adv_train.eps must be in (0, 1] (L-inf, images in [0, 1]), got {c.eps}')
   need(0 < c.mix <= 1, f'adv_train.mix must be in (0, 1], got {c.mix}')
   need(c.loss in ('ce', 'margin'), f"adv_train.loss must be 'ce' or 'margin', got {c.loss!r}")
   need(c.mode in MODES, f'adv_train.mode must be one of {MODES}, got {c.mode!r}')

@@ -120,8 +120,14 @@ def audit_table(result, ens, ctx):
 
 
 def validate(config, cfg):
-  if cfg.eps < 0 or cfg.num_examples < 1 or cfg.large_eps <= 0:
-    raise ConfigError('eval.audit: eps must be >= 0, num_examples >= 1 and large_eps > 0')
+  if not (0 <= cfg.eps <= 1 and 0 < cfg.large_eps <= 1) or cfg.num_examples < 1:
+    raise ConfigError(
+      "eval.audit: eps must be in [0, 1] (0: the dataset grid's largest), large_eps in (0, 1] "
+      f'and num_examples >= 1; got eps {cfg.eps}, large_eps {cfg.large_eps}, num_examples '
+      f'{cfg.num_examples}'
+    )
+  if min(cfg.steps, cfg.strong_steps, cfg.restarts, cfg.square_queries) < 1:
+    raise ConfigError('eval.audit: steps, strong_steps, restarts and square_queries must be >= 1')
   audit_eps(config, cfg)
 
 

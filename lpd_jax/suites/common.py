@@ -158,6 +158,9 @@ def attack_params(attack, group, dataset):
     for k in order
     if k in group and k != attack.param
   }
+  bad = {k: v for k, v in params.items() if k in COUNTS and not (isinstance(v, int) and v >= 1)}
+  if bad:
+    raise ConfigError(f'{attack.name}: {bad} must be >= 1')
   return grid, params
 
 
@@ -172,12 +175,23 @@ def names(cfg, field, allowed, group):
   return values
 
 
-def grid(cfg, field, group):
-  """A config tuple of positive numbers -> tuple of floats."""
+def grid(cfg, field, group, upper=None):
+  """A config tuple of positive numbers (at most `upper`: 1 for an L-inf eps of images in
+  [0, 1]) -> tuple of floats."""
   values = tuple(float(v) for v in cfg[field])
-  if not values or min(values) <= 0:
-    raise ConfigError(f'eval.{group}.{field}={tuple(cfg[field])!r}: give one or more values > 0')
+  check_grid(values, f'eval.{group}.{field}', upper)
   return values
+
+
+def check_grid(values, where, upper=None):
+  """ConfigError unless `values` is one or more numbers > 0 (and <= `upper`)."""
+  if not values or min(values) <= 0 or (upper is not None and max(values) > upper):
+    span = f'in (0, {upper:g}]' if upper is not None else '> 0'
+    raise ConfigError(f'{where}={tuple(values)!r}: give one or more values {span}')
+
+
+# Attack parameters that count something (iterations, queries, restarts, targets): >= 1.
+COUNTS = ('steps', 'queries', 'restarts', 'binary_search_steps', 'num_targets', 'draws')
 
 
 def attack_key(seed, name):

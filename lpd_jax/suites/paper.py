@@ -31,6 +31,7 @@ from lpd_jax.suites.common import (
   attack_params,
   attack_settings,
   attacked_fn,
+  check_grid,
   describe,
   fmt_param,
   grid_table,
@@ -67,11 +68,9 @@ def attack_grid(paper_cfg, attack_names, dataset):
   for name in attack_names:
     attack = attacks.REGISTRY[name]
     grid_values, params = attack_params(attack, paper_cfg[attacks.config_key(name)], dataset)
-    if not grid_values or min(grid_values) <= 0:
-      raise ConfigError(
-        f'eval.paper.{attacks.config_key(name)}.{attack.param}={grid_values!r}: give one or '
-        'more values > 0'
-      )
+    linf = attacks.bounded_by_eps(attack)  # an L-inf eps of images in [0, 1]
+    upper = 1.0 if linf else None
+    check_grid(grid_values, f'eval.paper.{attacks.config_key(name)}.{attack.param}', upper)
     for value in grid_values:
       rows.append(
         dict(

@@ -56,7 +56,7 @@ def defaults():
 def eps_grid(config, cfg):
   """The eps grid of a robust evaluation: its own, or the dataset's L-inf grid."""
   if len(cfg.eps):
-    return grid(cfg, 'eps', 'robust')
+    return grid(cfg, 'eps', 'robust', upper=1.0)
   return attacks.linf_grid(config.dataset)
 
 
@@ -211,7 +211,8 @@ def robust_table(result, ens, ctx):
 
 
 def validate(config, cfg):
-  names(cfg, 'attacks', robust_attacks(), 'robust')
+  for name in names(cfg, 'attacks', robust_attacks(), 'robust'):
+    attack_params(attacks.REGISTRY[name], cfg[attacks.config_key(name)], config.dataset)
   eps_grid(config, cfg)
 
 

@@ -3,6 +3,7 @@
 from tqdm.auto import tqdm
 
 from lpd_jax import attacks, methods, predict
+from lpd_jax.errors import ConfigError
 from lpd_jax.suites.common import (
   Metric,
   Report,
@@ -154,7 +155,9 @@ def plot_sweep(result):
 
 def validate(config, cfg):
   for norm in names(cfg, 'norms', NORMS, 'sweep'):
-    grid(cfg, f'{norm}_eps', 'sweep')
+    grid(cfg, f'{norm}_eps', 'sweep', upper=1.0 if norm == 'linf' else None)
+  if cfg.steps < 1:
+    raise ConfigError(f'eval.sweep.steps must be >= 1, got {cfg.steps}')
 
 
 SUITE = Suite('sweep', run, DEFAULTS, validate, metrics)
