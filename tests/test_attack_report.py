@@ -66,7 +66,7 @@ def eval_config(suite, paper=None, **groups):
 
 
 @pytest.fixture(scope='module')
-def reports(trained_workdir):
+def reports(module_copy):
   """Runs paper, sweep and transfer (surrogate = the target itself) through eval.py's driver.
 
   Returns (config, {suite: result}, {jitted attack core: compiles it added}).
@@ -80,25 +80,25 @@ def reports(trained_workdir):
   before = {name: f._cache_size() for name, f in cores.items()}
   config = eval_config(
     'paper,sweep,transfer',
-    transfer=dict(workdir=trained_workdir),
+    transfer=dict(workdir=module_copy),
     robust=ROBUST,
-    audit=dict(AUDIT, surrogate=trained_workdir),
+    audit=dict(AUDIT, surrogate=module_copy),
   )
-  results = evaluate.evaluate(config, trained_workdir)
+  results = evaluate.evaluate(config, module_copy)
   compiles = {name: f._cache_size() - before[name] for name, f in cores.items()}
   config.eval.suite = 'robust,audit'  # the strong-attack suites, after the compile count
-  results.update(evaluate.evaluate(config, trained_workdir))
+  results.update(evaluate.evaluate(config, module_copy))
   return config, results, compiles
 
 
 @pytest.fixture(scope='module')
-def direct(reports, trained_workdir):
+def direct(reports, module_copy):
   """The ensemble and the suite's inputs: the first N test images, as float32.
 
   Loaded with the suite's config, so the Ensemble pytree (its static config included)
   matches the suite's and the compiled attacks are reused.
   """
-  ens = lpd_jax.load(trained_workdir, reports[0])
+  ens = lpd_jax.load(module_copy, reports[0])
   ds = data.load_dataset(tiny_config())
   return ens, data.to_float(ds.test_images[:N]), ds.test_labels[:N]
 
@@ -124,14 +124,14 @@ def rows_by_key(result):
   return {(r['attack'], r['param']): r for r in result['rows']}
 
 
-def test_paper_suite_writes_table_4(reports, trained_workdir):
+def test_paper_suite_writes_table_4(reports, module_copy):
   _, results, _ = reports
   paper = results['paper']
   assert [(r['attack'], r['param']) for r in paper['rows']] == PAPER_ROWS
   assert paper['num_examples'] == N and paper['batch_size'] == BATCH
-  with open(os.path.join(trained_workdir, 'eval_paper.json')) as f:
+  with open(os.path.join(module_copy, 'eval_paper.json')) as f:
     assert json.load(f) == json.loads(json.dumps(paper))
-  with open(os.path.join(trained_workdir, 'eval_paper.md')) as f:
+  with open(os.path.join(module_copy, 'eval_paper.md')) as f:
     table = f.read()
   for line in [
     '| Attacks | Para. | Accuracy (%) | Accuracy on clean-correct (%) | median L2 |',
@@ -150,7 +150,7 @@ def test_paper_suite_writes_table_4(reports, trained_workdir):
   clean = paper['rows'][0]
   assert clean['accuracy'] > 0.7 and clean['accuracy_clean_correct'] == 1.0
   assert paper['num_clean_correct'] == round(clean['accuracy'] * N)
-  per_sample = np.load(os.path.join(trained_workdir, 'paper_per_sample.npz'))
+  per_sample = np.load(os.path.join(module_copy, 'paper_per_sample.npz'))
   assert per_sample['pgd_0.04'].shape == (N,)
 
 
@@ -198,15 +198,15 @@ def test_attacks_compile_once_per_setting(reports):
   assert compiles['correct'] <= 1
 
 
-def test_sweep_writes_plot_and_decreases(reports, trained_workdir):
+def test_sweep_writes_plot_and_decreases(reports, module_copy):
   """Accuracy is non-increasing in eps up to one sample (1 / N): random starts differ in
   scale only (one key for all eps), but PGD-10 is not guaranteed monotone; it reaches 0
   at L-inf eps 0.64 and repeats the paper suite's PGD rows at eps 0.02 and 0.04."""
   _, results, _ = reports
   sweep = results['sweep']['sweep']
-  with open(os.path.join(trained_workdir, 'eval_sweep.png'), 'rb') as f:
+  with open(os.path.join(module_copy, 'eval_sweep.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-  assert os.path.isfile(os.path.join(trained_workdir, 'eval_sweep.json'))
+  assert os.path.isfile(os.path.join(module_copy, 'eval_sweep.json'))
   defaults = base_config().eval
   for norm, grid in (('linf', defaults.sweep.linf_eps), ('l2', defaults.sweep.l2_eps)):
     assert [r['eps'] for r in sweep[norm]] == list(grid)
@@ -241,17 +241,15 @@ def test_transfer_from_itself_is_white_box(reports):
     assert r['accuracy_clean_correct'] == white_box['accuracy_clean_correct']
 
 
-def test_transfer_with_the_surrogates_labels_and_two_surrogates(reports, trained_workdir):
+def test_transfer_with_the_surrogates_labels_and_two_surrogates(reports, module_copy):
   """Labels from the surrogate's predictions equal the true ones on the clean-correct
   samples, so there the examples, and the accuracy, are the white-box ones."""
   config, results, _ = reports
   config = eval_config(
     'transfer',
-    transfer=dict(
-      workdir=f'{trained_workdir},{trained_workdir}', attacks='pgd', labels='surrogate'
-    ),
+    transfer=dict(workdir=f'{module_copy},{module_copy}', attacks='pgd', labels='surrogate'),
   )
-  transfer = evaluate.evaluate(config, trained_workdir)['transfer']
+  transfer = evaluate.evaluate(config, module_copy)['transfer']
   assert transfer['labels'] == 'surrogate' and len(transfer['surrogates']) == 2
   paper = rows_by_key(results['paper'])
   for r in transfer['rows']:
@@ -261,28 +259,28 @@ def test_transfer_with_the_surrogates_labels_and_two_surrogates(reports, trained
   assert first == [r['accuracy'] for r in transfer['rows'] if r['surrogate'] == 1]
   with pytest.raises(ConfigError, match='eval.transfer.labels'):
     config.eval.transfer.labels = 'guess'
-    evaluate.evaluate(config, trained_workdir)
+    evaluate.evaluate(config, module_copy)
 
 
-def test_transfer_needs_a_surrogate_of_the_same_data(trained_workdir, tmp_path):
+def test_transfer_needs_a_surrogate_of_the_same_data(module_copy, tmp_path):
   with pytest.raises(ConfigError, match='transfer.workdir'):
-    evaluate.evaluate(eval_config('transfer'), trained_workdir)
+    evaluate.evaluate(eval_config('transfer'), module_copy)
   with pytest.raises(ConfigError, match='no checkpoint'):
     evaluate.evaluate(
-      eval_config('transfer', transfer=dict(workdir=str(tmp_path / 'none'))), trained_workdir
+      eval_config('transfer', transfer=dict(workdir=str(tmp_path / 'none'))), module_copy
     )
   other = tmp_path / 'other'
-  shutil.copytree(trained_workdir, other)
+  shutil.copytree(module_copy, other)
   with open(other / 'ensemble.json') as f:
     meta = json.load(f)
   meta['config']['dataset'], meta['input_shape'] = 'npz', [8, 8, 3]
   with open(other / 'ensemble.json', 'w') as f:
     json.dump(meta, f)
   with pytest.raises(ConfigError, match='another dataset'):
-    evaluate.evaluate(eval_config('transfer', transfer=dict(workdir=str(other))), trained_workdir)
+    evaluate.evaluate(eval_config('transfer', transfer=dict(workdir=str(other))), module_copy)
 
 
-def test_config_grid_and_errors(trained_workdir):
+def test_config_grid_and_errors(module_copy):
   import sys
 
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -316,9 +314,9 @@ def test_config_grid_and_errors(trained_workdir):
   jsma_rows = paper.attack_grid(config.eval.paper, ('jsma',), 'digits')
   assert {r['params']['variant'] for r in jsma_rows} == {'art'}  # ART 1.1, as the paper ran it
   with pytest.raises(ConfigError, match='eval.paper.attacks'):
-    evaluate.evaluate(eval_config('paper', paper=dict(attacks='fgsm,deepfool')), trained_workdir)
+    evaluate.evaluate(eval_config('paper', paper=dict(attacks='fgsm,deepfool')), module_copy)
   with pytest.raises(ConfigError, match='eval.sweep.norms'):
-    evaluate.evaluate(eval_config('sweep', sweep=dict(norms='l1')), trained_workdir)
+    evaluate.evaluate(eval_config('sweep', sweep=dict(norms='l1')), module_copy)
 
 
 def test_paper_cw_row_reports_the_median_distortion_of_its_successes(reports, direct):
@@ -335,13 +333,13 @@ def test_paper_cw_row_reports_the_median_distortion_of_its_successes(reports, di
   assert rows[('fgsm', 0.04)]['median_l2_successful'] <= 0.04 * np.sqrt(x[0].size) + 1e-5
 
 
-def test_robust_suite_is_the_per_sample_worst_case(reports, direct, trained_workdir):
+def test_robust_suite_is_the_per_sample_worst_case(reports, direct, module_copy):
   config, results, _ = reports
   robust = results['robust']
   assert robust['attacks'] == ROBUST['attacks'].split(',') and robust['eps'] == [0.04]
   assert robust['threat_model'] == 'Linf' and robust['num_examples'] == N
   assert robust['inference'] == 'raw'
-  per_sample = np.load(os.path.join(trained_workdir, 'robust_per_sample.npz'))
+  per_sample = np.load(os.path.join(module_copy, 'robust_per_sample.npz'))
   worst = per_sample['clean'].copy()
   for name in robust['attacks']:
     worst &= per_sample[f'{name}_0.04']
@@ -361,12 +359,12 @@ def test_robust_suite_is_the_per_sample_worst_case(reports, direct, trained_work
     batch_size=BATCH,
   )
   np.testing.assert_array_equal(direct_correct, per_sample['pgd-margin_0.04'])
-  with open(os.path.join(trained_workdir, 'eval_robust.md')) as f:
+  with open(os.path.join(module_copy, 'eval_robust.md')) as f:
     table = f.read()
   assert '| L-inf eps | apgd-ce | apgd-t | square | pgd-margin | pgd-member-margin |' in table
 
 
-def test_audit_suite_runs_every_check_on_the_ensemble(reports, trained_workdir):
+def test_audit_suite_runs_every_check_on_the_ensemble(reports, module_copy):
   result = reports[1]['audit']
   assert set(result['checks']) == {
     'iterative_beats_single_step',
@@ -384,6 +382,6 @@ def test_audit_suite_runs_every_check_on_the_ensemble(reports, trained_workdir):
   assert result['eps'] == 0.04 and result['num_examples'] == 16  # the paper grid's largest
   assert 'pgd-member-margin' in result['accuracies']
   assert result['worst_case_accuracy'] <= min(result['accuracies'].values())
-  with open(os.path.join(trained_workdir, 'eval_audit.md')) as f:
+  with open(os.path.join(module_copy, 'eval_audit.md')) as f:
     table = f.read()
   assert '| check | verdict | numbers |' in table and result['verdict'] in table

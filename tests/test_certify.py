@@ -52,9 +52,9 @@ def small_ensemble():
 
 
 @pytest.fixture(scope='module')
-def trained(trained_workdir):
+def trained(module_copy):
   """The session's width-4 K = 3 LPD digits ensemble (raw inference) and 16 test images."""
-  ens = lpd_jax.load(trained_workdir)
+  ens = lpd_jax.load(module_copy)
   ds = load_dataset(ens.config)
   return ens, jnp.asarray(to_float(ds.test_images[:16])), jnp.asarray(ds.test_labels[:16])
 
@@ -262,36 +262,27 @@ def test_one_hidden_layer_crown_is_the_lp_of_its_relaxation(seed):
         assert float(lower[0, s]) == pytest.approx(float(np.min(h[:, y] - h[:, j])), abs=1e-4)
 
 
-def test_expected_inference_of_a_dropout_ensemble_is_refused(trained_workdir):
-  ens = lpd_jax.load(trained_workdir, inference='expected')
+def test_expected_inference_of_a_dropout_ensemble_is_refused(module_copy):
+  ens = lpd_jax.load(module_copy, inference='expected')
   assert ens.keep_rates is not None
   with pytest.raises(ConfigError, match='inference=raw'):
     certify.crown_margins(ens, jnp.zeros((1, 8, 8, 1)), jnp.zeros(1, jnp.int32), 0.01)
 
 
-def test_200_cifar_shaped_samples_certify_on_cpu_within_the_memory_estimate():
-  """The paper's setting (K = 3 width-4 ResNet-18s, 32x32x3, 200 samples): it runs on a CPU,
-  and the estimate printed before a run is within 2x of what XLA allocates."""
-  ens = random_resnet(num_members=3, width=4, input_shape=(32, 32, 3), num_classes=10)
-  images = jax.random.uniform(jax.random.key(7), (200, 32, 32, 3))
-  labels = jnp.arange(200) % 10
-  eps, batch = 0.0005, 50
+def test_the_memory_estimate_is_within_2x_of_what_xla_assigns():
+  """The estimate printed before a certification (K = 3 width-4 ResNet-18s, as the paper's
+  model, on 16x16x3 inputs) against the bytes XLA assigns to the compiled bound, per method.
+  (The paper's 200 CIFAR-shaped samples on a CPU: benchmarks/certify.py.)"""
+  ens = random_resnet(num_members=3, width=4, input_shape=(16, 16, 3), num_classes=10)
+  images = jax.random.uniform(jax.random.key(7), (8, 16, 16, 3))
+  labels = jnp.arange(8) % 10
   for method in METHODS:
-    estimate = certify.memory_estimate(ens, (32, 32, 3), method, batch)
-    args = (ens, images[:batch], labels[:batch], eps)
-    measured = memory.compiled_bytes(certify.margins, *args, method=method)
+    estimate = certify.memory_estimate(ens, (16, 16, 3), method, 8)
+    measured = memory.compiled_bytes(certify.margins, ens, images, labels, 0.0005, method=method)
     assert estimate / 2 <= measured <= 2 * estimate, (method, estimate, measured)
-  lower = jnp.concatenate(
-    [
-      certify.crown_ibp_margins(ens, images[i : i + batch], labels[i : i + batch], eps)
-      for i in range(0, 200, batch)
-    ]
-  )
-  assert lower.shape == (200, 9) and bool(jnp.all(jnp.isfinite(lower)))
-  assert bool(jnp.all(lower <= certify.mean_logit_margins(ens, images, labels) + 1e-4))
 
 
-def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(trained_workdir, tmp_path):
+def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(module_copy, tmp_path):
   config = tiny_config(
     eval=dict(
       suite='certify',
@@ -300,9 +291,9 @@ def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(trained_
       certify=dict(num_examples=16, batch_size=16, methods='ibp,crown', curve_points=2),
     )
   )
-  result = evaluate.evaluate(config, trained_workdir)['certify']
+  result = evaluate.evaluate(config, module_copy)['certify']
   # The first 16 test images that all members classify correctly, found independently.
-  ens = lpd_jax.load(trained_workdir)
+  ens = lpd_jax.load(module_copy)
   ds = load_dataset(ens.config)
   logits = ens.members.logits(ens.variables, jnp.asarray(to_float(ds.test_images)))
   all_correct = np.all(np.argmax(logits, -1) == ds.test_labels[None], axis=0)
@@ -317,13 +308,13 @@ def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(trained_
   assert [p['eps'] for p in result['curve']['crown']] == [0.0005, 0.001]
   assert fractions[0] == result['methods']['crown']['certified_fraction'] >= fractions[1]
   for name in ('eval_certify.png', 'eval_certify_curve.png', 'eval_certify.md'):
-    assert os.path.getsize(os.path.join(trained_workdir, name)) > 0
+    assert os.path.getsize(os.path.join(module_copy, name)) > 0
   assert 'raw' in result['output'] and 'first 16 of' in result['selection']
 
 
-def test_certify_suite_refuses_what_it_cannot_bound(trained_workdir):
+def test_certify_suite_refuses_what_it_cannot_bound(module_copy):
   with pytest.raises(ConfigError, match='resnet18 and resnet34'):
     config_lib.validate_eval(tiny_config(model='vgg16', eval=dict(suite='certify')))
   config = tiny_config(eval=dict(suite='certify', inference='expected'))
   with pytest.raises(ConfigError, match='inference=raw'):
-    evaluate.evaluate(config, trained_workdir)
+    evaluate.evaluate(config, module_copy)

@@ -121,7 +121,7 @@ def test_a_saved_config_of_the_flat_eval_layout_loads_into_the_attack_groups():
 
 
 def test_an_override_of_the_flat_eval_layout_names_its_new_place(tmp_path):
-  from test_faults import run_cli
+  from conftest import run_cli
 
   done = run_cli(
     'train.py',

@@ -52,7 +52,7 @@ def test_the_readme_example_method_is_short_registers_and_trains(monkeypatch):
   assert not np.allclose(new_state.variables['params']['head']['kernel'], before)
 
 
-def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, trained_workdir):
+def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, module_copy):
   def run(ens, ctx):
     n = len(ctx.labels) if ctx.cfg.count < 0 else ctx.cfg.count
     result = dict(count=n, members=ens.num_members)
@@ -71,7 +71,7 @@ def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, trained_w
   monkeypatch.setitem(suites.REGISTRY, 'count', suite)
   config = tiny_config(eval=dict(suite='count', num_examples=50))
   assert config.eval.count.count == -1
-  result = evaluate.evaluate(config, trained_workdir)['count']
+  result = evaluate.evaluate(config, module_copy)['count']
   record = dict(
     key='count',
     label='images counted',
@@ -91,19 +91,19 @@ def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, trained_w
     files=['count.txt'],
     metrics=[record],
   )
-  with open(os.path.join(trained_workdir, 'eval_count.json')) as f:
+  with open(os.path.join(module_copy, 'eval_count.json')) as f:
     assert json.load(f) == result
-  with open(os.path.join(trained_workdir, 'count.txt')) as f:
+  with open(os.path.join(module_copy, 'count.txt')) as f:
     assert f.read() == '50'
   with pytest.raises(config_lib.ConfigError, match='eval.count.count'):
-    evaluate.evaluate(tiny_config(eval=dict(suite='count', count=dict(count=0))), trained_workdir)
+    evaluate.evaluate(tiny_config(eval=dict(suite='count', count=dict(count=0))), module_copy)
 
   # Under 'expected' inference the same type is the instance count_expected, beside it.
   expected = tiny_config(eval=dict(suite='count_expected', num_examples=20))
-  assert evaluate.evaluate(expected, trained_workdir)['count_expected']['inference'] == 'expected'
-  with open(os.path.join(trained_workdir, 'count_expected.txt')) as f:
+  assert evaluate.evaluate(expected, module_copy)['count_expected']['inference'] == 'expected'
+  with open(os.path.join(module_copy, 'count_expected.txt')) as f:
     assert f.read() == '20'
-  with open(os.path.join(trained_workdir, 'eval_count.json')) as f:
+  with open(os.path.join(module_copy, 'eval_count.json')) as f:
     assert json.load(f)['count'] == 50  # not overwritten
 
 
@@ -114,7 +114,7 @@ def readme_block(after):
 
 
 def test_the_readme_example_attack_runs_through_paper_robust_and_compare(
-  monkeypatch, trained_workdir, tmp_path
+  monkeypatch, module_copy, tmp_path
 ):
   """One file (the README block) and one registry line: the attack gets its settings groups
   in eval.paper and eval.robust, its rows in both reports, and compare's tables show them."""
@@ -124,7 +124,7 @@ def test_the_readme_example_attack_runs_through_paper_robust_and_compare(
   monkeypatch.setitem(attacks.REGISTRY, 'corners', attack)  # the registry line
 
   workdir = str(tmp_path / 'run')
-  shutil.copytree(trained_workdir, workdir)
+  shutil.copytree(module_copy, workdir)
   for name in os.listdir(workdir):
     if name.startswith('eval_'):
       os.remove(os.path.join(workdir, name))

@@ -9,84 +9,21 @@ import glob
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import tiny_config
+from conftest import TINY_CLI, lines, run_cli, start_cli, tiny_config
 
 import lpd_jax
 from lpd_jax import checkpoint, data, predict, train
 from lpd_jax import config as config_lib
 from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import CheckpointError, ConfigError, DataError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The CLI runs of the tiny fixture: configs/quickstart.py at width 4 for 3 epochs is
-# tiny_config() (same seed, data, optimizer), so its parameters are the fixture's.
-TINY_CLI = ['--config=configs/quickstart.py', '--config.width=4', '--config.num_epochs=3']
-
-
-def cli_env():
-  """The subprocess environment: CPU, and the session's persistent XLA cache (conftest)."""
-  return dict(
-    os.environ,
-    JAX_PLATFORMS='cpu',
-    JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or '',
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
-  )
-
-
-def _cli_options():
-  """How tests start the CLI: from the repo, with cli_env(), and with the SIGINT disposition
-  a terminal gives (pytest-xdist workers ignore SIGINT, and an ignored signal stays ignored
-  in a child, so Ctrl-C would not reach it)."""
-  return dict(
-    cwd=REPO,
-    env=cli_env(),
-    text=True,
-    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-  )
-
-
-def run_cli(script, *args, timeout=300):
-  return subprocess.run(
-    [sys.executable, os.path.join(REPO, script), *args],
-    capture_output=True,
-    timeout=timeout,
-    **_cli_options(),
-  )
-
-
-def run_module(module, *args, timeout=300):
-  """`python -m module *args`, as run_cli (the README's form of lpd_jax.study / .compare)."""
-  return subprocess.run(
-    [sys.executable, '-m', module, *args],
-    capture_output=True,
-    timeout=timeout,
-    **_cli_options(),
-  )
-
-
-def start_cli(script, *args, output=subprocess.PIPE):
-  """`python script *args` started in the background (stdout and stderr to `output`)."""
-  return subprocess.Popen(
-    [sys.executable, os.path.join(REPO, script), *args],
-    stdout=output,
-    stderr=output,
-    **_cli_options(),
-  )
-
-
-def lines(stream, prefix):
-  return [line for line in stream.splitlines() if line.startswith(prefix)]
 
 
 def files_under(path):
@@ -136,61 +73,53 @@ FAULTS = {
 }
 
 
-@pytest.fixture
-def copy_of(trained_workdir, tmp_path):
-  """A fresh copy of the session's trained workdir (checkpoints of epochs 2 and 3)."""
-  workdir = str(tmp_path / 'w')
-  shutil.copytree(trained_workdir, workdir)
-  return workdir
-
-
 def same_variables(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 @pytest.mark.parametrize('fault', sorted(FAULTS))
-def test_load_falls_back_to_the_newest_good_checkpoint_in_one_line(copy_of, fault, capsys):
-  epoch_2 = lpd_jax.load(copy_of, epoch=2)
-  FAULTS[fault](copy_of, 3)
-  before = files_under(copy_of)
-  ens = lpd_jax.load(copy_of)
+def test_load_falls_back_to_the_newest_good_checkpoint_in_one_line(trained_copy, fault, capsys):
+  epoch_2 = lpd_jax.load(trained_copy, epoch=2)
+  FAULTS[fault](trained_copy, 3)
+  before = files_under(trained_copy)
+  ens = lpd_jax.load(trained_copy)
   err = capsys.readouterr().err
   warnings = lines(err, 'warning:')
   assert len(warnings) == 1 and 'Traceback' not in err, err
   assert 'epoch 3' in warnings[0] and 'using the checkpoint of epoch 2' in warnings[0]
   assert ens.meta['epoch'] == 2 and same_variables(ens.variables, epoch_2.variables)
-  assert files_under(copy_of) == before  # nothing deleted or moved by an evaluation
+  assert files_under(trained_copy) == before  # nothing deleted or moved by an evaluation
   with pytest.raises(CheckpointError, match='checkpoint of epoch 3'):
-    lpd_jax.load(copy_of, epoch=3)  # an explicit epoch never falls back
+    lpd_jax.load(trained_copy, epoch=3)  # an explicit epoch never falls back
 
 
-def test_a_checkpoint_without_its_metadata_file_restores_verified(copy_of, trained_workdir):
+def test_a_checkpoint_without_its_metadata_file_restores_verified(trained_copy, trained_workdir):
   # Restore targets carry their shapes, dtypes and shardings (so a checkpoint of a sharded
   # run restores on one device): orbax then needs no _METADATA, and the manifest's digests
   # still verify every array.
-  os.remove(metadata_path(copy_of, 3))
-  ens = lpd_jax.load(copy_of)
+  os.remove(metadata_path(trained_copy, 3))
+  ens = lpd_jax.load(trained_copy)
   assert ens.meta['epoch'] == 3
   assert same_variables(ens.variables, lpd_jax.load(trained_workdir).variables)
 
 
-def test_eval_command_warns_once_and_reports_the_older_checkpoint(copy_of):
-  flip_bytes(copy_of, 3)
-  result = run_cli('eval.py', f'--workdir={copy_of}', '--config.eval.num_examples=100')
+def test_eval_command_warns_once_and_reports_the_older_checkpoint(trained_copy):
+  flip_bytes(trained_copy, 3)
+  result = run_cli('eval.py', f'--workdir={trained_copy}', '--config.eval.num_examples=100')
   assert result.returncode == 0, result.stderr
   assert len(lines(result.stderr, 'warning:')) == 1 and 'Traceback' not in result.stderr
-  ens = lpd_jax.load(copy_of, epoch=2)
+  ens = lpd_jax.load(trained_copy, epoch=2)
   ds = data.load_dataset(ens.config)
   expected = predict.clean_accuracy(ens, ds.test_images[:100], ds.test_labels[:100], 100)
   assert f'| ensemble | {100 * expected["ensemble_accuracy"]:.2f} |' in result.stdout
-  with open(os.path.join(copy_of, 'eval_clean.json')) as f:
+  with open(os.path.join(trained_copy, 'eval_clean.json')) as f:
     assert json.load(f)['num_examples'] == 100
 
 
-def test_no_verifying_checkpoint_is_one_error_line(copy_of):
-  flip_bytes(copy_of, 3)
-  garble_metadata(copy_of, 2)
-  result = run_cli('eval.py', f'--workdir={copy_of}')
+def test_no_verifying_checkpoint_is_one_error_line(trained_copy):
+  flip_bytes(trained_copy, 3)
+  garble_metadata(trained_copy, 2)
+  result = run_cli('eval.py', f'--workdir={trained_copy}')
   assert result.returncode == 1 and 'Traceback' not in result.stderr
   (error,) = lines(result.stderr, 'error:')
   assert 'no usable checkpoint' in error and 'epoch 3' in error and 'epoch 2' in error
@@ -198,15 +127,15 @@ def test_no_verifying_checkpoint_is_one_error_line(copy_of):
 
 
 def test_resume_from_a_damaged_checkpoint_moves_it_aside_and_ends_bit_identical(
-  copy_of, trained_workdir, capsys
+  trained_copy, trained_workdir, capsys
 ):
-  flip_bytes(copy_of, 3)
-  resumed = train.train_and_evaluate(tiny_config(), copy_of)
+  flip_bytes(trained_copy, 3)
+  resumed = train.train_and_evaluate(tiny_config(), trained_copy)
   err = capsys.readouterr().err
   assert 'checkpoint of epoch 3 is damaged' in err and 'moved the damaged checkpoint' in err
-  assert os.path.isdir(os.path.join(copy_of, workdir_lib.DAMAGED_DIR, '3'))  # kept, not deleted
+  assert os.path.isdir(os.path.join(trained_copy, workdir_lib.DAMAGED_DIR, '3'))  # kept
   assert same_variables(resumed.variables, lpd_jax.load(trained_workdir).variables)
-  with open(os.path.join(copy_of, 'metrics.jsonl')) as f:
+  with open(os.path.join(trained_copy, 'metrics.jsonl')) as f:
     assert [json.loads(line)['epoch'] for line in f] == [1, 2, 3]
 
 
@@ -306,55 +235,64 @@ def test_train_command_refuses_with_one_line(tmp_path, args, message):
   assert not os.path.exists(os.path.join(tmp_path, 'w', 'checkpoints'))
 
 
-def test_eval_overrides_apply_to_the_workdirs_own_config(trained_workdir):
+def test_eval_overrides_apply_to_the_workdirs_own_config(trained_copy):
   result = run_cli(
     'eval.py',
-    f'--workdir={trained_workdir}',
+    f'--workdir={trained_copy}',
     '--config.eval.num_examples=20',
     '--config.eval.inference=expected',
   )
   assert result.returncode == 0, result.stderr
   assert 'Clean accuracy on 20 test images of digits' in result.stdout
   assert 'inference expected' in result.stdout
-  refused = run_cli('eval.py', f'--workdir={trained_workdir}', '--config.width=8')
+  refused = run_cli('eval.py', f'--workdir={trained_copy}', '--config.width=8')
   assert refused.returncode == 1
   assert 'holds a checkpoint of another ensemble (width: workdir has 4, config says 8)' in (
     refused.stderr
   )
-  missing = run_cli('eval.py', f'--workdir={trained_workdir}/nothing')
+  missing = run_cli('eval.py', f'--workdir={trained_copy}/nothing')
   assert missing.returncode == 1 and lines(missing.stderr, 'error: no ensemble.json')
 
 
-def test_sigkill_at_random_moments_then_rerun_ends_bit_identical(trained_workdir, tmp_path):
-  """10 seeded kills: at random times, right after a manifest is written (during a save,
-  before orbax commits), and right after a checkpoint is committed (before its metrics
-  line). The rerun that follows them all ends with the uninterrupted run's parameters, and
+# Where each kill lands (the save's order: manifest, orbax's temporary folder, its rename to
+# the epoch's folder, then the metrics line): a trigger is a new name in checkpoints/.
+KILLS = (
+  (
+    'after the manifest, before the commit',
+    lambda new: any(n.endswith('.manifest.json') for n in new),
+  ),
+  ('during the orbax save', lambda new: any('tmp' in n for n in new)),
+  ('after a commit, before its metrics line', lambda new: any(n.isdigit() for n in new)),
+  ('mid-epoch', None),  # 0.3 s after the next commit: the following epoch's steps
+)
+
+
+def test_sigkill_at_each_moment_of_a_save_then_rerun_ends_bit_identical(trained_workdir, tmp_path):
+  """Four SIGKILLs, one at each moment of a save and one mid-epoch, each followed by a rerun
+  of the same command: the last rerun ends with the uninterrupted run's parameters, and
   metrics.jsonl has exactly one line per epoch."""
   workdir = str(tmp_path / 'killed')
   ckpt = os.path.join(workdir, 'checkpoints')
-  rng = np.random.default_rng(0)
   moments = []
-  for i in range(10):
-    trigger = ['time', 'manifest', 'commit'][i % 3]
+  for moment, trigger in KILLS:
     seen = set(os.listdir(ckpt)) if os.path.isdir(ckpt) else set()
     proc = start_cli('train.py', *TINY_CLI, f'--workdir={workdir}', output=subprocess.DEVNULL)
-    deadline = time.monotonic() + (rng.uniform(1.0, 8.0) if trigger == 'time' else 120)
-    killed = None
+    deadline, killed = time.monotonic() + 120, None
     while proc.poll() is None and killed is None:
-      now = set(os.listdir(ckpt)) if os.path.isdir(ckpt) else set()
-      new = now - seen
-      if trigger == 'manifest' and any(n.endswith('.manifest.json') for n in new):
-        killed = 'during a save'
-      elif trigger == 'commit' and any(n.isdigit() for n in new):
-        killed = 'after a commit'
+      new = (set(os.listdir(ckpt)) if os.path.isdir(ckpt) else set()) - seen
+      if trigger is None and any(n.isdigit() for n in new):
+        time.sleep(0.3)
+        killed = moment
+      elif trigger is not None and trigger(new):
+        killed = moment
       elif time.monotonic() > deadline:
-        killed = 'at a random time'
+        killed = 'at the deadline'
       if killed:
         proc.send_signal(signal.SIGKILL)
       time.sleep(0.002)
     proc.wait()
     moments.append(killed or 'not killed: finished')
-  assert sum(m == 'during a save' for m in moments) >= 1, moments
+  assert moments[0] == KILLS[0][0], moments
   final = run_cli('train.py', *TINY_CLI, f'--workdir={workdir}')
   assert final.returncode == 0, final.stderr
   assert same_variables(lpd_jax.load(workdir).variables, lpd_jax.load(trained_workdir).variables)

@@ -9,8 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import tiny_config
-from test_faults import TINY_CLI, run_cli, start_cli
+from conftest import TINY_CLI, run_cli, start_cli, tiny_config
 
 from lpd_jax import checkpoint, compilation_cache, evaluate, train
 from lpd_jax.errors import CheckpointError, ConfigError

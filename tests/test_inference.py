@@ -78,10 +78,10 @@ def test_rescaled_training_makes_expected_equal_raw(tiny):
   np.testing.assert_array_equal(ens.member_logits(x), ens.with_inference('raw').member_logits(x))
 
 
-def test_raw_inference_is_each_member_applied_alone_bit_for_bit(trained_workdir):
+def test_raw_inference_is_each_member_applied_alone_bit_for_bit(module_copy):
   """'raw' is the computation of the checkpoint before inference modes existed: the
   whole member network applied to x, member by member."""
-  ens = lpd_jax.load(trained_workdir)
+  ens = lpd_jax.load(module_copy)
   assert ens.inference == 'raw'
   ds = data.load_dataset(ens.config)
   x = data.to_float(ds.test_images[:32])
@@ -98,39 +98,39 @@ def test_raw_inference_is_each_member_applied_alone_bit_for_bit(trained_workdir)
   )
 
 
-def test_load_with_inference_and_every_suite_states_it(trained_workdir):
-  ens = lpd_jax.load(trained_workdir, inference='expected')
+def test_load_with_inference_and_every_suite_states_it(module_copy):
+  ens = lpd_jax.load(module_copy, inference='expected')
   assert ens.inference == 'expected' and ens.keep_rates is not None
-  assert lpd_jax.load(trained_workdir).with_inference('expected').keep_rates == ens.keep_rates
+  assert lpd_jax.load(module_copy).with_inference('expected').keep_rates == ens.keep_rates
   config = tiny_config(eval=dict(suite='clean', inference='expected', num_examples=64))
-  result = evaluate.evaluate(config, trained_workdir)['clean_expected']  # the instance's name
+  result = evaluate.evaluate(config, module_copy)['clean_expected']  # the instance's name
   assert result['inference'] == 'expected'
-  with open(os.path.join(trained_workdir, 'eval_clean_expected.md')) as f:
+  with open(os.path.join(module_copy, 'eval_clean_expected.md')) as f:
     assert 'inference expected (heads see h * p(h)' in f.read()
-  with open(evaluate.report_path(trained_workdir, 'clean', 'expected')) as f:
+  with open(evaluate.report_path(module_copy, 'clean', 'expected')) as f:
     assert json.load(f) == result  # beside the raw report, not over it
-  raw = evaluate.evaluate(tiny_config(eval=dict(suite='clean', num_examples=64)), trained_workdir)
-  with open(evaluate.report_path(trained_workdir, 'clean')) as f:
+  raw = evaluate.evaluate(tiny_config(eval=dict(suite='clean', num_examples=64)), module_copy)
+  with open(evaluate.report_path(module_copy, 'clean')) as f:
     assert json.load(f)['inference'] == 'raw' == raw['clean']['inference']
-  assert os.path.isfile(evaluate.report_path(trained_workdir, 'clean', 'expected'))
+  assert os.path.isfile(evaluate.report_path(module_copy, 'clean', 'expected'))
   ds = data.load_dataset(config)
   direct = predict.clean_accuracy(ens, ds.test_images[:64], ds.test_labels[:64], 64)
   assert result['ensemble_accuracy'] == direct['ensemble_accuracy']
   with pytest.raises(ConfigError, match='unknown eval.inference'):
-    evaluate.evaluate(tiny_config(eval=dict(inference='mean')), trained_workdir)
+    evaluate.evaluate(tiny_config(eval=dict(inference='mean')), module_copy)
   with pytest.raises(ValueError, match='inference must be one of'):
     ens.with_inference('mean')
 
 
-def test_metrics_log_keep_rate_terms_and_margins(trained_workdir):
-  with open(os.path.join(trained_workdir, 'metrics.jsonl')) as f:
+def test_metrics_log_keep_rate_terms_and_margins(module_copy):
+  with open(os.path.join(module_copy, 'metrics.jsonl')) as f:
     records = [json.loads(line) for line in f]
   for r in records:
     assert r['train_loss_ce'] == pytest.approx(r['train_loss'])  # LPD: the data term only
     assert 0 < r['train_mean_keep_rate'] < 1
     assert len(r['train_member_ce']) == 3
   last = records[-1]
-  ens = lpd_jax.load(trained_workdir)
+  ens = lpd_jax.load(module_copy)
   ds = data.load_dataset(ens.config)
   for mode, field in (
     ('raw', 'test_median_logit_margin'),

@@ -22,27 +22,27 @@ def eval_config(**overrides):
   return tiny_config(eval=dict(suite='probes', batch_size=32, num_examples=100, probes=group))
 
 
-def test_probes_suite_matches_direct_probes(trained_workdir):
+def test_probes_suite_matches_direct_probes(module_copy):
   config = eval_config()
   assert set(config.eval) == set(config_lib.base_config().eval)  # the others keep defaults
   assert set(config.eval.probes) == set(config_lib.base_config().eval.probes)
-  result = evaluate.evaluate(config, trained_workdir)['probes']
+  result = evaluate.evaluate(config, module_copy)['probes']
 
-  with open(os.path.join(trained_workdir, 'eval_probes.json')) as f:
+  with open(os.path.join(module_copy, 'eval_probes.json')) as f:
     assert json.load(f) == result
-  with open(os.path.join(trained_workdir, 'eval_probes.md')) as f:
+  with open(os.path.join(module_copy, 'eval_probes.md')) as f:
     table = f.read()
   assert (result['num_members'], result['num_examples'], result['probe_examples']) == (3, 100, 50)
   assert result['float64'] is False
 
   # L_d, L_s: the first 50 test images (the batches of 32 pad the last one), recomputed
   # here in one call from the input gradients.
-  ens = load(trained_workdir)
+  ens = load(module_copy)
   ds = data.load_dataset(config)
   x, y = data.to_float(ds.test_images[:50]), ds.test_labels[:50]
   g = probes.input_gradients(ens, x, y)
   direct = {'gradient_cosine': probes.gradient_cosine(g), 'gradient_norm': probes.gradient_norm(g)}
-  saved = np.load(os.path.join(trained_workdir, 'probes_per_sample.npz'))
+  saved = np.load(os.path.join(module_copy, 'probes_per_sample.npz'))
   np.testing.assert_array_equal(saved['labels'], y)
   for probe, values in direct.items():
     values = np.asarray(values)
@@ -66,22 +66,22 @@ def test_probes_suite_matches_direct_probes(trained_workdir):
   assert '(float32)' in table
 
 
-def test_probes_suite_float64(trained_workdir):
-  result = evaluate.evaluate(eval_config(float64=True, num_examples=20), trained_workdir)
+def test_probes_suite_float64(module_copy):
+  result = evaluate.evaluate(eval_config(float64=True, num_examples=20), module_copy)
   result = result['probes']
   assert result['float64'] is True and result['probe_examples'] == 20
-  saved = np.load(os.path.join(trained_workdir, 'probes_per_sample.npz'))
+  saved = np.load(os.path.join(module_copy, 'probes_per_sample.npz'))
   for probe in ('gradient_cosine', 'gradient_norm'):
     assert saved[probe].dtype == np.float64 and saved[probe].shape == (20,)
     for q in (0.25, 0.5, 0.75):
       assert result[probe][str(q)] == np.quantile(saved[probe], q)
-  with open(os.path.join(trained_workdir, 'eval_probes.md')) as f:
+  with open(os.path.join(module_copy, 'eval_probes.md')) as f:
     assert 'first 20 test images (float64)' in f.read()
 
 
-def test_probes_suite_rejects_zero_examples(trained_workdir):
+def test_probes_suite_rejects_zero_examples(module_copy):
   with pytest.raises(config_lib.ConfigError, match='eval.probes.num_examples'):
-    evaluate.evaluate(eval_config(num_examples=0), trained_workdir)
+    evaluate.evaluate(eval_config(num_examples=0), module_copy)
 
 
 def test_markdown_tables_side_by_side():
@@ -116,8 +116,8 @@ def test_notebook_is_saved_without_outputs():
   assert 'WORKDIRS' in code[0].source and 'NUM_EXAMPLES' in code[0].source
 
 
-@pytest.mark.parametrize('copies', [1, 2], ids=['one', 'side_by_side'])
-def test_notebook_runs(trained_workdir, tmp_path, monkeypatch, copies):
+def test_notebook_runs_on_two_workdirs_side_by_side(module_copy, tmp_path, monkeypatch):
+  copies = 2  # a loop over LPD_WORKDIRS: one workdir is its first pass
   nbformat = pytest.importorskip('nbformat')
   nbclient = pytest.importorskip('nbclient')
   png = tmp_path / 'probes.png'
@@ -127,7 +127,7 @@ def test_notebook_runs(trained_workdir, tmp_path, monkeypatch, copies):
   monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', jax.config.jax_compilation_cache_dir or '')
   monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
   monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
-  monkeypatch.setenv('LPD_WORKDIRS', ':'.join([trained_workdir] * copies))
+  monkeypatch.setenv('LPD_WORKDIRS', ':'.join([module_copy] * copies))
   monkeypatch.setenv('LPD_PROBE_EXAMPLES', '64')
   monkeypatch.setenv('LPD_PROBE_PNG', str(png))
   nb = nbformat.read(NOTEBOOK, as_version=4)
