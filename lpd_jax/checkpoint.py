@@ -10,9 +10,10 @@ shape, dtype and CRC-32, written (atomically) before orbax commits the checkpoin
 workdir's other files (ensemble.json, metrics.jsonl) are `lpd_jax.workdir`'s.
 
 Reading: `restore_newest` restores the newest checkpoint that orbax can read and whose
-arrays match their manifest, and reports each newer damaged one in one line. A
-checkpoint without a manifest (written by an lpd-jax before manifests) is accepted as
-orbax reads it.
+arrays match their manifest, and reports each newer damaged one in one line. In a
+workdir written with manifests (ensemble.json says so: `workdir.Meta.manifests`) a
+checkpoint whose manifest is missing or unreadable is damaged; in an older workdir a
+checkpoint without one is accepted as orbax reads it.
 """
 
 import contextlib
@@ -143,10 +144,18 @@ def _abstract(tree):
   return jax.tree.map(target, tree)
 
 
-def _verify(restored, manifest):
-  """-> None if every restored item matches its manifest entry, else what differs."""
+def _manifests_required(mgr):
+  """Whether the workdir of `mgr` was written with a manifest beside every checkpoint
+  (`workdir.Meta.manifests`): then a missing manifest is damage, not an older format."""
+  meta = workdir_lib.read_meta(os.path.dirname(str(mgr.directory)))
+  return meta is not None and meta.manifests
+
+
+def _verify(restored, manifest, required=False):
+  """-> None if every restored item matches its manifest entry, else what differs. A
+  missing manifest passes unless `required`."""
   if manifest is None:
-    return None
+    return 'its manifest is missing' if required else None
   if manifest.get('unreadable') or 'items' not in manifest:
     return 'its manifest is unreadable'
   for item, tree in restored.items():
@@ -192,7 +201,7 @@ def restore(mgr, epoch, like_state=None, like_variables=None):
       f'checkpoint of epoch {epoch} cannot be read ({_first_line(e)})'
     ) from None
   restored = {k: out[k] for k in likes}
-  problem = _verify(restored, read_manifest(mgr, epoch))
+  problem = _verify(restored, read_manifest(mgr, epoch), _manifests_required(mgr))
   if problem:
     raise CheckpointError(f'checkpoint of epoch {epoch} is damaged: {problem}')
   if like_state is None:

@@ -211,8 +211,10 @@ def resume_or_init(run, meta, latest, restarts, continuing):
   if meta is None or continuing:
     saved = config_lib.run_config(config)
     ds = run.ds
+    manifests = meta.manifests if meta is not None else True  # older checkpoints lack them
     workdir_lib.write_meta(
-      workdir, workdir_lib.Meta(saved, ds.num_classes, tuple(ds.input_shape), tuple(restarts))
+      workdir,
+      workdir_lib.Meta(saved, ds.num_classes, tuple(ds.input_shape), tuple(restarts), manifests),
     )
   return start_epoch, state
 
@@ -278,12 +280,22 @@ def train_and_evaluate(config, workdir):
 
   Prints one line per start-up phase (data, init, compiles) with its time, then a
   progress bar per epoch; writes per-epoch metrics to stdout and `workdir/metrics.jsonl`
-  and a verified checkpoint after every epoch. Returns the final Ensemble.
+  and a verified checkpoint after every epoch. Holds the workdir's lock while it runs
+  (`workdir.training_lock`): a second trainer of the same workdir gets a CheckpointError
+  naming this one. Returns the final Ensemble.
   """
   config_lib.validate(config)
   if config.distributed:
     sharding.initialize_distributed()
   cache = compilation_cache.enable(config.compilation_cache)
+  # One trainer per workdir: a second one exits at once naming the first (process 0 of a
+  # multi-host run holds the lock for all).
+  with workdir_lib.training_lock(workdir, hold=jax.process_index() == 0):
+    return _train_and_evaluate(config, workdir, cache)
+
+
+def _train_and_evaluate(config, workdir, cache):
+  """`train_and_evaluate` with the workdir's lock held."""
   meta = workdir_lib.read_meta(workdir)
   mgr, latest, restarts, continuing = None, None, [], False
   if meta is not None:
@@ -300,7 +312,6 @@ def train_and_evaluate(config, workdir):
       except CheckpointError:
         pass  # damaged: the resume below falls back to the newest good checkpoint
   ds = load_data(config)
-  workdir_lib.check_writable(workdir)
   steps_per_epoch = data.num_train_steps(ds, config.batch_size)
   tx, schedule = make_optimizer(config, steps_per_epoch, restarts)
   run = Training(

@@ -6,16 +6,25 @@ metrics.jsonl, atomic writes, and the writability and compatibility checks.
   metrics.jsonl             one line per trained epoch (`read_metrics`, `reconcile_metrics`)
   checkpoints/              orbax checkpoints and their manifests (`lpd_jax.checkpoint`)
   damaged_checkpoints/      checkpoints that failed verification, moved aside
+  train.lock                the OS lock the training process holds (`training_lock`)
   eval_<name>.json / .md    each evaluation's report (`report_path`, `report_paths`)
 
 Knows no model, method or suite: files, JSON and configs only.
 """
 
+import contextlib
 import dataclasses
 import glob
 import json
 import os
+import socket
+import time
 from typing import Optional
+
+try:
+  import fcntl
+except ImportError:  # Windows: no flock
+  fcntl = None
 
 import ml_collections
 
@@ -24,6 +33,7 @@ from lpd_jax.errors import CheckpointError
 META_FILE = 'ensemble.json'
 METRICS_FILE = 'metrics.jsonl'
 CHECKPOINTS_DIR = 'checkpoints'
+LOCK_FILE = 'train.lock'  # held by the one process that trains the workdir (`training_lock`)
 DAMAGED_DIR = 'damaged_checkpoints'  # where training moves damaged checkpoints (never deleted)
 
 # Fields that fix the shapes and meaning of the saved parameters, with the value a
@@ -47,12 +57,16 @@ class Meta:
     input_shape: (H, W, c).
     schedule_restarts: epochs at which a continuation (config.continue_training)
       restarted the learning-rate schedule.
+    manifests: whether every checkpoint of the workdir has its manifest (written since
+      lpd-jax wrote manifests; False for older workdirs): then a checkpoint without a
+      readable manifest is damaged, not unverified (`checkpoint.restore`).
   """
 
   config: ml_collections.ConfigDict
   num_classes: int
   input_shape: tuple
   schedule_restarts: tuple = ()
+  manifests: bool = True
 
 
 def path(workdir: str, name: str) -> str:
@@ -87,6 +101,7 @@ def read_meta(workdir: str) -> Optional[Meta]:
     meta['num_classes'],
     tuple(meta['input_shape']),
     tuple(meta.get('schedule_restarts', ())),
+    bool(meta.get('manifests', False)),
   )
 
 
@@ -100,6 +115,7 @@ def write_meta(workdir: str, meta: Meta) -> None:
       num_classes=meta.num_classes,
       input_shape=list(meta.input_shape),
       schedule_restarts=list(meta.schedule_restarts),
+      manifests=meta.manifests,
     ),
   )
 
@@ -184,3 +200,42 @@ def check_compatible(workdir: str, config, saved_config) -> None:
       f'workdir {workdir} holds a checkpoint of another ensemble ({"; ".join(diffs)}). '
       'Use a new --workdir, or the config it was trained with.'
     )
+
+
+@contextlib.contextmanager
+def training_lock(workdir: str, hold: bool = True):
+  """Holds an exclusive OS file lock (flock) on <workdir>/train.lock while a run trains.
+
+  The kernel drops the lock when the holding process ends, however it ends (SIGKILL
+  included), so a lock is never stale. A second trainer of the same workdir gets a
+  one-line CheckpointError naming the holder (pid, host, since when) at once. `hold=False`
+  (the processes other than 0 of a multi-host run) takes no lock. Creates the workdir;
+  CheckpointError if it cannot be written (`check_writable`).
+  """
+  if not hold or fcntl is None:  # no flock on this OS: unguarded, as before
+    check_writable(workdir)
+    yield
+    return
+  check_writable(workdir)
+  f = open(path(workdir, LOCK_FILE), 'a+')
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    f.seek(0)
+    holder = f.read().strip() or 'a process that has not written its name yet'
+    f.close()
+    raise CheckpointError(
+      f'workdir {workdir} is being trained by another process ({holder}); wait for it to '
+      'finish (rerun the command then: it resumes), or train into another --workdir'
+    ) from None
+  try:
+    f.seek(0)
+    f.truncate()
+    f.write(
+      f'pid {os.getpid()} on {socket.gethostname()} since {time.strftime("%Y-%m-%d %H:%M:%S")}\n'
+    )
+    f.flush()
+    yield
+  finally:
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()

@@ -23,6 +23,7 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from lpd_jax import train  # noqa: E402
+from lpd_jax import workdir as workdir_lib  # noqa: E402
 from lpd_jax.config import base_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,10 +90,13 @@ def built_once(tmp_path_factory, name, build):
 
 
 def snapshot(path):
-  """{relative path: (size, mtime_ns)} of every file under `path`."""
+  """{relative path: (size, mtime_ns)} of every file under `path` but the training lock
+  (a trainer that finds the run finished takes the lock, and writes nothing else)."""
   out = {}
   for folder, _, names in os.walk(path):
     for n in names:
+      if n == workdir_lib.LOCK_FILE:
+        continue
       stat = os.stat(os.path.join(folder, n))
       out[os.path.relpath(os.path.join(folder, n), path)] = (stat.st_size, stat.st_mtime_ns)
   return out

@@ -269,16 +269,14 @@ def test_expected_inference_of_a_dropout_ensemble_is_refused(module_copy):
     certify.crown_margins(ens, jnp.zeros((1, 8, 8, 1)), jnp.zeros(1, jnp.int32), 0.01)
 
 
-def test_the_memory_estimate_is_within_2x_of_what_xla_assigns():
-  """The estimate printed before a certification (K = 3 width-4 ResNet-18s, as the paper's
-  model, on 16x16x3 inputs) against the bytes XLA assigns to the compiled bound, per method.
-  (The paper's 200 CIFAR-shaped samples on a CPU: benchmarks/certify.py.)"""
-  ens = random_resnet(num_members=3, width=4, input_shape=(16, 16, 3), num_classes=10)
-  images = jax.random.uniform(jax.random.key(7), (8, 16, 16, 3))
-  labels = jnp.arange(8) % 10
+def test_the_memory_estimate_is_within_2x_of_what_xla_assigns(small_ensemble):
+  """The estimate printed before a certification against the bytes XLA assigns to the
+  compiled bound, per method (the shapes of the soundness tests: their compiles). The
+  paper's 200 CIFAR-shaped samples on a CPU: benchmarks/certify.py."""
+  ens, x, y = small_ensemble
   for method in METHODS:
-    estimate = certify.memory_estimate(ens, (16, 16, 3), method, 8)
-    measured = memory.compiled_bytes(certify.margins, ens, images, labels, 0.0005, method=method)
+    estimate = certify.memory_estimate(ens, x.shape[1:], method, len(x))
+    measured = memory.compiled_bytes(certify.margins, ens, x, y, 0.001, method=method)
     assert estimate / 2 <= measured <= 2 * estimate, (method, estimate, measured)
 
 

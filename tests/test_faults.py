@@ -65,8 +65,14 @@ def garble_metadata(workdir, epoch):
   open(metadata_path(workdir, epoch), 'w').write('{garbled')
 
 
+def flip_bytes_and_delete_manifest(workdir, epoch):
+  flip_bytes(workdir, epoch)
+  os.remove(os.path.join(workdir, 'checkpoints', f'{epoch}.manifest.json'))
+
+
 FAULTS = {
   'flipped_bytes': flip_bytes,
+  'flipped_bytes_no_manifest': flip_bytes_and_delete_manifest,
   'truncated_array': truncate_array,
   'deleted_array': delete_array,
   'garbled_metadata': garble_metadata,
@@ -255,20 +261,20 @@ def test_eval_overrides_apply_to_the_workdirs_own_config(trained_copy):
 
 
 # Where each kill lands (the save's order: manifest, orbax's temporary folder, its rename to
-# the epoch's folder, then the metrics line): a trigger is a new name in checkpoints/.
+# the epoch's folder, then the metrics line): a trigger is a new name in checkpoints/. A
+# kill after a commit and before its metrics line: test_metrics_lines_lost_to_a_kill_...
 KILLS = (
   (
     'after the manifest, before the commit',
     lambda new: any(n.endswith('.manifest.json') for n in new),
   ),
   ('during the orbax save', lambda new: any('tmp' in n for n in new)),
-  ('after a commit, before its metrics line', lambda new: any(n.isdigit() for n in new)),
   ('mid-epoch', None),  # 0.3 s after the next commit: the following epoch's steps
 )
 
 
 def test_sigkill_at_each_moment_of_a_save_then_rerun_ends_bit_identical(trained_workdir, tmp_path):
-  """Four SIGKILLs, one at each moment of a save and one mid-epoch, each followed by a rerun
+  """Three SIGKILLs, at two moments of a save and mid-epoch, each followed by a rerun
   of the same command: the last rerun ends with the uninterrupted run's parameters, and
   metrics.jsonl has exactly one line per epoch."""
   workdir = str(tmp_path / 'killed')
@@ -305,3 +311,54 @@ def test_config_validation_of_new_fields():
     config_lib.validate(tiny_config(keep_checkpoints=0))
   with pytest.raises(ConfigError, match='num_classes must be >= 0'):
     config_lib.validate(tiny_config(num_classes=-1))
+
+
+def test_metrics_lines_lost_to_a_kill_come_back_from_the_manifests(tmp_path):
+  """A kill after a checkpoint's commit and before its metrics line, or one that tore the
+  last line, or a checkpoint moved aside after its line was written: metrics.jsonl ends
+  with exactly one line per kept epoch, a lost one taken from its manifest's record."""
+  workdir = str(tmp_path)
+  lines = [{'epoch': 1, 'loss': 1.0}, {'epoch': 2, 'loss': 0.9}, {'epoch': 1, 'loss': 0.8}]
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    f.write(''.join(json.dumps(r) + '\n' for r in lines) + '{"epoch": 4, "lo')  # torn
+  saved = {2: {'epoch': 2, 'loss': 0.5}, 3: {'epoch': 3, 'loss': 0.7}}
+  workdir_lib.reconcile_metrics(workdir, 3, saved)
+  assert workdir_lib.read_metrics(workdir) == [
+    {'epoch': 1, 'loss': 0.8},  # a repeated epoch keeps its last line
+    {'epoch': 2, 'loss': 0.9},  # the file's own line wins over the manifest's
+    {'epoch': 3, 'loss': 0.7},  # lost to the kill: from the manifest
+  ]
+  workdir_lib.reconcile_metrics(workdir, 2, saved)  # epoch 3's checkpoint moved aside
+  assert [r['epoch'] for r in workdir_lib.read_metrics(workdir)] == [1, 2]
+
+
+def test_a_workdir_from_before_manifests_loads_its_checkpoints_unverified(trained_copy, capsys):
+  """ensemble.json without `manifests` (an lpd-jax before them): a checkpoint without its
+  manifest is read as orbax reads it, with no warning."""
+  meta_path = os.path.join(trained_copy, 'ensemble.json')
+  with open(meta_path) as f:
+    meta = json.load(f)
+  assert meta.pop('manifests') is True  # what training writes now
+  with open(meta_path, 'w') as f:
+    json.dump(meta, f)
+  os.remove(os.path.join(trained_copy, 'checkpoints', '3.manifest.json'))
+  assert lpd_jax.load(trained_copy).meta['epoch'] == 3
+  assert 'warning' not in capsys.readouterr().err
+
+
+def test_a_second_trainer_of_a_workdir_exits_at_once_naming_the_first(trained_workdir, tmp_path):
+  """Two `train.py` of one workdir: the second exits with one line naming the first (its
+  pid) while the first trains on and ends with the parameters of a run alone."""
+  workdir = str(tmp_path / 'w')
+  first = start_cli('train.py', *TINY_CLI, f'--workdir={workdir}')
+  for line in first.stdout:
+    if line.startswith('epoch   1'):
+      break
+  second = run_cli('train.py', *TINY_CLI, f'--workdir={workdir}', timeout=60)
+  _, err = first.communicate(timeout=300)
+  assert first.returncode == 0, err
+  assert second.returncode == 1 and 'Traceback' not in second.stderr
+  (error,) = second.stderr.strip().splitlines()
+  assert error.startswith(f'error: workdir {workdir} is being trained by another process')
+  assert f'pid {first.pid} on ' in error
+  assert same_variables(lpd_jax.load(workdir).variables, lpd_jax.load(trained_workdir).variables)
