@@ -1,5 +1,10 @@
-"""What `train.py` and `eval.py` share: flags, and one clear line for a user's mistake."""
+"""What `train.py` and `eval.py` share: flags, and one clear line for a user's mistake.
 
+`LPD_JAX_DEBUG=1` in the environment turns every one-line error back into the exception
+with its full traceback (for a bug report).
+"""
+
+import os
 import sys
 
 from absl import app, flags, logging
@@ -40,10 +45,26 @@ def with_workdir_config(argv):
   return [argv[0], f'--config={workdir_config.__file__}:{workdir}', *argv[1:]]
 
 
+def debugging():
+  """Whether LPD_JAX_DEBUG asks for full tracebacks instead of one-line errors."""
+  return os.environ.get('LPD_JAX_DEBUG', '') not in ('', '0')
+
+
 def _parse_flags(argv):
   """absl's parser, with a bad --config.* override reported in one line (absl lets it escape)."""
   try:
     return flags.FLAGS(argv)
+  except Exception:
+    if debugging():
+      raise
+    _report_flag_error(argv)
+  sys.exit(1)
+
+
+def _report_flag_error(argv):
+  """One `error:` line for the exception being handled while parsing `argv`."""
+  try:
+    raise
   except USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
   except flags.Error as e:
@@ -56,7 +77,6 @@ def _parse_flags(argv):
     text = str(e.args[0]) if e.args else str(e)
     text = text.strip('\'"').replace("\\'", "'").replace('\\n', ' ').replace('\n', ' ')
     print(f'error: bad --config override: {text}{moved_hint(argv)}', file=sys.stderr)
-  sys.exit(1)
 
 
 def moved_hint(argv):
@@ -94,6 +114,8 @@ def run_reporting_user_errors(fn, *args):
   try:
     return fn(*args)
   except USER_ERRORS as e:
+    if debugging():
+      raise
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   except Interrupted as e:
