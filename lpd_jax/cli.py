@@ -52,6 +52,10 @@ def debugging():
 
 def _parse_flags(argv):
   """absl's parser, with a bad --config.* override reported in one line (absl lets it escape)."""
+  missing = missing_config_file(argv)
+  if missing:
+    print(missing, file=sys.stderr)
+    sys.exit(1)
   try:
     return flags.FLAGS(argv)
   except Exception:
@@ -71,12 +75,43 @@ def _report_flag_error(argv):
     cause = e.__cause__ or e.__context__
     if isinstance(cause, USER_ERRORS):  # raised while reading a config file
       print(f'error: {cause}', file=sys.stderr)
+    elif cause is not None and str(e).startswith('flag --config='):
+      print(f'error: {config_file_problem(argv, cause)}', file=sys.stderr)
     else:
       print(f'error: {e}\nPass --helpfull to see the flags.', file=sys.stderr)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     text = str(e.args[0]) if e.args else str(e)
     text = text.strip('\'"').replace("\\'", "'").replace('\\n', ' ').replace('\n', ' ')
     print(f'error: bad --config override: {text}{moved_hint(argv)}', file=sys.stderr)
+
+
+def config_flag(argv):
+  """The value of --config in argv ('path' or 'path:spec'), or None."""
+  for i, a in enumerate(argv[1:], 1):
+    if a.startswith('--config='):
+      return a.split('=', 1)[1]
+    if a == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def missing_config_file(argv):
+  """'error: ...' if --config names a file that does not exist (ml_collections would fail
+  later, on first use, with a traceback), else None."""
+  value = config_flag(argv)
+  path = value.split(':', 1)[0] if value else None
+  if path and not os.path.isfile(path):
+    return f'error: --config={value}: no config file {path} (from {os.getcwd()}); see configs/'
+  return None
+
+
+def config_file_problem(argv, cause):
+  """One line for a --config file whose get_config raised (an unknown variant, a typo in
+  the file): the flag and the exception's own last line."""
+  text = next((line for line in reversed(str(cause).splitlines()) if line.strip()), '')
+  if not text.split(':', 1)[0].endswith(('Error', 'Exception')):
+    text = f'{type(cause).__name__}: {text}'
+  return f'--config={config_flag(argv)}: {text.strip()}'
 
 
 def moved_hint(argv):

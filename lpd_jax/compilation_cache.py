@@ -12,6 +12,27 @@ import os
 import jax
 
 ENV = 'LPD_JAX_COMPILATION_CACHE'
+_CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'  # jax.monitoring's, one per hit
+_hits = [0]
+
+
+def _count_hits(event, **kwargs):
+  if event == _CACHE_HIT_EVENT:
+    _hits[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_hits)
+
+
+def hits():
+  """How many compiles this process has read from the persistent cache so far."""
+  return _hits[0]
+
+
+def outcome(hits_before):
+  """'read from the compilation cache' if a compile since `hits()` was `hits_before` hit
+  the cache, else 'compiled'."""
+  return 'read from the compilation cache' if hits() > hits_before else 'compiled'
 
 
 def default_dir():

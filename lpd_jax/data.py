@@ -7,6 +7,7 @@ is not on disk raises one `DataError` saying how to prepare it.
 
 import dataclasses
 import os
+import zipfile
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -66,13 +67,19 @@ def _npz(config):
       'holding train_images, train_labels, test_images, test_labels '
       '(e.g. ../shared/data/cifar10_subset.npz).'
     )
-  with np.load(path) as f:
-    missing = {'train_images', 'train_labels', 'test_images', 'test_labels'} - set(f.files)
-    if missing:
-      raise DataError(f'{path} lacks arrays {sorted(missing)}')
-    arrays = {k: f[k] for k in ('train_images', 'train_labels', 'test_images', 'test_labels')}
-    # C: the file's label_names if it has them, else config.num_classes or the labels' max + 1.
-    num_classes = len(f['label_names']) if 'label_names' in f.files else None
+  try:
+    with np.load(path) as f:
+      missing = {'train_images', 'train_labels', 'test_images', 'test_labels'} - set(f.files)
+      if missing:
+        raise DataError(f'{path} lacks arrays {sorted(missing)}')
+      arrays = {k: f[k] for k in ('train_images', 'train_labels', 'test_images', 'test_labels')}
+      # C: the file's label_names if it has them, else config.num_classes or the labels' max + 1.
+      num_classes = len(f['label_names']) if 'label_names' in f.files else None
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # not an npz of arrays
+    raise DataError(
+      f'{path} is not an .npz archive of arrays (np.savez writes one; numpy says: '
+      f'{str(e).splitlines()[0].split(". ")[0]})'
+    ) from None
   for k in ('train_images', 'test_images'):
     if arrays[k].ndim == 3:
       arrays[k] = arrays[k][..., None]

@@ -222,8 +222,9 @@ def resume_or_init(run, meta, latest, restarts, continuing):
 def compile_step(run, state, start_epoch, cache):
   """The compiled training step for `state`'s layout (and the test evaluation warmed up)."""
   config = run.config
-  where = f'cached in {cache}' if cache else 'compilation cache off'
-  with phase(f'compiling the training step (first run of these shapes; {where})'):
+  where = f'compilation cache {cache}' if cache else 'compilation cache off'
+  with phase(f'the training step ({where})') as said:
+    before = compilation_cache.hits()
     batches = data.train_batches(run.ds, config.batch_size, seed=config.seed, epoch=start_epoch)
     x0, y0 = sharding.place_batch(next(batches), run.mesh)
     train_step = (
@@ -231,8 +232,11 @@ def compile_step(run, state, start_epoch, cache):
       .lower(state, x0, y0, jax.random.fold_in(run.dropout_key, 0))
       .compile()
     )
-  with phase('compiling the evaluation'):
+    said['outcome'] = compilation_cache.outcome(before)
+  with phase('the evaluation') as said:
+    before = compilation_cache.hits()
     evaluate_epoch(run.ensemble_at(state, start_epoch), run.ds, config.eval.batch_size, True)
+    said['outcome'] = compilation_cache.outcome(before)
   return train_step
 
 

@@ -53,10 +53,11 @@ def small_ensemble():
 
 @pytest.fixture(scope='module')
 def trained(module_copy):
-  """The session's width-4 K = 3 LPD digits ensemble (raw inference) and 16 test images."""
+  """The session's width-4 K = 3 LPD digits ensemble (raw inference) and 8 test images (the
+  certify suite's batch below: one compile each)."""
   ens = lpd_jax.load(module_copy)
   ds = load_dataset(ens.config)
-  return ens, jnp.asarray(to_float(ds.test_images[:16])), jnp.asarray(ds.test_labels[:16])
+  return ens, jnp.asarray(to_float(ds.test_images[:8])), jnp.asarray(ds.test_labels[:8])
 
 
 def mean_logits_fn(ens):
@@ -286,16 +287,16 @@ def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(module_c
       suite='certify',
       num_examples=-1,
       batch_size=128,
-      certify=dict(num_examples=16, batch_size=16, methods='ibp,crown', curve_points=2),
+      certify=dict(num_examples=8, batch_size=8, methods='ibp,crown', curve_points=2),
     )
   )
   result = evaluate.evaluate(config, module_copy)['certify']
-  # The first 16 test images that all members classify correctly, found independently.
+  # The first 8 test images that all members classify correctly, found independently.
   ens = lpd_jax.load(module_copy)
   ds = load_dataset(ens.config)
   logits = ens.members.logits(ens.variables, jnp.asarray(to_float(ds.test_images)))
   all_correct = np.all(np.argmax(logits, -1) == ds.test_labels[None], axis=0)
-  assert result['indices'] == list(np.flatnonzero(all_correct)[:16])
+  assert result['indices'] == list(np.flatnonzero(all_correct)[:8])
   x = jnp.asarray(to_float(ds.test_images[result['indices']]))
   y = jnp.asarray(ds.test_labels[result['indices']])
   lower = certify.crown_margins(ens, x, y, 0.0005).min(axis=1)
@@ -307,7 +308,7 @@ def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(module_c
   assert fractions[0] == result['methods']['crown']['certified_fraction'] >= fractions[1]
   for name in ('eval_certify.png', 'eval_certify_curve.png', 'eval_certify.md'):
     assert os.path.getsize(os.path.join(module_copy, name)) > 0
-  assert 'raw' in result['output'] and 'first 16 of' in result['selection']
+  assert 'raw' in result['output'] and 'first 8 of' in result['selection']
 
 
 def test_certify_suite_refuses_what_it_cannot_bound(module_copy):

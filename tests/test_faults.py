@@ -9,15 +9,17 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import TINY_CLI, lines, run_cli, start_cli, tiny_config
+from conftest import TINY_CLI, cli_env, lines, run_cli, start_cli, tiny_config
 
 import lpd_jax
 from lpd_jax import checkpoint, data, predict, train
@@ -155,8 +157,8 @@ def test_a_failed_checkpoint_write_stops_training_and_keeps_the_previous(tmp_pat
     return save(self, step, *args, **kwargs)
 
   monkeypatch.setattr(ocp.CheckpointManager, 'save', full_disk_at_epoch_2)
-  with pytest.raises(CheckpointError) as err:
-    train.train_and_evaluate(tiny_config(num_epochs=2), workdir)
+  with pytest.raises(CheckpointError) as err:  # the fixture's config: its compiles are cached
+    train.train_and_evaluate(tiny_config(), workdir)
   message = str(err.value)
   assert '\n' not in message and 'could not write the checkpoint of epoch 2' in message
   assert 'No space left on device' in message and 'epoch 1 is intact' in message
@@ -210,6 +212,14 @@ def test_bad_npz_data_is_one_clear_error(tmp_path, changes, message):
   with pytest.raises(DataError, match=message) as err:
     data.load_dataset(config)
   assert str(err.value).startswith(path) and '\n' not in str(err.value)
+
+
+def test_a_file_that_is_no_npz_archive_is_one_clear_error(tmp_path):
+  path = tmp_path / 'random.npz'
+  path.write_bytes(np.random.default_rng(0).bytes(3000))
+  with pytest.raises(DataError, match='is not an .npz archive of arrays') as err:
+    data.load_dataset(tiny_config(dataset='npz', npz_path=str(path)))
+  assert str(err.value).startswith(str(path)) and '\n' not in str(err.value)
 
 
 def test_classes_come_from_the_data_or_the_config(tmp_path):
@@ -362,3 +372,45 @@ def test_a_second_trainer_of_a_workdir_exits_at_once_naming_the_first(trained_wo
   assert error.startswith(f'error: workdir {workdir} is being trained by another process')
   assert f'pid {first.pid} on ' in error
   assert same_variables(lpd_jax.load(workdir).variables, lpd_jax.load(trained_workdir).variables)
+
+
+FAULT_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import lpd_jax
+from conftest import tiny_config
+from lpd_jax import train
+for workdir in sys.argv[3:]:
+  print(f'== load {workdir}', file=sys.stderr, flush=True)
+  lpd_jax.load(workdir)
+print(f'== resume {sys.argv[2]}', file=sys.stderr, flush=True)
+train.train_and_evaluate(tiny_config(), sys.argv[2])
+"""
+
+
+def test_fault_paths_print_a_few_lines_of_their_own_and_no_traceback(trained_workdir, tmp_path):
+  """Every fault of FAULTS loaded, then a resume after a truncated array, in one child
+  process: whatever orbax, tensorstore and asyncio do underneath (at exit too), stderr has
+  no traceback and at most 3 lines per case besides its progress bars."""
+  workdirs = {}
+  for fault in sorted(FAULTS):
+    workdirs[fault] = str(tmp_path / fault)
+    shutil.copytree(trained_workdir, workdirs[fault])
+    FAULTS[fault](workdirs[fault], 3)
+  resumed = workdirs['truncated_array'] + '_resumed'
+  shutil.copytree(workdirs['truncated_array'], resumed)
+  done = subprocess.run(
+    [sys.executable, '-c', FAULT_SCRIPT, os.path.dirname(__file__), resumed, *workdirs.values()],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=cli_env(),
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert 'Traceback' not in done.stderr and 'Exception ignored' not in done.stderr, done.stderr
+  cases = done.stderr.split('== ')[1:]
+  assert len(cases) == len(FAULTS) + 1
+  for case in cases:
+    own = [line for line in case.splitlines()[1:] if line.strip() and not line.startswith('epoch ')]
+    assert len(own) <= 3, case
+  assert same_variables(lpd_jax.load(resumed).variables, lpd_jax.load(trained_workdir).variables)

@@ -3,6 +3,7 @@ cache, extending a finished run, and one-line errors instead of tracebacks."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,9 +36,11 @@ def test_start_up_phases_are_printed_and_ctrl_c_is_one_line(tmp_path):
     'loading digits',
     'initialising 3 members (resnet18, width 4)',
     phases[2].split(' ...')[0],
-    'compiling the evaluation',
+    'the evaluation',
   ]
-  assert phases[2].startswith('compiling the training step (first run of these shapes; cached in ')
+  assert phases[2].startswith('the training step (compilation cache ')
+  for line in phases[2:4]:  # says which it was: a compile, or a read of the cache
+    assert re.search(r' \.\.\. (compiled|read from the compilation cache), [\d.]+ s$', line), line
   assert '1,438 train / 359 test images of 8x8x1, 10 classes' in phases[0]
   assert out.index(phases[-1]) < out.index('epoch   1')
   messages = [line for line in err.splitlines() if line.startswith('interrupted:')]
@@ -45,6 +48,26 @@ def test_start_up_phases_are_printed_and_ctrl_c_is_one_line(tmp_path):
   saved = checkpoint.manager(workdir).latest_step()
   assert saved >= 2 and f'the last saved checkpoint is epoch {saved} in {workdir}' in messages[0]
   assert 'rerun the same command to resume' in messages[0]
+
+
+def test_a_compile_read_from_the_cache_is_told_from_a_compile():
+  """`compilation_cache.outcome`: a function compiled for the first time was 'compiled';
+  the same one again after the in-memory caches are cleared was read from the persistent
+  cache (the session's, conftest)."""
+  import jax
+  import jax.numpy as jnp
+
+  def f(x):
+    return jnp.tanh(x) * 1.2345678  # a constant no other test compiles
+
+  x = jnp.ones((3, 7))
+  before = compilation_cache.hits()
+  jax.jit(f).lower(x).compile()
+  assert compilation_cache.outcome(before) == 'compiled'
+  jax.clear_caches()
+  before = compilation_cache.hits()
+  jax.jit(f).lower(x).compile()
+  assert compilation_cache.outcome(before) == 'read from the compilation cache'
 
 
 def test_compilation_cache_folder_choice(monkeypatch, tmp_path):

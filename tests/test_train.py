@@ -139,6 +139,23 @@ def test_train_command_prints_one_error_line_and_no_traceback(tmp_path, args, me
   assert message in result.stderr and 'Traceback' not in result.stderr
 
 
+@pytest.mark.parametrize(
+  'config, message',
+  [
+    ('configs/quickstrat.py', 'error: --config=configs/quickstrat.py: no config file'),
+    (
+      'configs/digits.py:lpdd',
+      "error: --config=configs/digits.py:lpdd: ValueError: unknown config variant 'lpdd'",
+    ),
+  ],
+  ids=['missing_file', 'variant_typo'],
+)
+def test_a_config_file_that_cannot_be_read_is_one_error_line(tmp_path, config, message):
+  result = run_cli('train.py', f'--config={config}', f'--workdir={tmp_path}')
+  assert result.returncode == 1 and result.stderr.startswith(message), result.stderr
+  assert result.stderr.strip().count('\n') == 0
+
+
 def test_eval_command_refuses_a_mismatched_checkpoint(trained_workdir):
   result = run_cli('eval.py', '--config=configs/quickstart.py', f'--workdir={trained_workdir}')
   assert result.returncode == 1 and 'Traceback' not in result.stderr
