@@ -17,7 +17,9 @@ checkpoint without one is accepted as orbax reads it.
 """
 
 import contextlib
+import gc
 import json
+import logging
 import os
 import sys
 import zlib
@@ -122,13 +124,53 @@ def _first_line(e, limit=160):
 
 @contextlib.contextmanager
 def _quiet_orbax():
-  """Orbax logs a traceback per unreadable array (absl ERROR); the caller reports one line."""
+  """Orbax logs a traceback per unreadable array (absl ERROR); the caller reports one line.
+  (The 'Exception ignored' tracebacks of the reads it leaves behind: `_drop_read_noise`.)"""
   verbosity = absl_logging.get_verbosity()
   absl_logging.set_verbosity(absl_logging.FATAL)
   try:
     yield
   finally:
+    gc.collect()  # the failed read's coroutines go now, not in the middle of later output
     absl_logging.set_verbosity(verbosity)
+
+
+def _is_read_noise(unraisable):
+  """What a failed orbax restore leaves behind, reported by Python as 'Exception ignored'
+  with a traceback each: its read coroutines, collected with their error, and TensorStore
+  callbacks into asyncio loops orbax has closed ('Event loop is closed'), up to a hundred
+  per damaged checkpoint, during the restore and after it. `restore` reports the failure
+  in one line."""
+  code = getattr(unraisable.object, 'cr_code', None)
+  if code is not None and 'orbax' in code.co_filename:
+    return True
+  exc = unraisable.exc_value
+  return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
+
+
+def _drop_read_noise(previous):
+  """A `sys.unraisablehook` that drops `_is_read_noise` and passes the rest to `previous`."""
+
+  def hook(unraisable):
+    if not _is_read_noise(unraisable):
+      previous(unraisable)
+
+  hook.drops_read_noise = True
+  return hook
+
+
+class _DropUnretrievedReads(logging.Filter):
+  """asyncio logs 'exception was never retrieved', with a traceback, for each array read of
+  a failed orbax restore that nobody awaited; `restore` reports the failure in one line."""
+
+  def filter(self, record):
+    text = record.getMessage()
+    return not ('exception was never retrieved' in text and 'TensorStore' in text)
+
+
+if not getattr(sys.unraisablehook, 'drops_read_noise', False):
+  sys.unraisablehook = _drop_read_noise(sys.unraisablehook)
+  logging.getLogger('asyncio').addFilter(_DropUnretrievedReads())
 
 
 def _abstract(tree):

@@ -132,20 +132,24 @@ def run(main):
   app.run(main, flags_parser=_parse_flags)
 
 
-def _quiet_half_built_bars(unraisable, default=sys.__unraisablehook__):
-  """`sys.unraisablehook` that drops what tqdm's `__del__` raises on a bar whose `__init__` a
-  Ctrl-C cut short (AttributeError: no 'pos' yet): the interrupt is reported in its one
-  line; everything else is reported as Python does."""
-  where = getattr(unraisable.object, '__module__', '') or ''
-  if isinstance(unraisable.exc_value, AttributeError) and where.startswith('tqdm'):
-    return
-  default(unraisable)
+def _quiet_half_built_bars(previous):
+  """A `sys.unraisablehook` that drops what tqdm's `__del__` raises on a bar whose `__init__`
+  a Ctrl-C cut short (AttributeError: no 'pos' yet): the interrupt is reported in its one
+  line; everything else goes to `previous` (lpd_jax.checkpoint's, then Python's)."""
+
+  def hook(unraisable):
+    where = getattr(unraisable.object, '__module__', '') or ''
+    if isinstance(unraisable.exc_value, AttributeError) and where.startswith('tqdm'):
+      return
+    previous(unraisable)
+
+  return hook
 
 
 def run_reporting_user_errors(fn, *args):
   """Calls fn(*args); a user error becomes one line on stderr and exit status 1."""
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  sys.unraisablehook = _quiet_half_built_bars
+  sys.unraisablehook = _quiet_half_built_bars(sys.unraisablehook)
   try:
     return fn(*args)
   except USER_ERRORS as e:
