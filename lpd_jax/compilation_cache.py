@@ -13,26 +13,37 @@ import jax
 
 ENV = 'LPD_JAX_COMPILATION_CACHE'
 _CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'  # jax.monitoring's, one per hit
-_hits = [0]
+_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'  # one per XLA compile or hit
+_counts = {'hits': 0, 'compiles': 0}
 
 
 def _count_hits(event, **kwargs):
   if event == _CACHE_HIT_EVENT:
-    _hits[0] += 1
+    _counts['hits'] += 1
+
+
+def _count_compiles(event, duration, **kwargs):
+  if event == _COMPILE_EVENT:
+    _counts['compiles'] += 1
 
 
 jax.monitoring.register_event_listener(_count_hits)
+jax.monitoring.register_event_duration_secs_listener(_count_compiles)
 
 
-def hits():
-  """How many compiles this process has read from the persistent cache so far."""
-  return _hits[0]
+def counts():
+  """(XLA compiles requested, of them read from the persistent cache) so far, this process
+  (a function found in jit's in-memory cache requests none)."""
+  return _counts['compiles'], _counts['hits']
 
 
-def outcome(hits_before):
-  """'read from the compilation cache' if a compile since `hits()` was `hits_before` hit
-  the cache, else 'compiled'."""
-  return 'read from the compilation cache' if hits() > hits_before else 'compiled'
+def outcome(before):
+  """What happened since `counts()` was `before`: 'compiled', 'read from the compilation
+  cache', or 'already compiled in this process'."""
+  compiles, hits = (now - then for now, then in zip(counts(), before))
+  if hits > 0 and hits >= compiles:
+    return 'read from the compilation cache'
+  return 'compiled' if compiles > 0 else 'already compiled in this process'
 
 
 def default_dir():

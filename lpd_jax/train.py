@@ -224,7 +224,7 @@ def compile_step(run, state, start_epoch, cache):
   config = run.config
   where = f'compilation cache {cache}' if cache else 'compilation cache off'
   with phase(f'the training step ({where})') as said:
-    before = compilation_cache.hits()
+    before = compilation_cache.counts()
     batches = data.train_batches(run.ds, config.batch_size, seed=config.seed, epoch=start_epoch)
     x0, y0 = sharding.place_batch(next(batches), run.mesh)
     train_step = (
@@ -234,7 +234,7 @@ def compile_step(run, state, start_epoch, cache):
     )
     said['outcome'] = compilation_cache.outcome(before)
   with phase('the evaluation') as said:
-    before = compilation_cache.hits()
+    before = compilation_cache.counts()
     evaluate_epoch(run.ensemble_at(state, start_epoch), run.ds, config.eval.batch_size, True)
     said['outcome'] = compilation_cache.outcome(before)
   return train_step

@@ -40,7 +40,8 @@ def test_start_up_phases_are_printed_and_ctrl_c_is_one_line(tmp_path):
   ]
   assert phases[2].startswith('the training step (compilation cache ')
   for line in phases[2:4]:  # says which it was: a compile, or a read of the cache
-    assert re.search(r' \.\.\. (compiled|read from the compilation cache), [\d.]+ s$', line), line
+    said = r' \.\.\. (compiled|read from the compilation cache|already compiled in this process), '
+    assert re.search(said + r'[\d.]+ s$', line), line
   assert '1,438 train / 359 test images of 8x8x1, 10 classes' in phases[0]
   assert out.index(phases[-1]) < out.index('epoch   1')
   messages = [line for line in err.splitlines() if line.startswith('interrupted:')]
@@ -52,8 +53,8 @@ def test_start_up_phases_are_printed_and_ctrl_c_is_one_line(tmp_path):
 
 def test_a_compile_read_from_the_cache_is_told_from_a_compile():
   """`compilation_cache.outcome`: a function compiled for the first time was 'compiled';
-  the same one again after the in-memory caches are cleared was read from the persistent
-  cache (the session's, conftest)."""
+  called again, it was already compiled in this process; after the in-memory caches are
+  cleared, it is read from the persistent cache (the session's, conftest)."""
   import jax
   import jax.numpy as jnp
 
@@ -61,12 +62,16 @@ def test_a_compile_read_from_the_cache_is_told_from_a_compile():
     return jnp.tanh(x) * 1.2345678  # a constant no other test compiles
 
   x = jnp.ones((3, 7))
-  before = compilation_cache.hits()
-  jax.jit(f).lower(x).compile()
+  jitted = jax.jit(f)
+  before = compilation_cache.counts()
+  jitted(x)
   assert compilation_cache.outcome(before) == 'compiled'
+  before = compilation_cache.counts()
+  jitted(x)
+  assert compilation_cache.outcome(before) == 'already compiled in this process'
   jax.clear_caches()
-  before = compilation_cache.hits()
-  jax.jit(f).lower(x).compile()
+  before = compilation_cache.counts()
+  jax.jit(f)(x)
   assert compilation_cache.outcome(before) == 'read from the compilation cache'
 
 
