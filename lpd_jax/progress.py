@@ -1,7 +1,11 @@
-"""Start-up feedback: one line per phase with the time it took (before any progress bar)."""
+"""Feedback on long work: one line per start-up phase with the time it took, and progress
+bars whose stages (an attack at an eps) are also lines where no bar can be drawn."""
 
 import contextlib
+import sys
 import time
+
+from tqdm.auto import tqdm
 
 
 @contextlib.contextmanager
@@ -20,3 +24,23 @@ def phase(message):
     raise
   outcome = f' {said["outcome"]},' if said.get('outcome') else ''
   print(f'{outcome} {time.perf_counter() - start:.1f} s', flush=True)
+
+
+class StageBar(tqdm):
+  """A tqdm bar (hidden where stderr is no terminal, as `disable=None` does) whose stages,
+  named by `set_postfix_str` ('PGD 0.02'), are also printed to stdout, one line each, where
+  the bar is hidden: a log or a pipe shows '<desc>: <stage> (started after 12.3 s)' as each
+  attack begins instead of minutes of silence."""
+
+  def __init__(self, *args, **kwargs):
+    self._stage_desc = kwargs.get('desc', '')
+    self._stage_start = time.perf_counter()
+    kwargs.setdefault('disable', None)
+    super().__init__(*args, **kwargs)
+
+  def set_postfix_str(self, s='', refresh=True):
+    if self.disable:
+      elapsed = time.perf_counter() - self._stage_start
+      print(f'{self._stage_desc}: {s} (started after {elapsed:.1f} s)', file=sys.stdout, flush=True)
+      return None
+    return super().set_postfix_str(s, refresh)

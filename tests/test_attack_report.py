@@ -8,6 +8,7 @@ binary-search steps. Every other setting is the production default (the paper's 
 
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -385,3 +386,26 @@ def test_audit_suite_runs_every_check_on_the_ensemble(reports, module_copy):
   with open(os.path.join(module_copy, 'eval_audit.md')) as f:
     table = f.read()
   assert '| check | verdict | numbers |' in table and result['verdict'] in table
+
+
+def test_without_a_terminal_each_attack_prints_a_line_as_it_starts(reports, trained_copy, capsys):
+  """Where no bar can be drawn (a log, a pipe: the tests' capture), the paper suite prints
+  one line per attack and eps as it starts, and the robust suite one per attack and eps."""
+  config = eval_config('paper,robust', paper=dict(attacks='fgsm,pgd'), robust=ROBUST)
+  capsys.readouterr()
+  evaluate.evaluate(config, trained_copy)
+  out = capsys.readouterr().out.splitlines()
+  paper_lines = [line for line in out if line.startswith('paper attacks: ')]
+  assert [line.split(' (started')[0] for line in paper_lines] == [
+    'paper attacks: clean',
+    'paper attacks: FGSM 0.02',
+    'paper attacks: FGSM 0.04',
+    'paper attacks: PGD 0.02',
+    'paper attacks: PGD 0.04',
+  ]
+  assert all(re.search(r'\(started after [\d.]+ s\)$', line) for line in paper_lines)
+  robust_lines = [line for line in out if line.startswith('robust: ')]
+  attacks = ROBUST['attacks'].split(',')
+  assert [line.split(' (started')[0] for line in robust_lines] == [
+    f'robust: {a} 0.04' for a in attacks
+  ]

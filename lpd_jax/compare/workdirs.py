@@ -5,11 +5,10 @@ import dataclasses
 import json
 import os
 
-from tqdm.auto import tqdm
-
 from lpd_jax import evaluate, evaluations, loading, methods, suites
 from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import ConfigError
+from lpd_jax.progress import StageBar
 from lpd_jax.suites.common import Metric
 
 RAW, EXPECTED = 'raw', 'expected'
@@ -172,7 +171,7 @@ def run_missing(runs, names):
         todo.append((run, config))
       elif methods.has_expected_inference(run.config) or evaluation.inference == RAW:
         print(f'compare: not running {evaluation.name} on {run.workdir}: {why}')
-  with tqdm(todo, desc='compare: missing reports', disable=None) as bar:
+  with StageBar(todo, desc='compare: missing reports', disable=None) as bar:
     for run, config in bar:
       bar.set_postfix_str(f'{run.name}: {config.eval.suite}')
       evaluate.evaluate(config, run.workdir)

@@ -17,12 +17,12 @@ fold_in(attack_key(seed, attack), s); the attacks fold in the index within the b
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from lpd_jax import attacks, predict
 from lpd_jax.attacks import saliency_map
 from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
+from lpd_jax.progress import StageBar
 from lpd_jax.suites.common import (
   Metric,
   Report,
@@ -97,7 +97,7 @@ def run(ens, ctx):
   rows_to_run = attack_grid(ctx.cfg, chosen, config.dataset)
   batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
-  with tqdm(total=per_row * (1 + len(rows_to_run)), desc='paper attacks', disable=None) as bar:
+  with StageBar(total=per_row * (1 + len(rows_to_run)), desc='paper attacks', disable=None) as bar:
     bar.set_postfix_str('clean')
     (clean,) = predict.attack_correct(
       None, {}, ens.log_predict, images, labels, batch_size=batch_size, bar=bar

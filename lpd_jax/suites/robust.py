@@ -21,9 +21,9 @@ The eps grid is eval.robust.eps; () is the dataset's L-inf grid (`attacks.linf_g
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from lpd_jax import attacks, predict
+from lpd_jax.progress import StageBar
 from lpd_jax.suites.common import (
   Metric,
   Report,
@@ -105,7 +105,7 @@ def run(ens, ctx):
   per_row = predict.num_batches(len(labels), ctx.batch_size)
   per_sample = {'labels': np.asarray(labels)}
   rows, robust = [], {}
-  with tqdm(total=per_row * (1 + len(chosen) * len(epsilons)), desc='robust', disable=None) as bar:
+  with StageBar(total=per_row * (1 + len(chosen) * len(epsilons)), desc='robust') as bar:
     (clean,) = predict.attack_correct(
       None, {}, ens.log_predict, ctx.images, labels, batch_size=ctx.batch_size, bar=bar
     )

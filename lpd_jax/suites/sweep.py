@@ -1,9 +1,8 @@
 """Suite 'sweep': accuracy under PGD as eps doubles (Figure 3), with its plot."""
 
-from tqdm.auto import tqdm
-
 from lpd_jax import attacks, methods, predict
 from lpd_jax.errors import ConfigError
+from lpd_jax.progress import StageBar
 from lpd_jax.suites.common import (
   Metric,
   Report,
@@ -45,7 +44,7 @@ def run(ens, ctx):
   per_row = predict.num_batches(len(labels), batch_size)
   pgd = attacks.REGISTRY['pgd'].fn
   sweep = {}
-  with tqdm(
+  with StageBar(
     total=per_row * (1 + sum(len(g) for g in grids.values())), desc='PGD sweep', disable=None
   ) as bar:
     (clean,) = predict.attack_correct(

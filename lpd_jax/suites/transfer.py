@@ -13,11 +13,11 @@ surrogate and true labels the result is the paper suite's white-box accuracy.
 import os
 
 import jax.numpy as jnp
-from tqdm.auto import tqdm
 
 from lpd_jax import attacks, methods, predict
 from lpd_jax.errors import CheckpointError, ConfigError
 from lpd_jax.names import split_names
+from lpd_jax.progress import StageBar
 from lpd_jax.suites.common import (
   Metric,
   Report,
@@ -168,7 +168,7 @@ def run(ens, ctx):
   per_row = predict.num_batches(len(labels), ctx.batch_size)
   surrogates, rows = [], []
   total = per_row * len(workdirs) * (1 + len(rows_to_run))
-  with tqdm(total=total, desc='transfer', disable=None) as bar:
+  with StageBar(total=total, desc='transfer', disable=None) as bar:
     for index, workdir in enumerate(workdirs):
       surrogate, its_rows, clean = from_surrogate(ens, ctx, index, workdir, rows_to_run, bar)
       surrogates.append(surrogate)
