@@ -68,6 +68,7 @@ def base_config():
   c.eval.batch_size = 256
   c.eval.num_examples = -1  # evaluate a prefix of the test set; -1 = all
   c.eval.inference = 'raw'  # raw | expected (METHODS.md "Evaluation of dropout-trained members")
+  c.eval.reports_dir = ''  # where reports go; '' = the workdir (a read-only one: another folder)
   for suite in suites.REGISTRY.values():
     c.eval[suite.name] = ml_collections.ConfigDict(suite.default_settings())
   return c

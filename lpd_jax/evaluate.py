@@ -13,6 +13,7 @@ reports of both modes live side by side.
 import dataclasses
 import json
 import os
+import shutil
 
 import ml_collections
 
@@ -51,7 +52,9 @@ def evaluate(config, workdir):
   """Runs the evaluations of config.eval.suite on the latest checkpoint of `workdir`.
 
   Returns {evaluation name: JSON dict}; writes eval_<name>.json, eval_<name>.md and the
-  suites' files (named by `report_file`).
+  suites' files (named by `report_file`) into the workdir, or into config.eval.reports_dir
+  when set (a workdir that is read-only, or shared): that folder also gets the workdir's
+  ensemble.json and metrics.jsonl, so `lpd_jax.compare` reads it as a workdir.
   """
   config_lib.validate(config)
   config_lib.validate_eval(config)
@@ -60,7 +63,12 @@ def evaluate(config, workdir):
   with phase(f'loading the checkpoint of {workdir}'):
     ens = loading.load(workdir, config)
     print(f' epoch {ens.meta["epoch"]};', end='')
-  workdir_lib.check_writable(workdir)
+  out = config.eval.reports_dir or workdir
+  workdir_lib.check_writable(out)
+  if out != workdir:
+    for name in (workdir_lib.META_FILE, workdir_lib.METRICS_FILE):
+      if os.path.isfile(workdir_lib.path(workdir, name)):
+        shutil.copyfile(workdir_lib.path(workdir, name), workdir_lib.path(out, name))
   with phase(f'loading {config.dataset}'):
     ds = data.load_dataset(config)
   frozen = ml_collections.FrozenConfigDict(config)
@@ -107,12 +115,12 @@ def evaluate(config, workdir):
       files=sorted(map(name_of, report.files)),
       metrics=[m.to_json() for m in report.metrics],
     )
-    with open(workdir_lib.report_path(workdir, evaluation.name), 'w') as f:
+    with open(workdir_lib.report_path(out, evaluation.name), 'w') as f:
       json.dump(result, f, indent=2)
-    with open(os.path.join(workdir, f'eval_{evaluation.name}.md'), 'w') as f:
+    with open(os.path.join(out, f'eval_{evaluation.name}.md'), 'w') as f:
       f.write(report.markdown + '\n')
     for file_name, content in report.files.items():
-      with open(os.path.join(workdir, name_of(file_name)), 'wb') as f:
+      with open(os.path.join(out, name_of(file_name)), 'wb') as f:
         f.write(content)
     print(report.markdown, flush=True)
     results[evaluation.name] = result

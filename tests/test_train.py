@@ -175,3 +175,34 @@ def test_eval_command_without_config_uses_the_workdirs_own(trained_copy):
   result = run_cli('eval.py', f'--workdir={trained_copy}')
   assert result.returncode == 0, result.stderr
   assert '| ensemble |' in result.stdout
+
+
+def test_reports_of_a_workdir_that_must_not_change_go_to_another_folder(trained_workdir, tmp_path):
+  """eval.reports_dir: the reports (and a copy of ensemble.json and metrics.jsonl) go there,
+  the workdir is read and left as it was, and compare reads the folder as a workdir."""
+  from conftest import snapshot
+
+  from lpd_jax import compare
+
+  reports = str(tmp_path / 'reports')
+  before = snapshot(trained_workdir)
+  config = tiny_config(eval=dict(suite='clean', num_examples=32, reports_dir=reports))
+  result = evaluate.evaluate(config, trained_workdir)['clean']
+  assert snapshot(trained_workdir) == before
+  with open(os.path.join(reports, 'eval_clean.json')) as f:
+    assert json.load(f) == result and result['test_examples'] == 32
+  assert sorted(os.listdir(reports)) == [
+    'ensemble.json',
+    'eval_clean.json',
+    'eval_clean.md',
+    'metrics.jsonl',
+  ]
+  table, _, _ = compare.compare([reports])
+  (row,) = [
+    r
+    for t in table['tables']
+    if t['name'] == 'clean'
+    for r in t['rows']
+    if r['label'] == 'ensemble'
+  ]
+  assert row['cells'][0]['values'] == [result['ensemble_accuracy']]
