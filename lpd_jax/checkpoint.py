@@ -17,7 +17,6 @@ checkpoint without one is accepted as orbax reads it.
 """
 
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -125,13 +124,13 @@ def _first_line(e, limit=160):
 @contextlib.contextmanager
 def _quiet_orbax():
   """Orbax logs a traceback per unreadable array (absl ERROR); the caller reports one line.
-  (The 'Exception ignored' tracebacks of the reads it leaves behind: `_drop_read_noise`.)"""
+  (The 'Exception ignored' tracebacks of the reads it leaves behind, whenever they are
+  collected: `_drop_read_noise`.)"""
   verbosity = absl_logging.get_verbosity()
   absl_logging.set_verbosity(absl_logging.FATAL)
   try:
     yield
   finally:
-    gc.collect()  # the failed read's coroutines go now, not in the middle of later output
     absl_logging.set_verbosity(verbosity)
 
 

@@ -34,12 +34,7 @@ def with_workdir_config(argv):
   """
   if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
     return argv
-  workdir = None
-  for i, a in enumerate(argv[1:], 1):
-    if a.startswith('--workdir='):
-      workdir = a.split('=', 1)[1]
-    elif a == '--workdir' and i + 1 < len(argv):
-      workdir = argv[i + 1]
+  workdir = flag_value(argv, 'workdir')
   if not workdir:
     return argv  # absl reports the missing --workdir
   return [argv[0], f'--config={workdir_config.__file__}:{workdir}', *argv[1:]]
@@ -85,20 +80,22 @@ def _report_flag_error(argv):
     print(f'error: bad --config override: {text}{moved_hint(argv)}', file=sys.stderr)
 
 
-def config_flag(argv):
-  """The value of --config in argv ('path' or 'path:spec'), or None."""
+def flag_value(argv, name):
+  """The value of --name in argv (`--name=value` or `--name value`; the last one given, as
+  absl takes it), or None."""
+  value = None
   for i, a in enumerate(argv[1:], 1):
-    if a.startswith('--config='):
-      return a.split('=', 1)[1]
-    if a == '--config' and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
+    if a.startswith(f'--{name}='):
+      value = a.split('=', 1)[1]
+    elif a == f'--{name}' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
 
 
 def missing_config_file(argv):
   """'error: ...' if --config names a file that does not exist (ml_collections would fail
   later, on first use, with a traceback), else None."""
-  value = config_flag(argv)
+  value = flag_value(argv, 'config')
   path = value.split(':', 1)[0] if value else None
   if path and not os.path.isfile(path):
     return f'error: --config={value}: no config file {path} (from {os.getcwd()}); see configs/'
@@ -111,7 +108,7 @@ def config_file_problem(argv, cause):
   text = next((line for line in reversed(str(cause).splitlines()) if line.strip()), '')
   if not text.split(':', 1)[0].endswith(('Error', 'Exception')):
     text = f'{type(cause).__name__}: {text}'
-  return f'--config={config_flag(argv)}: {text.strip()}'
+  return f'--config={flag_value(argv, "config")}: {text.strip()}'
 
 
 def moved_hint(argv):

@@ -5,6 +5,7 @@ and `train_epoch` (one checkpoint and one metrics.jsonl line each) in turn. The 
 is `lpd_jax.train_step`'s (re-exported here).
 """
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -219,12 +220,21 @@ def resume_or_init(run, meta, latest, restarts, continuing):
   return start_epoch, state
 
 
+@contextlib.contextmanager
+def compiling(message):
+  """A start-up `phase` whose line says what its compiles were: 'compiled', 'read from the
+  compilation cache' or 'already compiled in this process' (`compilation_cache.outcome`)."""
+  with phase(message) as said:
+    before = compilation_cache.counts()
+    yield
+    said['outcome'] = compilation_cache.outcome(before)
+
+
 def compile_step(run, state, start_epoch, cache):
   """The compiled training step for `state`'s layout (and the test evaluation warmed up)."""
   config = run.config
   where = f'compilation cache {cache}' if cache else 'compilation cache off'
-  with phase(f'the training step ({where})') as said:
-    before = compilation_cache.counts()
+  with compiling(f'the training step ({where})'):
     batches = data.train_batches(run.ds, config.batch_size, seed=config.seed, epoch=start_epoch)
     x0, y0 = sharding.place_batch(next(batches), run.mesh)
     train_step = (
@@ -232,11 +242,8 @@ def compile_step(run, state, start_epoch, cache):
       .lower(state, x0, y0, jax.random.fold_in(run.dropout_key, 0))
       .compile()
     )
-    said['outcome'] = compilation_cache.outcome(before)
-  with phase('the evaluation') as said:
-    before = compilation_cache.counts()
+  with compiling('the evaluation'):
     evaluate_epoch(run.ensemble_at(state, start_epoch), run.ds, config.eval.batch_size, True)
-    said['outcome'] = compilation_cache.outcome(before)
   return train_step
 
 

@@ -212,11 +212,10 @@ def training_lock(workdir: str, hold: bool = True):
   (the processes other than 0 of a multi-host run) takes no lock. Creates the workdir;
   CheckpointError if it cannot be written (`check_writable`).
   """
+  check_writable(workdir)
   if not hold or fcntl is None:  # no flock on this OS: unguarded, as before
-    check_writable(workdir)
     yield
     return
-  check_writable(workdir)
   f = open(path(workdir, LOCK_FILE), 'a+')
   try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

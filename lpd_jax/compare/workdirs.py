@@ -171,7 +171,7 @@ def run_missing(runs, names):
         todo.append((run, config))
       elif methods.has_expected_inference(run.config) or evaluation.inference == RAW:
         print(f'compare: not running {evaluation.name} on {run.workdir}: {why}')
-  with StageBar(todo, desc='compare: missing reports', disable=None) as bar:
+  with StageBar(todo, desc='compare: missing reports') as bar:
     for run, config in bar:
       bar.set_postfix_str(f'{run.name}: {config.eval.suite}')
       evaluate.evaluate(config, run.workdir)

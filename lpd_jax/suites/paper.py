@@ -97,7 +97,7 @@ def run(ens, ctx):
   rows_to_run = attack_grid(ctx.cfg, chosen, config.dataset)
   batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
-  with StageBar(total=per_row * (1 + len(rows_to_run)), desc='paper attacks', disable=None) as bar:
+  with StageBar(total=per_row * (1 + len(rows_to_run)), desc='paper attacks') as bar:
     bar.set_postfix_str('clean')
     (clean,) = predict.attack_correct(
       None, {}, ens.log_predict, images, labels, batch_size=batch_size, bar=bar

@@ -44,9 +44,7 @@ def run(ens, ctx):
   per_row = predict.num_batches(len(labels), batch_size)
   pgd = attacks.REGISTRY['pgd'].fn
   sweep = {}
-  with StageBar(
-    total=per_row * (1 + sum(len(g) for g in grids.values())), desc='PGD sweep', disable=None
-  ) as bar:
+  with StageBar(total=per_row * (1 + sum(len(g) for g in grids.values())), desc='PGD sweep') as bar:
     (clean,) = predict.attack_correct(
       None, {}, ens.log_predict, images, labels, batch_size=batch_size, bar=bar
     )

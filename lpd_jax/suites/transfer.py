@@ -168,7 +168,7 @@ def run(ens, ctx):
   per_row = predict.num_batches(len(labels), ctx.batch_size)
   surrogates, rows = [], []
   total = per_row * len(workdirs) * (1 + len(rows_to_run))
-  with StageBar(total=total, desc='transfer', disable=None) as bar:
+  with StageBar(total=total, desc='transfer') as bar:
     for index, workdir in enumerate(workdirs):
       surrogate, its_rows, clean = from_surrogate(ens, ctx, index, workdir, rows_to_run, bar)
       surrogates.append(surrogate)
