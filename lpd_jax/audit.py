@@ -32,6 +32,7 @@ import numpy as np
 
 from lpd_jax import attacks
 from lpd_jax.attacks.common import as_partial, loss_grad
+from lpd_jax.progress import StageBar
 
 TOLERANCE = 0.05  # accuracy points a check may be off before it fails
 
@@ -96,14 +97,26 @@ def measure(
   restarts=5,
   square_queries=1000,
   tolerance=TOLERANCE,
+  progress=False,
 ) -> Evidence:
-  """Runs every attack the checks need, once (arguments as `run`)."""
+  """Runs every attack the checks need, once (arguments as `run`); `progress`: a bar (or a
+  line per attack where no terminal is attached) naming each attack as it starts."""
   model = as_partial(model_fn)
   keys = iter(jax.random.split(key, 16))
   acc, correct = {}, {}
+  grid = [eps / 4, eps / 2, eps, 2 * eps, 4 * eps]
+  optional = (member_logits_fn, surrogate_fn, expected_fn)
+  total = 7 + len(grid) + sum(fn is not None for fn in optional)
+  bar = StageBar(total=total, desc='audit', silent=not progress)
 
-  def record(name, x_adv):
-    correct[name] = _correct(model, x_adv, y)
+  def attack(name, make):
+    bar.stage(name)
+    out = make()
+    bar.update(1)
+    return out
+
+  def record(name, make):
+    correct[name] = _correct(model, attack(f'{name} {eps:g}', make), y)
     acc[name] = float(correct[name].mean())
 
   def pgd(fn=model, e=eps, n=steps, **kw):
@@ -111,24 +124,33 @@ def measure(
     # to reach the far corner, and PGD weaker than FGSM on a near-linear model.
     return attacks.pgd(fn, x, y, key=next(keys), eps=e, steps=n, step_size=2.5 * e / n, **kw)
 
-  record('fgsm', attacks.fgsm(model, x, y, eps=eps))
-  record('pgd-ce', pgd(loss='ce'))
-  record('pgd-margin', pgd(loss='margin'))
-  record('pgd-margin-strong', pgd(n=strong_steps, restarts=restarts, loss='margin'))
-  record('square', attacks.square(model, x, y, key=next(keys), eps=eps, queries=square_queries))
-  if member_logits_fn is not None:
-    record('pgd-member-margin', pgd(as_partial(member_logits_fn), loss='member_margin'))
-  transfer = None
-  if surrogate_fn is not None:
-    transfer = float(_correct(model, pgd(as_partial(surrogate_fn), loss='ce'), y).mean())
-  large = float(_correct(model, pgd(e=large_eps, n=strong_steps, loss='margin'), y).mean())
-  grid = [eps / 4, eps / 2, eps, 2 * eps, 4 * eps]
-  curve = [float(_correct(model, pgd(e=e, loss='margin'), y).mean()) for e in grid]
-  share = zero_gradient_share(model, x, y)
-  expected = None
-  if expected_fn is not None:
-    exp = as_partial(expected_fn)
-    expected = float(_correct(exp, pgd(exp, loss='margin'), y).mean())
+  def accuracy(name, make, fn=model):
+    return float(_correct(fn, attack(name, make), y).mean())
+
+  with bar:
+    record('fgsm', lambda: attacks.fgsm(model, x, y, eps=eps))
+    record('pgd-ce', lambda: pgd(loss='ce'))
+    record('pgd-margin', lambda: pgd(loss='margin'))
+    record('pgd-margin-strong', lambda: pgd(n=strong_steps, restarts=restarts, loss='margin'))
+    record(
+      'square', lambda: attacks.square(model, x, y, key=next(keys), eps=eps, queries=square_queries)
+    )
+    if member_logits_fn is not None:
+      record('pgd-member-margin', lambda: pgd(as_partial(member_logits_fn), loss='member_margin'))
+    transfer = None
+    if surrogate_fn is not None:
+      transfer = accuracy(f'transfer {eps:g}', lambda: pgd(as_partial(surrogate_fn), loss='ce'))
+    large = accuracy(
+      f'pgd-margin-strong {large_eps:g}', lambda: pgd(e=large_eps, n=strong_steps, loss='margin')
+    )
+    curve = [
+      accuracy(f'pgd-margin {e:g} (eps curve)', lambda e=e: pgd(e=e, loss='margin')) for e in grid
+    ]
+    share = attack('zero gradients', lambda: zero_gradient_share(model, x, y))
+    expected = None
+    if expected_fn is not None:
+      exp = as_partial(expected_fn)
+      expected = accuracy(f'expected pgd-margin {eps:g}', lambda: pgd(exp, loss='margin'), exp)
   return Evidence(
     acc,
     correct,
@@ -238,7 +260,8 @@ def run(model_fn, x, y, *, eps: float, key, **settings) -> dict:
       expected_fn (the same ensemble in 'expected' inference), member_logits_fn (x ->
       member logits [K, B, C]: adds member-margin PGD), large_eps (where accuracy must be
       ~0), steps, strong_steps and restarts (PGD; each step 2.5 * eps / steps),
-      square_queries, tolerance (accuracy, as a fraction, a check may be off).
+      square_queries, tolerance (accuracy, as a fraction, a check may be off), progress
+      (a bar, or a line per attack where no terminal is attached).
 
   Returns:
     {'eps', 'num_examples', 'clean_accuracy', 'accuracies' {attack: accuracy at eps},

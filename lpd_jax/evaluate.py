@@ -2,8 +2,9 @@
 evaluations of `config.eval.suite` (`lpd_jax.evaluations`) and writes what they return.
 
 For each evaluation `name`: `eval_<name>.json` (its JSON plus 'evaluation', 'suite' (its
-type), 'inference', 'test_examples' (the test-set prefix it ran on), 'files' and 'metrics',
-the flat records `lpd_jax.compare` pivots),
+type), 'inference', 'test_examples' (the test-set prefix it ran on), 'files', 'metrics',
+the flat records `lpd_jax.compare` pivots, and 'provenance', the software and machine that
+evaluated it, `lpd_jax.provenance`),
 `eval_<name>.md` (its Markdown, also printed) and the files it returns (plots, per-sample
 arrays), in the workdir. The default instances are named after their type, and `<type>_expected`
 under 'expected' inference (`eval_robust_expected.json`, `eval_sweep_expected.png`), so the
@@ -17,7 +18,7 @@ import shutil
 
 import ml_collections
 
-from lpd_jax import compilation_cache, data, evaluations, loading, suites
+from lpd_jax import compilation_cache, data, evaluations, loading, provenance, suites
 from lpd_jax import config as config_lib
 from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import ConfigError
@@ -94,6 +95,7 @@ def evaluate(config, workdir):
     return load_other
 
   results = {}
+  evaluated_under = provenance.collect(ens.config.dtype)
   for evaluation in chosen:
     images, labels = test_prefix(ds, evaluation.num_examples)
     ctx = suites.SuiteContext(
@@ -114,6 +116,7 @@ def evaluate(config, workdir):
       test_examples=len(labels),
       files=sorted(map(name_of, report.files)),
       metrics=[m.to_json() for m in report.metrics],
+      provenance=evaluated_under,
     )
     with open(workdir_lib.report_path(out, evaluation.name), 'w') as f:
       json.dump(result, f, indent=2)

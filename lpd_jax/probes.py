@@ -18,9 +18,9 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from lpd_jax import gradients, predict, pytrees
+from lpd_jax.progress import StageBar
 
 
 def ambiguity_entropy(correct: jax.Array) -> jax.Array:
@@ -137,7 +137,7 @@ def probe_quantiles(
     batch_size: samples per jitted call (capped at N).
     quantiles: the quantile levels q in [0, 1].
     float64: compute gradients and probes in float64 (see `input_gradients`).
-    progress: show a tqdm progress bar.
+    progress: a progress bar (a line naming the probe where no terminal is attached).
 
   Returns:
     {'gradient_cosine': {q: float}, 'gradient_norm': {q: float},
@@ -150,9 +150,12 @@ def probe_quantiles(
       ensemble, x = pytrees.cast_floating(ensemble, jnp.float64), x.astype(np.float64)
     batches = predict.padded_batches(x, y, batch_size)
     total = predict.num_batches(len(x), batch_size)
-    for _, xb, yb, n in tqdm.tqdm(batches, total=total, disable=not progress, desc='probes'):
-      for name, v in zip(values, _probe_batch(ensemble, xb, yb)):
-        values[name].append(np.asarray(v)[:n])
+    with StageBar(total=total, desc='probes', silent=not progress) as bar:
+      bar.stage(f'L_d and L_s on {len(x)} images in {"float64" if float64 else "float32"}')
+      for _, xb, yb, n in batches:
+        for name, v in zip(values, _probe_batch(ensemble, xb, yb)):
+          values[name].append(np.asarray(v)[:n])
+        bar.update(1)
   per_sample = {name: np.concatenate(v) for name, v in values.items()}
   out = {name: {q: float(np.quantile(v, q)) for q in quantiles} for name, v in per_sample.items()}
   out['per_sample'] = per_sample

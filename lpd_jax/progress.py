@@ -30,16 +30,24 @@ class StageBar(tqdm):
   """A tqdm bar (hidden where stderr is no terminal, as `disable=None` does) whose stages,
   named by `set_postfix_str` ('PGD 0.02'), are also printed to stdout, one line each, where
   the bar is hidden: a log or a pipe shows '<desc>: <stage> (started after 12.3 s)' as each
-  attack begins instead of minutes of silence."""
+  attack begins instead of minutes of silence. `silent=True`: neither bar nor lines (a
+  library call whose caller asked for no progress)."""
 
-  def __init__(self, *args, **kwargs):
+  def __init__(self, *args, silent=False, **kwargs):
     self._stage_desc = kwargs.get('desc', '')
     self._stage_start = time.perf_counter()
-    kwargs.setdefault('disable', None)
+    self._stage_lines = not silent
+    kwargs['disable'] = True if silent else kwargs.get('disable')
     super().__init__(*args, **kwargs)
+
+  def stage(self, s):
+    """Names the stage now starting (`set_postfix_str`)."""
+    self.set_postfix_str(s)
 
   def set_postfix_str(self, s='', refresh=True):
     if self.disable:
+      if not self._stage_lines:
+        return None
       elapsed = time.perf_counter() - self._stage_start
       print(f'{self._stage_desc}: {s} (started after {elapsed:.1f} s)', file=sys.stdout, flush=True)
       return None

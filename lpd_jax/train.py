@@ -23,6 +23,7 @@ from lpd_jax import (
   ensemble,
   loading,
   predict,
+  provenance,
   sharding,
 )
 from lpd_jax import config as config_lib
@@ -186,7 +187,8 @@ def load_data(config):
 def resume_or_init(run, meta, latest, restarts, continuing):
   """-> (first epoch to train, TrainState): the newest checkpoint that verifies (damaged
   newer ones moved aside), or a fresh init; metrics.jsonl reconciled with it, and
-  ensemble.json written for a new or continued run."""
+  ensemble.json written for a new or continued run; the epochs to come recorded in
+  provenance.json."""
   config, workdir = run.config, run.workdir
   with phase(f'initialising {config.num_members} members ({config.model}, width {config.width})'):
     state = init_state(config, run.members, run.tx, run.ds.input_shape)
@@ -217,6 +219,8 @@ def resume_or_init(run, meta, latest, restarts, continuing):
       workdir,
       workdir_lib.Meta(saved, ds.num_classes, tuple(ds.input_shape), tuple(restarts), manifests),
     )
+  if jax.process_index() == 0 and start_epoch < config.num_epochs:
+    provenance.record_training(workdir, start_epoch + 1, config.dtype)
   return start_epoch, state
 
 

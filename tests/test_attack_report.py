@@ -6,6 +6,8 @@ so the last batch holds 8 images and 8 rows of padding; C&W is cut to 20 steps a
 binary-search steps. Every other setting is the production default (the paper's grid).
 """
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -70,7 +72,8 @@ def eval_config(suite, paper=None, **groups):
 def reports(module_copy):
   """Runs paper, sweep and transfer (surrogate = the target itself) through eval.py's driver.
 
-  Returns (config, {suite: result}, {jitted attack core: compiles it added}).
+  Returns (config, {suite: result}, {jitted attack core: compiles it added}, what the
+  robust and audit suites printed).
   """
   cores = {
     'pgd': gradient._pgd,
@@ -88,8 +91,10 @@ def reports(module_copy):
   results = evaluate.evaluate(config, module_copy)
   compiles = {name: f._cache_size() - before[name] for name, f in cores.items()}
   config.eval.suite = 'robust,audit'  # the strong-attack suites, after the compile count
-  results.update(evaluate.evaluate(config, module_copy))
-  return config, results, compiles
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    results.update(evaluate.evaluate(config, module_copy))
+  return config, results, compiles, printed.getvalue()
 
 
 @pytest.fixture(scope='module')
@@ -126,7 +131,7 @@ def rows_by_key(result):
 
 
 def test_paper_suite_writes_table_4(reports, module_copy):
-  _, results, _ = reports
+  _, results, _, _ = reports
   paper = results['paper']
   assert [(r['attack'], r['param']) for r in paper['rows']] == PAPER_ROWS
   assert paper['num_examples'] == N and paper['batch_size'] == BATCH
@@ -158,7 +163,7 @@ def test_paper_suite_writes_table_4(reports, module_copy):
 def test_paper_numbers_equal_direct_attacks(reports, direct):
   """FGSM 0.04 called per batch and PGD 0.04 through transfer_accuracy (which pads with
   the last sample instead of zeros) give exactly the suite's accuracies."""
-  config, results, _ = reports
+  config, results, _, _ = reports
   rows = rows_by_key(results['paper'])
   ens, x, y = direct
   clean = batched(lambda xb, yb, _: _predict(ens, xb) == yb, x, y)
@@ -203,7 +208,7 @@ def test_sweep_writes_plot_and_decreases(reports, module_copy):
   """Accuracy is non-increasing in eps up to one sample (1 / N): random starts differ in
   scale only (one key for all eps), but PGD-10 is not guaranteed monotone; it reaches 0
   at L-inf eps 0.64 and repeats the paper suite's PGD rows at eps 0.02 and 0.04."""
-  _, results, _ = reports
+  _, results, _, _ = reports
   sweep = results['sweep']['sweep']
   with open(os.path.join(module_copy, 'eval_sweep.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -224,7 +229,7 @@ def test_transfer_from_itself_is_white_box(reports):
   """Table 5's attacks (PGD and JSMA) made on the target itself with the true labels and the
   paper suite's keys are the white-box attacks: the same numbers. It is Type II (same
   defence)."""
-  _, results, _ = reports
+  _, results, _, _ = reports
   transfer, paper = results['transfer'], rows_by_key(results['paper'])
   assert [(r['attack'], r['param']) for r in transfer['rows']] == [
     ('pgd', 0.02),
@@ -245,7 +250,7 @@ def test_transfer_from_itself_is_white_box(reports):
 def test_transfer_with_the_surrogates_labels_and_two_surrogates(reports, module_copy):
   """Labels from the surrogate's predictions equal the true ones on the clean-correct
   samples, so there the examples, and the accuracy, are the white-box ones."""
-  config, results, _ = reports
+  config, results, _, _ = reports
   config = eval_config(
     'transfer',
     transfer=dict(workdir=f'{module_copy},{module_copy}', attacks='pgd', labels='surrogate'),
@@ -335,7 +340,7 @@ def test_paper_cw_row_reports_the_median_distortion_of_its_successes(reports, di
 
 
 def test_robust_suite_is_the_per_sample_worst_case(reports, direct, module_copy):
-  config, results, _ = reports
+  config, results, _, _ = reports
   robust = results['robust']
   assert robust['attacks'] == ROBUST['attacks'].split(',') and robust['eps'] == [0.04]
   assert robust['threat_model'] == 'Linf' and robust['num_examples'] == N
@@ -386,6 +391,17 @@ def test_audit_suite_runs_every_check_on_the_ensemble(reports, module_copy):
   with open(os.path.join(module_copy, 'eval_audit.md')) as f:
     table = f.read()
   assert '| check | verdict | numbers |' in table and result['verdict'] in table
+  # Without a terminal (the tests' capture), a line per attack as it starts.
+  stages = [line.split(' (started')[0] for line in reports[3].splitlines() if 'audit: ' in line]
+  first = ('fgsm', 'pgd-ce', 'pgd-margin', 'pgd-margin-strong', 'square', 'pgd-member-margin')
+  assert stages == [
+    *[f'audit: {a} 0.04' for a in first],
+    'audit: transfer 0.04',
+    'audit: pgd-margin-strong 0.5',
+    *[f'audit: pgd-margin {e:g} (eps curve)' for e in (0.01, 0.02, 0.04, 0.08, 0.16)],
+    'audit: zero gradients',
+    'audit: expected pgd-margin 0.04',
+  ]
 
 
 def test_without_a_terminal_each_attack_prints_a_line_as_it_starts(reports, trained_copy, capsys):

@@ -3,6 +3,7 @@ linear programs (scipy) and attacks that look for the smallest margin."""
 
 import itertools
 import os
+import re
 import zlib
 
 import jax
@@ -15,7 +16,7 @@ from scipy.optimize import linprog
 import lpd_jax
 from lpd_jax import attacks, certify, ensemble, evaluate, models
 from lpd_jax import config as config_lib
-from lpd_jax.certify import bounds, graph, memory
+from lpd_jax.certify import bounds, cost, graph, memory
 from lpd_jax.data import load_dataset, to_float
 from lpd_jax.errors import ConfigError
 
@@ -281,7 +282,36 @@ def test_the_memory_estimate_is_within_2x_of_what_xla_assigns(small_ensemble):
     assert estimate / 2 <= measured <= 2 * estimate, (method, estimate, measured)
 
 
-def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(module_copy, tmp_path):
+def test_the_time_estimate_counts_the_backward_passes_crown_runs():
+  """`cost`: prefix shares from XLA's cost analysis equal the dense layers' 2 * d_in * d_out
+  multiply-adds; 'crown' adds, per ReLU input, its chunks holding an unstable neuron times
+  2 * chunk rows through the prefix, counted here by hand."""
+  rng = np.random.default_rng(0)
+  dims = (6, 10, 20, 4)
+  layers = [(rng.normal(size=(a, b)), np.zeros(b)) for a, b in zip(dims, dims[1:])]
+  g = graph.dense_graph(layers, dims[0])  # input, linear, relu, linear, relu, linear
+  flops = [2 * a * b for a, b in zip(dims, dims[1:])]
+  np.testing.assert_allclose(
+    cost.prefix_shares(g)[[1, 3, 5]], np.cumsum(flops) / sum(flops), rtol=1e-6
+  )
+  share1, share3 = flops[0] / sum(flops), (flops[0] + flops[1]) / sum(flops)
+  # Layer 1: 10 neurons, cap 10, chunks of 4: 7 unstable -> 2 passes. Layer 3: 20 neurons,
+  # cap 16: 20 unstable -> 4 passes. The logits' 3 margin rows and IBP's 2 on top.
+  by_hand = 2 + 3 + 2 * 2 * 4 * share1 + 4 * 2 * 4 * share3
+  work = cost.forward_equivalents(g, 'crown', [7, 20], max_unstable=16, chunk=4)
+  assert work == pytest.approx(by_hand, rel=1e-6)
+  assert (
+    cost.forward_equivalents(g, 'crown', [0, 0], 16, 4)
+    == 5
+    == cost.forward_equivalents(g, 'crown_ibp', None, 16, 4)
+  )
+  assert cost.forward_equivalents(g, 'ibp', None, 16, 4) == 2
+  counts = rng.integers(0, 50, size=(3, 11))
+  brute = [np.mean([row[i : i + 4].max() for i in range(0, 11, 4)]) for row in counts]
+  np.testing.assert_allclose(cost.group_maxima(counts, 4), brute)
+
+
+def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(module_copy, capsys):
   config = tiny_config(
     eval=dict(
       suite='certify',
@@ -290,7 +320,20 @@ def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(module_c
       certify=dict(num_examples=8, batch_size=8, methods='ibp,crown', curve_points=2),
     )
   )
+  capsys.readouterr()
   result = evaluate.evaluate(config, module_copy)['certify']
+  # Before anything is bounded, each run's time and memory estimate; then a line as it starts.
+  out = [line for line in capsys.readouterr().out.splitlines() if line.startswith('certify: ')]
+  runs = ('ibp at eps 0.0005', 'crown at eps 0.0005', 'crown at eps 0.001')
+  estimate = r'about [\d.]+ (s|min|h), [\d.]+ \w+ \(estimate\)'
+  for line, run in zip(out, runs):
+    assert re.fullmatch(rf'certify: {run} on 8 samples: {estimate}', line), line
+  assert out[3].startswith('certify: about ') and 'plus compilation' in out[3]
+  assert [line.split(' (started')[0] for line in out[4:]] == [
+    'certify: ibp eps 0.0005',
+    'certify: crown eps 0.0005',
+    'certify: crown eps 0.001',
+  ]
   # The first 8 test images that all members classify correctly, found independently.
   ens = lpd_jax.load(module_copy)
   ds = load_dataset(ens.config)

@@ -15,11 +15,12 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from conftest import run_cli, run_module
 
-from lpd_jax import compare, evaluate, loading, study
+from lpd_jax import compare, evaluate, loading, provenance, study
 from lpd_jax.compare.tables import MIXED_NOTE
 from lpd_jax.errors import ConfigError
 
@@ -187,6 +188,70 @@ def test_cells_from_different_test_prefixes_are_marked(trained_workdir, tmp_path
   assert '[n=' not in markdown and MIXED_NOTE not in markdown
 
 
+def provenance_rows(result):
+  """{field: [each column's text, marked † where it differs]} of the provenance table."""
+  return {
+    r['label']: [c['text'] + (' †' if c['differs'] else '') for c in r['cells']]
+    for r in table(result, 'provenance')['rows']
+  }
+
+
+def test_columns_trained_under_another_provenance_are_marked(trained_workdir, tmp_path):
+  """Training records its provenance (provenance.json), each report its own; compare shows
+  them per column, marks the fields in which a column differs from the first column (or
+  within itself, seed against seed), and says whether the reports were evaluated under
+  the training's provenance."""
+  [trained] = provenance.read_training(trained_workdir)  # the fixture's training, recorded
+  assert trained['from_epoch'] == 1 and trained['jax'] == jax.__version__
+  assert set(trained) == {'from_epoch', *provenance.FIELDS}
+
+  def workdir(name, entry, evaluated, **config):
+    path = fake_workdir(
+      trained_workdir,
+      tmp_path / name,
+      {('clean', 'raw'): dict(clean_report(0.9, 0.1), provenance=evaluated)},
+      **config,
+    )
+    with open(os.path.join(path, provenance.FILE), 'w') as f:
+      json.dump(dict(training=[entry]), f)
+    return path
+
+  other_cpu = dict(trained, cpu='Another CPU (2 cores)')
+  a = workdir('a', trained, trained)
+  b = workdir('b', other_cpu, dict(other_cpu, backend='gpu'), method='baseline')
+  result, markdown, _ = compare.compare([a, b])
+  rows = provenance_rows(result)
+  assert rows['cpu'] == [trained['cpu'], 'Another CPU (2 cores) †']
+  assert rows['jax'] == [jax.__version__] * 2  # unmarked: the same
+  assert rows['evaluated under'] == ['same as trained', 'differs: backend']
+  assert [c['provenance_differs'] for c in result['columns']] == [[], ['cpu']]
+  assert 'trained under another provenance (the provenance table): cpu' in markdown
+  # A second seed of column a trained under another jax: one column, marked within itself.
+  seed1 = workdir('seed1', dict(trained, jax='0.0.1'), trained, seed=1)
+  result, _, _ = compare.compare([a, seed1])
+  assert provenance_rows(result)['jax'] == [f'{jax.__version__} / 0.0.1 †']
+  # Workdirs of older lpd-jax: nothing recorded, nothing marked.
+  old = fake_workdir(trained_workdir, tmp_path / 'old', method='baseline')
+  result, markdown, _ = compare.compare([old])
+  assert provenance_rows(result)['cpu'] == ['not recorded'] and '†' not in markdown
+
+
+def test_a_resume_records_its_provenance_only_when_it_changed(tmp_path, monkeypatch):
+  here = provenance.collect('float32')
+  assert provenance.record_training(str(tmp_path), 1, 'float32') == here
+  provenance.record_training(str(tmp_path), 6, 'float32')  # the same machine: nothing new
+  assert [e['from_epoch'] for e in provenance.read_training(str(tmp_path))] == [1]
+  monkeypatch.setattr(provenance, 'collect', lambda dtype: dict(here, cpu='elsewhere'))
+  provenance.record_training(str(tmp_path), 6, 'float32')
+  assert [e['cpu'] for e in provenance.read_training(str(tmp_path))] == [here['cpu'], 'elsewhere']
+  monkeypatch.setattr(provenance, 'collect', lambda dtype: here)
+  provenance.record_training(str(tmp_path), 4, 'float32')  # epochs 4.. retrained here
+  assert [e['from_epoch'] for e in provenance.read_training(str(tmp_path))] == [1]
+  with open(os.path.join(tmp_path, provenance.FILE), 'w') as f:
+    f.write('{garbled')
+  assert provenance.read_training(str(tmp_path)) == []
+
+
 def test_table6_holds_the_adversarially_trained_columns(trained_workdir, tmp_path):
   adv = dict(attack='pgd', eps=0.03, steps=7, step_size=0.01, mix=1.0, loss='ce', mode='train')
   rows = [('none', None, 0.9), ('fgsm', 0.04, 0.5), ('fgsm', 0.08, 0.3), ('pgd', 0.02, 0.25)]
@@ -241,9 +306,12 @@ def test_compare_builds_the_golden_tables_of_the_digits_study(golden_root, tmp_p
   assert [c['label'] for c in result['columns']] == ['Baseline', 'LPD']
   names = [t['name'] for t in result['tables']]
   expected_tables = ['clean', 'table1', 'table2', 'table3', 'table4', 'table5', 'timing']
-  assert names == expected_tables + ['figure3', 'robust', 'audit', 'certify']  # no AdvT column
-  for t in result['tables']:
+  assert names == expected_tables + ['figure3', 'robust', 'audit', 'certify', 'provenance']
+  for t in result['tables']:  # no AdvT column: no table6
     assert t['columns'] == ['Baseline', 'LPD'], t['name']
+    if t['name'] == 'provenance':  # the golden study ran before provenance was recorded
+      assert all(c['text'] == 'not recorded' for r in t['rows'] for c in r['cells'])
+      continue
     for r in t['rows']:
       assert all(c['n'] == 1 for c in r['cells']), (t['name'], r['label'])
   assert set(result['plots']) == {'figure2.png', 'figure3.png', 'drift.png'}

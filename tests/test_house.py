@@ -27,6 +27,7 @@ FLOORS = (
       'lpd_jax.progress',
       'lpd_jax.names',
       'lpd_jax.compilation_cache',
+      'lpd_jax.provenance',
     ),
   ),
   (

@@ -22,11 +22,13 @@ def eval_config(**overrides):
   return tiny_config(eval=dict(suite='probes', batch_size=32, num_examples=100, probes=group))
 
 
-def test_probes_suite_matches_direct_probes(module_copy):
+def test_probes_suite_matches_direct_probes(module_copy, capsys):
   config = eval_config()
   assert set(config.eval) == set(config_lib.base_config().eval)  # the others keep defaults
   assert set(config.eval.probes) == set(config_lib.base_config().eval.probes)
   result = evaluate.evaluate(config, module_copy)['probes']
+  # Without a terminal (the tests' capture): a line as the probes start.
+  assert 'probes: L_d and L_s on 50 images in float32 (started after' in capsys.readouterr().out
 
   with open(os.path.join(module_copy, 'eval_probes.json')) as f:
     assert json.load(f) == result

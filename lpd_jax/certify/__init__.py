@@ -13,15 +13,18 @@ config, data or checkpoint imports.
 * `graph`: a member network as bound propagation sees it (ResNet-18/34; toys).
 * `bounds`: interval and CROWN propagation, the margin specification (eq. 8).
 * `memory`: the bytes per sample a method needs, printed before a run.
+* `cost`: the work of a method in forward passes; `time_estimate` turns it into seconds.
 """
 
 import functools
 import math
+import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from lpd_jax.certify import bounds, graph, memory
+from lpd_jax.certify import bounds, cost, graph, memory
 from lpd_jax.certify.bounds import METHODS
 from lpd_jax.certify.graph import member_graph
 from lpd_jax.errors import ConfigError
@@ -174,6 +177,43 @@ def unstable_counts(ensemble, x, eps, method='crown_ibp'):
   return jnp.stack(out)
 
 
+def forward_seconds(ensemble, x, y):
+  """Seconds of one sample's forward pass through one member, timed on this machine on
+  x [B, H, W, c] (the better of two calls after a warm-up, which compiles if needed)."""
+  mean_logit_margins(ensemble, x, y).block_until_ready()
+  best = math.inf
+  for _ in range(2):
+    start = time.perf_counter()
+    mean_logit_margins(ensemble, x, y).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return best / (x.shape[0] * ensemble.num_members)
+
+
+def time_estimate(
+  ensemble,
+  x,
+  eps: float,
+  method: str,
+  num_samples: int,
+  seconds_per_forward: float,
+  max_unstable: int = MAX_UNSTABLE,
+  chunk: int = CHUNK,
+  real: int | None = None,
+) -> float:
+  """Estimated seconds of `margins` on `num_samples` samples like x [B, H, W, c] (the
+  unstable neurons under interval bounds of its first `real` samples, all by default, stand
+  for all), compilation excluded: `cost`'s
+  forward equivalents times `seconds_per_forward` (`forward_seconds`). It errs high for
+  'crown' (interval bounds leave more neurons unstable than CROWN's)."""
+  graph = _member_graph(ensemble, 0, x.shape[1:])
+  unstable = None
+  if method == 'crown':
+    counts = np.asarray(unstable_counts(ensemble, x, eps)).max(axis=0)[:, :real]  # [layers, B]
+    unstable = cost.group_maxima(counts, group_size(method, x.shape[0]))
+  work = cost.forward_equivalents(graph, method, unstable, max_unstable, chunk)
+  return cost.seconds(work, num_samples, ensemble.num_members, seconds_per_forward)
+
+
 @jax.jit
 def mean_logit_margins(ensemble, x, y):
   """The exact margins F_y(x) - F_j(x) [B, C-1] of the mean member logits (raw inference),
@@ -191,7 +231,9 @@ __all__ = [
   'bounds',
   'check_certifiable',
   'crown_ibp_margins',
+  'cost',
   'crown_margins',
+  'forward_seconds',
   'graph',
   'ibp_margins',
   'margins',
@@ -199,5 +241,6 @@ __all__ = [
   'member_graphs',
   'memory_estimate',
   'memory',
+  'time_estimate',
   'unstable_counts',
 ]

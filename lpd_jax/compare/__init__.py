@@ -11,6 +11,8 @@ tables -> figures.
   columns.py   workdirs whose configs differ only in their seed (and in settings that do not
                change the model) are one column; a cell is the mean +- the sample standard
                deviation over its seeds, '-' where no workdir has the record
+  provenance.py  per column, the software and machine behind its numbers; columns trained
+               under another provenance than the first are marked
   tables.py    each table a declaration (`Table`: which suite's record keys in which rows
                under which caption), pivoted over the columns; the section 5.4 timing table
                from metrics.jsonl
@@ -30,6 +32,7 @@ import os
 from lpd_jax import suites
 from lpd_jax.compare.columns import Column, cell, columns_of
 from lpd_jax.compare.figures import figures
+from lpd_jax.compare.provenance import MARK, provenance_table
 from lpd_jax.compare.tables import TABLES, Facts, Table, build_tables, pivot
 from lpd_jax.compare.workdirs import Run, check_one_dataset, read_run, run_missing
 from lpd_jax.errors import ConfigError
@@ -56,8 +59,12 @@ def compare(workdirs, *, run_missing_evaluations=()):
     runs = run_missing(runs, run_missing_evaluations)
   columns = columns_of(runs)
   built = build_tables(columns)
+  origins, differs = provenance_table(columns)
+  built.append(origins)
   files = figures(columns)
-  described = [col.describe() for col in columns]
+  described = [
+    dict(col.describe(), provenance_differs=differs.get(col.label, [])) for col in columns
+  ]
   header = [
     f'# Comparison on {dataset}',
     '',
@@ -66,6 +73,7 @@ def compare(workdirs, *, run_missing_evaluations=()):
     '',
     *(
       f'- {d["label"]}: {", ".join(d["workdirs"])} (seeds {", ".join(map(str, d["seeds"]))})'
+      + provenance_mark(d['provenance_differs'])
       for d in described
     ),
   ]
@@ -76,6 +84,12 @@ def compare(workdirs, *, run_missing_evaluations=()):
     markdown += '\n\nPlots: ' + ', '.join(files)
   result = dict(dataset=dataset, columns=described, tables=built, plots=sorted(files))
   return result, markdown, files
+
+
+def provenance_mark(fields):
+  if not fields:
+    return ''
+  return f' {MARK} trained under another provenance (the provenance table): {", ".join(fields)}'
 
 
 def write(workdirs, out, **kwargs):

@@ -5,7 +5,7 @@ import dataclasses
 import json
 import os
 
-from lpd_jax import evaluate, evaluations, loading, methods, suites
+from lpd_jax import evaluate, evaluations, loading, methods, provenance, suites
 from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import ConfigError
 from lpd_jax.progress import StageBar
@@ -28,6 +28,7 @@ class Run:
     metrics: the lines of its metrics.jsonl (training).
     derived: the (type, variant) pairs filled from another variant: for a method without
       keep rates 'expected' inference is 'raw', so its raw records stand for both.
+    provenance: its training provenance entries (`lpd_jax.provenance.read_training`).
   """
 
   workdir: str
@@ -38,6 +39,7 @@ class Run:
   reports: dict
   metrics: list
   derived: frozenset = frozenset()
+  provenance: list = dataclasses.field(default_factory=list)
 
   @property
   def name(self) -> str:
@@ -119,6 +121,7 @@ def read_run(workdir):
     reports,
     workdir_lib.read_metrics(workdir),
     frozenset(derived),
+    provenance.read_training(workdir),
   )
 
 

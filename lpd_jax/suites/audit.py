@@ -65,6 +65,7 @@ def run(ens, ctx):
     restarts=int(cfg.restarts),
     square_queries=int(cfg.square_queries),
     tolerance=float(cfg.tolerance),
+    progress=True,
   )
   result.update(dataset=config.dataset, method=config.method, num_members=ens.num_members)
   return Report(result, audit_table(result, ens, ctx), metrics=metrics(result))

@@ -12,12 +12,13 @@ scatter (eval_certify.png) and the curve (eval_certify_curve.png).
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from lpd_jax import certify, predict
+from lpd_jax.certify.cost import format_seconds
 from lpd_jax.certify.memory import format_bytes
 from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
+from lpd_jax.progress import StageBar
 from lpd_jax.suites.common import (
   Metric,
   Report,
@@ -46,6 +47,31 @@ def select(ens, ctx, num_examples, batch_size):
   logits = predict.member_logits(ens.with_inference('raw'), ctx.images, batch_size)
   all_correct = np.all(np.argmax(logits, axis=-1) == np.asarray(ctx.labels)[None], axis=0)
   return np.flatnonzero(all_correct)[:num_examples], int(all_correct.size)
+
+
+def say_estimates(ens, images, labels, runs, cfg):
+  """Prints, before anything is bounded, each (method, eps) run's memory and time estimate
+  on the selected images [N, H, W, c] (`certify.memory_estimate`, `certify.time_estimate`
+  from the first batch) and their sum."""
+  _, x, y, batch = next(predict.padded_batches(images, labels, int(cfg.batch_size)))
+  n = len(labels)
+  forward = certify.forward_seconds(ens, x, y)
+  total = 0.0
+  for method, e in runs:
+    memory = certify.memory_estimate(ens, x.shape[1:], method, len(x), int(cfg.chunk))
+    seconds = certify.time_estimate(
+      ens, x, e, method, n, forward, int(cfg.max_unstable), int(cfg.chunk), batch
+    )
+    total += seconds
+    print(
+      f'certify: {method} at eps {e:g} on {n} samples: about {format_seconds(seconds)}, '
+      f'{format_bytes(memory)} (estimate)'
+    )
+  print(
+    f'certify: about {format_seconds(total)} in all, plus compilation (estimated from the '
+    f'unstable neurons under interval bounds of the first {batch} samples and a forward pass '
+    f'timed here: {1e3 * forward:.2g} ms per sample and member)'
+  )
 
 
 def minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar):
@@ -81,31 +107,35 @@ def run(ens, ctx):
     ]
   )
   eps = float(cfg.eps)
-  batch = min(int(cfg.batch_size), len(labels))
-  for method in dict.fromkeys(methods + curve_methods):
-    estimate = certify.memory_estimate(ens, images.shape[1:], method, batch, int(cfg.chunk))
-    print(f'certify: {method} on batches of {batch}: about {format_bytes(estimate)} (estimate)')
-  per_method = {}
-  curve = {m: [] for m in curve_methods}
-  total = len(labels) * (len(methods) + len(curve_methods) * max(int(cfg.curve_points) - 1, 0))
-  with tqdm(total=total, desc='certify', disable=None) as bar:
-    for method in methods:
+  runs = [(m, eps) for m in methods]
+  runs += [
+    (m, eps * 2**i)
+    for m in curve_methods
+    for i in range(int(cfg.curve_points))
+    if i or m not in methods
+  ]
+  say_estimates(ens, images, labels, runs, cfg)
+  per_method, lowers = {}, {}
+  with StageBar(total=len(labels) * len(runs), desc='certify') as bar:
+    for method, e in runs:
+      bar.stage(f'{method} eps {e:g}')
       start = time.perf_counter()
-      lower = minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar)
-      per_method[method] = dict(
-        minimal_lower_bound=[float(v) for v in lower],
-        certified_fraction=float(np.mean(lower > 0)),
-        median_minimal_lower_bound=float(np.median(lower)),
-        seconds=time.perf_counter() - start,
-      )
-    for method in curve_methods:
-      for i in range(int(cfg.curve_points)):
-        e = eps * 2**i
-        if i == 0 and method in per_method:
-          lower = np.asarray(per_method[method]['minimal_lower_bound'])
-        else:
-          lower = minimal_lower_bounds(ens, images, labels, e, method, cfg, bar)
-        curve[method].append(dict(eps=e, certified_fraction=float(np.mean(lower > 0))))
+      lowers[method, e] = minimal_lower_bounds(ens, images, labels, e, method, cfg, bar)
+      if e == eps and method in methods:
+        lower = lowers[method, e]
+        per_method[method] = dict(
+          minimal_lower_bound=[float(v) for v in lower],
+          certified_fraction=float(np.mean(lower > 0)),
+          median_minimal_lower_bound=float(np.median(lower)),
+          seconds=time.perf_counter() - start,
+        )
+  curve = {
+    m: [
+      dict(eps=eps * 2**i, certified_fraction=float(np.mean(lowers[m, eps * 2**i] > 0)))
+      for i in range(int(cfg.curve_points))
+    ]
+    for m in curve_methods
+  }
   result = dict(
     eps=eps,
     norm='linf',

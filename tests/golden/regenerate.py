@@ -9,11 +9,11 @@
 
 The study is `python -m lpd_jax.study --config=configs/study/digits.py --root=DIR`
 (Baseline and LPD, K = 3 width-4 ResNet-18s, every suite at small budgets, and a width-2
-Baseline surrogate). Kept of each run: ensemble.json, metrics.jsonl and every eval_*.json
-(no checkpoints, plots or per-sample arrays); kept of the study: study_log.jsonl. The
-study's folder is written as `<root>` in every file, so the golden files do not depend on
-where the study ran. tables.json is `compare.compare` over the golden Baseline and LPD
-workdirs: its tables and plot names.
+Baseline surrogate). Kept of each run: ensemble.json, metrics.jsonl, provenance.json and
+every eval_*.json (no checkpoints, plots or per-sample arrays); kept of the study:
+study_log.jsonl. The study's folder is written as `<root>` in every file, so the golden
+files do not depend on where the study ran. tables.json is `compare.compare` over the
+golden Baseline and LPD workdirs: its tables and plot names.
 """
 
 import argparse
@@ -33,7 +33,7 @@ COLUMNS = ('baseline', 'lpd')  # the comparison's columns (the surrogate is not 
 
 
 def kept(name):
-  return name in ('ensemble.json', 'metrics.jsonl') or (
+  return name in ('ensemble.json', 'metrics.jsonl', 'provenance.json') or (
     name.startswith('eval_') and name.endswith('.json')
   )
 

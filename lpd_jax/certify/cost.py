@@ -1,0 +1,97 @@
+"""How long a bound computation takes, said before it runs.
+
+The work of a bound is counted in *forward equivalents*: the cost of one sample's forward
+pass through one member. A backward pass of R coefficient rows from node l costs about R
+forward passes of the prefix up to l (a transposed convolution does the multiply-adds of
+the convolution), so with f_l the share of the member's multiply-adds up to node l (XLA's
+cost analysis of each linear node, `prefix_shares`):
+
+  ibp        2                        (apply and apply_abs of every linear node)
+  crown_ibp  2 + (C - 1)              (the margins' rows from the logits)
+  crown      2 + (C - 1) + sum over ReLU inputs l of passes_l * 2 * chunk_l * f_l
+
+where passes_l = ceil(min(u_l, cap_l) / chunk_l) are the chunks that hold an unstable
+neuron (`bounds._tighten` skips the others), cap_l = min(max_unstable, neurons of l),
+chunk_l = min(chunk, cap_l), and u_l the unstable neurons of layer l under interval bounds,
+the most in any group of samples bounded together. Interval bounds are looser than CROWN's,
+so u_l, and the estimate, err high. `seconds` multiplies by the samples, the members and
+the time of one forward equivalent measured on this machine (a timed forward pass of the
+ensemble); compilation comes on top.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lpd_jax.certify.graph import relu_inputs
+
+
+def _flops(fn, shape):
+  analysis = jax.jit(fn).lower(jnp.zeros((1, *shape), jnp.float32)).cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
+    analysis = analysis[0]
+  return float((analysis or {}).get('flops', 0.0))
+
+
+def prefix_shares(graph):
+  """f_l: per node, the share of the member's multiply-adds done up to and including it
+  (XLA's cost analysis of each linear node on one sample): [len(graph)] in [0, 1]."""
+  flops = [
+    _flops(node.apply, graph[node.inputs[0]].shape) if node.op == 'linear' else 0.0
+    for node in graph
+  ]
+  total = sum(flops) or 1.0
+  return np.cumsum(flops) / total
+
+
+def forward_equivalents(graph, method, unstable, max_unstable, chunk):
+  """Forward equivalents per sample and member of one bound (module docstring).
+
+  Args:
+    graph: a member `Graph`.
+    method: 'ibp' | 'crown_ibp' | 'crown'.
+    unstable: per ReLU input of the graph (in `relu_inputs` order), u_l; None: all neurons.
+    max_unstable, chunk: 'crown's cap and chunk (`bounds.node_bounds`).
+  """
+  if method == 'ibp':
+    return 2.0
+  num_classes = graph[-1].shape[-1]
+  work = 2.0 + (num_classes - 1)
+  if method != 'crown':
+    return work
+  shares = prefix_shares(graph)
+  layers = relu_inputs(graph)
+  unstable = [math.prod(graph[i].shape) for i in layers] if unstable is None else unstable
+  for index, u in zip(layers, unstable):
+    cap = min(max_unstable, math.prod(graph[index].shape))
+    rows = min(chunk, cap)
+    passes = math.ceil(min(int(u), cap) / rows)
+    work += passes * 2 * rows * shares[index]
+  return work
+
+
+def group_maxima(counts, group):
+  """Per layer, the mean over groups of `group` samples of the largest count in the group:
+  counts [layers, B] -> [layers] (the chunks a group runs are its widest sample's)."""
+  counts = np.asarray(counts)
+  pad = -counts.shape[1] % group
+  padded = np.concatenate([counts, np.zeros((counts.shape[0], pad), counts.dtype)], axis=1)
+  maxima = padded.reshape(counts.shape[0], -1, group).max(axis=2)
+  return maxima.mean(axis=1)
+
+
+def seconds(work, num_samples, num_members, forward_seconds):
+  """Estimated seconds: `work` forward equivalents per sample and member, times the
+  samples and members, times `forward_seconds` (one sample through one member)."""
+  return work * num_samples * num_members * forward_seconds
+
+
+def format_seconds(s):
+  """75 -> '1.2 min'."""
+  if s < 90:
+    return f'{s:.0f} s'
+  if s < 5400:
+    return f'{s / 60:.1f} min'
+  return f'{s / 3600:.1f} h'
