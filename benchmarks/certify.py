@@ -5,8 +5,9 @@ Random members (`lpd_jax.ensemble.Members.init`) and uniform images by default; 
 --workdir, a trained ensemble and its own test images (CROWN's cost grows with the number
 of unstable ReLUs, so a trained model is the honest case). Each method gets one warm-up
 call (its compile, reported), then --repeats timed calls with `block_until_ready`;
-samples/s = batch / the median seconds per call. Beside it: the memory estimate printed
-before a run (`certify.memory_estimate`) and what XLA assigns to the compiled program.
+samples/s = batch / the median seconds per call. Beside it: the time and memory estimates
+printed before a run (`certify.time_estimate`, `certify.memory_estimate`) and what XLA
+assigns to the compiled program.
 Prints a table and writes JSON to benchmarks/out/certify_<backend>.json (or --out; the
 committed record is benchmarks/results/certify_cpu.json, from
   python benchmarks/certify.py --workdir=WORKDIR --batch=16 --repeats=2
@@ -57,8 +58,9 @@ def ensemble_and_inputs(args):
   return ens, x, jnp.arange(args.batch) % 10, 'random init'
 
 
-def bench(ens, x, y, method, args):
+def bench(ens, x, y, method, args, forward):
   estimate = certify.memory_estimate(ens, x.shape[1:], method, x.shape[0])
+  seconds = certify.time_estimate(ens, x, args.eps, method, x.shape[0], forward)
   measured = compiled_bytes(certify.margins, ens, x, y, args.eps, method=method)
   call = lambda: certify.margins(ens, x, y, args.eps, method=method).block_until_ready()
   lower, first, _, median = _results.time_calls(call, args.repeats)
@@ -68,6 +70,7 @@ def bench(ens, x, y, method, args):
     seconds_per_call=median,
     first_call_s=first,
     certified_fraction=float(np.mean(np.asarray(lower.min(axis=1)) > 0)),
+    time_estimate_s=seconds,
     memory_estimate_bytes=int(estimate),
     xla_assigned_bytes=int(measured),
   )
@@ -76,21 +79,23 @@ def bench(ens, x, y, method, args):
 def main(argv=None):
   args = parse_args(argv)
   ens, x, y, source = ensemble_and_inputs(args)
-  rows = [bench(ens, x, y, m, args) for m in split_names(args.methods)]
+  forward = certify.forward_seconds(ens, x, y)
+  rows = [bench(ens, x, y, m, args, forward) for m in split_names(args.methods)]
   width = jax.tree.leaves(ens.variables['params'])[0].shape[-1]
   print(
     f'\nCertification at L-inf eps {args.eps:g}: K = {ens.num_members}, ResNet-18 width '
     f'{width}, {x.shape[1:]} inputs, {source}, batch {x.shape[0]}, {jax.default_backend()}\n'
   )
   print(
-    '| bound | samples/s | s per batch | first call (s) | certified (%) | memory estimate '
-    '| XLA assigned |'
+    '| bound | samples/s | s per batch | estimate (s) | first call (s) | certified (%) '
+    '| memory estimate | XLA assigned |'
   )
-  print('| --- | --- | --- | --- | --- | --- | --- |')
+  print('| --- | --- | --- | --- | --- | --- | --- | --- |')
   for r in rows:
     print(
       f'| {r["method"]} | {r["samples_per_s"]:.2f} | {r["seconds_per_call"]:.2f} | '
-      f'{r["first_call_s"]:.1f} | {100 * r["certified_fraction"]:.1f} | '
+      f'{r["time_estimate_s"]:.2f} | {r["first_call_s"]:.1f} | '
+      f'{100 * r["certified_fraction"]:.1f} | '
       f'{format_bytes(r["memory_estimate_bytes"])} | {format_bytes(r["xla_assigned_bytes"])} |'
     )
   result = dict(

@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_config
 
 import lpd_jax
-from lpd_jax import attacks, compare, data, ensemble, evaluate, methods, suites, train
+from lpd_jax import attacks, compare, data, ensemble, evaluate, methods, provenance, suites, train
 from lpd_jax import config as config_lib
 from lpd_jax.pytrees import as_partial
 from lpd_jax.suites import common
@@ -81,6 +81,10 @@ def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, module_co
     measured='',
     coords={},
   )
+  with open(os.path.join(module_copy, 'eval_count.json')) as f:
+    assert json.load(f) == result
+  # The software and machine that evaluated it (lpd_jax.provenance), then the suite's own.
+  assert result.pop('provenance') == provenance.collect('float32')
   assert result == dict(
     count=50,
     members=3,
@@ -91,8 +95,6 @@ def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, module_co
     files=['count.txt'],
     metrics=[record],
   )
-  with open(os.path.join(module_copy, 'eval_count.json')) as f:
-    assert json.load(f) == result
   with open(os.path.join(module_copy, 'count.txt')) as f:
     assert f.read() == '50'
   with pytest.raises(config_lib.ConfigError, match='eval.count.count'):
