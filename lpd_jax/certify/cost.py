@@ -4,11 +4,11 @@ The work of a bound is counted in *forward equivalents*: the cost of one sample'
 pass through one member. A backward pass of R coefficient rows from node l costs about R
 forward passes of the prefix up to l (a transposed convolution does the multiply-adds of
 the convolution), so with f_l the share of the member's multiply-adds up to node l (XLA's
-cost analysis of each linear node, `prefix_shares`):
+cost analysis of each linear node, `prefix_shares`), and s = BACKWARD_SLOWDOWN:
 
   ibp        2                        (apply and apply_abs of every linear node)
-  crown_ibp  2 + (C - 1)              (the margins' rows from the logits)
-  crown      2 + (C - 1) + sum over ReLU inputs l of passes_l * 2 * chunk_l * f_l
+  crown_ibp  2 + s (C - 1)            (the margins' rows from the logits)
+  crown      2 + s ((C - 1) + sum over ReLU inputs l of passes_l * 2 * chunk_l * f_l)
 
 where passes_l = ceil(min(u_l, cap_l) / chunk_l) are the chunks that hold an unstable
 neuron (`bounds._tighten` skips the others), cap_l = min(max_unstable, neurons of l),
@@ -26,6 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from lpd_jax.certify.graph import relu_inputs
+
+# A multiply-add of a backward pass (transposed convolutions over many coefficient rows)
+# costs about twice one of the batched forward pass on a CPU: without this factor the
+# estimate read 0.48x the measured time of CROWN on K = 3 width-4 ResNet-18s at 32x32x3
+# (`python benchmarks/certify.py --batch=8 --repeats=1 --methods=crown`) and 0.7x on the
+# digits quickstart ensemble (the certify suite, 16 samples).
+BACKWARD_SLOWDOWN = 2.0
 
 
 def _flops(fn, shape):
@@ -58,18 +65,17 @@ def forward_equivalents(graph, method, unstable, max_unstable, chunk):
   if method == 'ibp':
     return 2.0
   num_classes = graph[-1].shape[-1]
-  work = 2.0 + (num_classes - 1)
+  rows = num_classes - 1.0
   if method != 'crown':
-    return work
+    return 2.0 + BACKWARD_SLOWDOWN * rows
   shares = prefix_shares(graph)
   layers = relu_inputs(graph)
   unstable = [math.prod(graph[i].shape) for i in layers] if unstable is None else unstable
   for index, u in zip(layers, unstable):
     cap = min(max_unstable, math.prod(graph[index].shape))
-    rows = min(chunk, cap)
-    passes = math.ceil(min(int(u), cap) / rows)
-    work += passes * 2 * rows * shares[index]
-  return work
+    per_pass = min(chunk, cap)
+    rows += math.ceil(min(int(u), cap) / per_pass) * 2 * per_pass * shares[index]
+  return 2.0 + BACKWARD_SLOWDOWN * rows
 
 
 def group_maxima(counts, group):
@@ -89,7 +95,13 @@ def seconds(work, num_samples, num_members, forward_seconds):
 
 
 def format_seconds(s):
-  """75 -> '1.2 min'."""
+  """An estimate in words: 0.3 -> 'under 1 s', 75 -> 'about 75 s', 600 -> 'about 10.0 min'."""
+  if s < 1:
+    return 'under 1 s'
+  return f'about {_duration(s)}'
+
+
+def _duration(s):
   if s < 90:
     return f'{s:.0f} s'
   if s < 5400:

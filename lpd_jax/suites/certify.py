@@ -64,11 +64,11 @@ def say_estimates(ens, images, labels, runs, cfg):
     )
     total += seconds
     print(
-      f'certify: {method} at eps {e:g} on {n} samples: about {format_seconds(seconds)}, '
+      f'certify: {method} at eps {e:g} on {n} samples: {format_seconds(seconds)}, '
       f'{format_bytes(memory)} (estimate)'
     )
   print(
-    f'certify: about {format_seconds(total)} in all, plus compilation (estimated from the '
+    f'certify: {format_seconds(total)} in all, plus compilation (estimated from the '
     f'unstable neurons under interval bounds of the first {batch} samples and a forward pass '
     f'timed here: {1e3 * forward:.2g} ms per sample and member)'
   )
