@@ -19,10 +19,11 @@ from lpd_jax import config as config_lib
 from lpd_jax.certify import bounds, cost, graph, memory
 from lpd_jax.data import load_dataset, to_float
 from lpd_jax.errors import ConfigError
+from lpd_jax.suites import certify as certify_suite
 
 pytestmark = pytest.mark.xdist_group('certify')
 
-METHODS = ('ibp', 'crown_ibp', 'crown')
+METHODS = ('ibp', 'crown_ibp', 'crown', 'alpha_crown')
 
 
 def random_resnet(num_members=2, width=2, input_shape=(8, 8, 1), num_classes=5, seed=0):
@@ -105,6 +106,8 @@ def test_bounds_are_sound_on_a_random_resnet(small_ensemble, eps):
   lower = {m: certify.margins(ens, x, y, eps, method=m) for m in METHODS}
   for method, lb in lower.items():
     assert bool(jnp.all(lb <= found + 1e-5)), method
+  # alpha-CROWN >= CROWN >= IBP per margin (intersected with the interval bound).
+  assert bool(jnp.all(lower['alpha_crown'] >= lower['crown'] - 1e-5))
   assert bool(jnp.all(lower['crown'] >= lower['ibp'] - 1e-5))
   assert bool(jnp.all(lower['crown_ibp'] >= lower['ibp'] - 1e-5))
   # Not vacuous: CROWN's bound is within a small multiple of the gap PGD leaves.
@@ -121,6 +124,7 @@ def test_bounds_are_sound_and_useful_on_the_trained_digits_ensemble(trained):
     for method, lb in lower.items():
       assert bool(jnp.all(lb <= found + 1e-4)), (method, eps)
       assert bool(jnp.all(lb >= lower['ibp'] - 1e-4)), (method, eps)
+    assert bool(jnp.all(lower['alpha_crown'] >= lower['crown'] - 1e-4)), eps
     # CROWN is tighter than IBP on average, by far on a 17-ReLU-layer network.
     assert float(jnp.mean(lower['crown'] - lower['ibp'])) > 0
     assert float(jnp.mean(clean - lower['crown'])) < 0.1 * float(jnp.mean(clean - lower['ibp']))
@@ -128,6 +132,68 @@ def test_bounds_are_sound_and_useful_on_the_trained_digits_ensemble(trained):
   lb = certify.crown_margins(ens, x, y, 0.0005)
   correct = clean.min(axis=1) > 0
   assert float(jnp.mean(lb.min(axis=1)[correct] > 0)) > 0.5
+
+
+def sparse_crown_by_hand(g, x_lo, x_hi):
+  """Full sparse CROWN, layer by layer in one pass each: a ReLU input's neurons unstable
+  under the interval step from the bounds so far get their CROWN bound (intersected with
+  the interval one), the stable ones keep the interval bound."""
+  b = {0: (x_lo, x_hi)}
+  for i in range(1, len(g)):
+    b[i] = bounds.interval_step(g, i, b)
+    if i in graph.relu_inputs(g):
+      lo, hi = b[i]
+      n, m = lo.shape[0], lo[0].size
+      unit = jnp.broadcast_to(jnp.eye(m, dtype=lo.dtype), (n, m, m))
+      a = jnp.concatenate([unit, -unit], axis=1).reshape(n, 2 * m, *lo.shape[1:])
+      a_in, const = bounds.backward(g, i, a, b)
+      low = bounds.concretize(a_in, const, x_lo, x_hi)
+      c_lo, c_hi = low[:, :m].reshape(lo.shape), -low[:, m:].reshape(hi.shape)
+      unstable = (lo < 0) & (hi > 0)
+      b[i] = (
+        jnp.where(unstable, jnp.maximum(lo, c_lo), lo),
+        jnp.where(unstable, jnp.minimum(hi, c_hi), hi),
+      )
+  return b
+
+
+def test_full_crown_is_sparse_and_a_cap_counts_what_fell_back(small_ensemble):
+  """Full CROWN (the default) bounds every neuron unstable under the bounds so far, `chunk`
+  at a time, unstable first, skipping chunks without one: the bounds of a layer-by-layer
+  reference that bounds them all in one pass. A cap leaves, per layer and sample,
+  max(u - cap, 0) unstable neurons to intervals, u counted here from the interval step of
+  the bounds it returns."""
+  ens, x, _ = small_ensemble
+  g = certify.member_graphs(ens, x.shape[1:])[0]
+  x_lo, x_hi = bounds.box(x, 0.01)
+  run = jax.jit(
+    lambda lo, hi, cap: bounds.node_bounds_and_fallbacks(g, lo, hi, 'crown', cap, 8),
+    static_argnums=2,
+  )
+  layers = graph.relu_inputs(g)
+  full, none_fell = run(x_lo, x_hi, None)  # chunks of 8: most hold no unstable neuron
+  assert not np.any(np.asarray(none_fell))
+  by_hand = jax.jit(lambda lo, hi: sparse_crown_by_hand(g, lo, hi))(x_lo, x_hi)
+  for i in layers:
+    np.testing.assert_allclose(full[i][0], by_hand[i][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(full[i][1], by_hand[i][1], rtol=1e-4, atol=1e-5)
+  capped, fell = run(x_lo, x_hi, 3)
+  unstable = []
+  for i in layers:
+    lo, hi = bounds.interval_step(g, i, capped)  # the bounds before layer i was tightened
+    unstable.append(np.sum((np.asarray(lo) < 0) & (np.asarray(hi) > 0), axis=(1, 2, 3)))
+  np.testing.assert_array_equal(fell, np.maximum(np.stack(unstable) - 3, 0))
+  assert np.asarray(fell).sum() > 0  # the cap binds here
+
+
+def test_the_certify_report_says_whether_the_bound_is_crowns():
+  result = dict(eps=0.004, max_unstable=0, methods={}, curve={})
+  assert 'full CROWN' in certify_suite.cap_text(result)
+  result.update(max_unstable=256, methods=dict(crown=dict(fallbacks_per_layer=[0, 0])))
+  assert "never bound, so the bound is CROWN's" in certify_suite.cap_text(result)
+  result['methods']['crown']['fallbacks_per_layer'] = [0, 120, 0, 7]
+  text = certify_suite.cap_text(result)
+  assert "NOT CROWN's" in text and 'layer 2: 120, layer 4: 7' in text and 'layer 1:' not in text
 
 
 def test_all_bounds_converge_to_the_clean_margins_as_eps_goes_to_zero(small_ensemble):
@@ -310,27 +376,28 @@ def test_the_time_estimate_counts_the_backward_passes_crown_runs():
 
 
 def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(module_copy, capsys):
+  certify_group = dict(
+    num_examples=8, batch_size=8, methods='ibp,alpha_crown', curve_methods='crown', curve_points=2
+  )
   config = tiny_config(
-    eval=dict(
-      suite='certify',
-      num_examples=-1,
-      batch_size=128,
-      certify=dict(num_examples=8, batch_size=8, methods='ibp,crown', curve_points=2),
-    )
+    eval=dict(suite='certify', num_examples=-1, batch_size=128, certify=certify_group)
   )
   capsys.readouterr()
   result = evaluate.evaluate(config, module_copy)['certify']
   # Before anything is bounded, each run's time and memory estimate; then a line as it starts.
   out = [line for line in capsys.readouterr().out.splitlines() if line.startswith('certify: ')]
-  runs = ('ibp at eps 0.0005', 'crown at eps 0.0005', 'crown at eps 0.001')
+  runs = (
+    'ibp at eps 0.0005',
+    'alpha_crown at eps 0.0005',
+    'crown at eps 0.0005',
+    'crown at eps 0.001',
+  )
   estimate = r'(about [\d.]+ (s|min|h)|under 1 s), [\d.]+ \w+ \(estimate\)'
-  for line, run in zip(out, runs):
+  for line, run in zip(out, runs, strict=False):
     assert re.fullmatch(rf'certify: {run} on 8 samples: {estimate}', line), line
-  assert re.match('certify: (about|under) .* in all, plus compilation', out[3])
-  assert [line.split(' (started')[0] for line in out[4:]] == [
-    'certify: ibp eps 0.0005',
-    'certify: crown eps 0.0005',
-    'certify: crown eps 0.001',
+  assert re.match('certify: (about|under) .* in all, plus compilation', out[4])
+  assert [line.split(' (started')[0] for line in out[5:]] == [
+    'certify: ' + run.replace(' at ', ' ') for run in runs
   ]
   # The first 8 test images that all members classify correctly, found independently.
   ens = lpd_jax.load(module_copy)
@@ -340,16 +407,21 @@ def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(module_c
   assert result['indices'] == list(np.flatnonzero(all_correct)[:8])
   x = jnp.asarray(to_float(ds.test_images[result['indices']]))
   y = jnp.asarray(ds.test_labels[result['indices']])
-  lower = certify.crown_margins(ens, x, y, 0.0005).min(axis=1)
-  np.testing.assert_allclose(result['methods']['crown']['minimal_lower_bound'], lower, rtol=1e-5)
-  assert result['methods']['crown']['certified_fraction'] == float(np.mean(lower > 0))
-  assert result['methods']['ibp']['certified_fraction'] <= float(np.mean(lower > 0))
-  fractions = [p['certified_fraction'] for p in result['curve']['crown']]
-  assert [p['eps'] for p in result['curve']['crown']] == [0.0005, 0.001]
-  assert fractions[0] == result['methods']['crown']['certified_fraction'] >= fractions[1]
+  alpha = certify.margins(ens, x, y, 0.0005, method='alpha_crown').min(axis=1)
+  reported = result['methods']['alpha_crown']
+  np.testing.assert_allclose(reported['minimal_lower_bound'], alpha, rtol=1e-5)
+  assert reported['certified_fraction'] == float(np.mean(alpha > 0))
+  assert result['methods']['ibp']['certified_fraction'] <= float(np.mean(alpha > 0))
+  crown = [certify.crown_margins(ens, x, y, e).min(axis=1) for e in (0.0005, 0.001)]
+  assert result['curve']['crown'] == [
+    dict(eps=e, certified_fraction=float(np.mean(c > 0)), fallbacks=0)
+    for e, c in zip((0.0005, 0.001), crown)
+  ]
   for name in ('eval_certify.png', 'eval_certify_curve.png', 'eval_certify.md'):
     assert os.path.getsize(os.path.join(module_copy, name)) > 0
   assert 'raw' in result['output'] and 'first 8 of' in result['selection']
+  with open(os.path.join(module_copy, 'eval_certify.md')) as f:
+    assert "'crown' is full CROWN" in f.read()
 
 
 def test_certify_suite_refuses_what_it_cannot_bound(module_copy):

@@ -24,15 +24,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax.certify import bounds, cost, graph, memory
-from lpd_jax.certify.bounds import METHODS
+from lpd_jax.certify import alpha, bounds, cost, graph, memory
 from lpd_jax.certify.graph import member_graph
 from lpd_jax.errors import ConfigError
 
-# Neurons per sample and layer that 'crown' bounds by CROWN (the widest unstable ones;
-# the rest keep interval bounds). 256 covers every unstable neuron of a width-4 ResNet-18
-# at the paper's eps on CIFAR-shaped inputs (measured by `unstable_counts`).
-MAX_UNSTABLE = 256
+# The bounds, loosest first: intervals (IBP), CROWN from the output over interval bounds
+# (CROWN-IBP), CROWN everywhere (the paper's), and CROWN with optimised slopes (alpha-CROWN).
+METHODS = (*bounds.METHODS, 'alpha_crown')
+
+# Neurons per sample and layer that 'crown' bounds by CROWN: None, every unstable one (full
+# CROWN). A number caps them (the widest first; the rest keep interval bounds): a speed
+# option whose bound is no longer CROWN's. The old default of 256 left 15 of the 17 ReLU
+# layers of a width-4 ResNet-18 at CIFAR size mostly to intervals (up to 2,679 unstable
+# neurons a layer), six orders of magnitude looser than CROWN.
+MAX_UNSTABLE = None
 # Neurons per backward pass of 'crown': 2 * CHUNK coefficient rows are alive at once.
 CHUNK = 64
 
@@ -59,15 +64,15 @@ def check_certifiable(ensemble):
     )
 
 
-@functools.partial(jax.jit, static_argnames=('method', 'max_unstable', 'chunk'))
 def margins(
   ensemble,
   x: jax.Array,
   y: jax.Array,
   eps: float,
   method: str = 'crown',
-  max_unstable: int = MAX_UNSTABLE,
+  max_unstable: int | None = MAX_UNSTABLE,
   chunk: int = CHUNK,
+  alpha_steps: int = alpha.STEPS,
 ) -> jax.Array:
   """Lower bounds of the ensemble's margins F_y - F_j (eq. 9) over B_inf(x, eps) ∩ [0, 1].
 
@@ -76,30 +81,69 @@ def margins(
     x: [B, H, W, c] in [0, 1].
     y: int labels [B].
     eps: L-inf radius.
-    method: 'ibp' | 'crown_ibp' | 'crown' (`bounds.METHODS`).
-    max_unstable: 'crown': neurons per sample and layer bounded by CROWN.
-    chunk: 'crown': neurons per backward pass (caps the memory).
+    method: one of METHODS: 'ibp' | 'crown_ibp' | 'crown' | 'alpha_crown' (with
+      `alpha_crown_margins`' default steps).
+    max_unstable: 'crown', 'alpha_crown': None (full CROWN), or the unstable neurons per
+      sample and layer bounded by CROWN, the rest by intervals (`margins_and_fallbacks`
+      counts those).
+    chunk: 'crown', 'alpha_crown': neurons per backward pass (caps the memory).
+    alpha_steps: 'alpha_crown': optimisation steps (`alpha_crown_margins`).
 
   Returns:
     [B, C-1] lower bounds, j != y in increasing order; F is the mean of member logits.
   """
+  return margins_and_fallbacks(ensemble, x, y, eps, method, max_unstable, chunk, alpha_steps)[0]
+
+
+@functools.partial(jax.jit, static_argnames=('method', 'max_unstable', 'chunk', 'alpha_steps'))
+def margins_and_fallbacks(
+  ensemble,
+  x: jax.Array,
+  y: jax.Array,
+  eps: float,
+  method: str = 'crown',
+  max_unstable: int | None = MAX_UNSTABLE,
+  chunk: int = CHUNK,
+  alpha_steps: int = alpha.STEPS,
+):
+  """`margins` [B, C-1], and [K, ReLU layers, B] the unstable neurons per member, layer and
+  sample that the cap `max_unstable` left with interval bounds (zeros without a cap)."""
   check_certifiable(ensemble)
-  bounds.check_method(method)
-  group = group_size(method, x.shape[0])
-  if group == x.shape[0]:
-    return _margins(ensemble, x, y, eps, method, max_unstable, chunk)
-  # 'crown' goes through the batch `group` samples at a time: XLA's CPU convolutions switch
-  # to a far hungrier algorithm above a few thousand coefficient rows per pass.
+  check_method(method)
+  if method == 'alpha_crown':
+    bound = functools.partial(_alpha_margins, steps=alpha_steps)
+  else:
+    bound = _margins
+  lower, fallbacks = in_groups(
+    lambda xg, yg: bound(ensemble, xg, yg, eps, method, max_unstable, chunk),
+    x,
+    y,
+    group_size(method, x.shape[0]),
+  )
+  return lower, jnp.moveaxis(fallbacks, 0, -1)  # [K, layers, B]
+
+
+def check_method(method):
+  if method not in METHODS:
+    raise ValueError(f'method must be one of {METHODS}, got {method!r}')
+
+
+def in_groups(fn, x, y, group):
+  """fn(x, y) over the batch `group` samples at a time (`jax.lax.map`; the batch padded to
+  whole groups), its outputs (leading axis: the samples) concatenated back to B rows.
+
+  CROWN's passes go `group` samples at a time: XLA's CPU convolutions switch to a far
+  hungrier algorithm above a few thousand coefficient rows per pass."""
   n = x.shape[0]
+  if group >= n:
+    return fn(x, y)
   pad = -n % group
   xs = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
     -1, group, *x.shape[1:]
   )
   ys = jnp.concatenate([y, jnp.zeros(pad, y.dtype)]).reshape(-1, group)
-  out = jax.lax.map(
-    lambda xy: _margins(ensemble, xy[0], xy[1], eps, method, max_unstable, chunk), (xs, ys)
-  )
-  return out.reshape(-1, out.shape[-1])[:n]
+  out = jax.lax.map(lambda xy: fn(*xy), (xs, ys))
+  return jax.tree.map(lambda t: t.reshape(-1, *t.shape[2:])[:n], out)
 
 
 # Samples per pass of 'crown' (see `margins`).
@@ -108,7 +152,7 @@ CROWN_GROUP = 8
 
 def group_size(method, batch):
   """Samples `margins` bounds at once for a batch of `batch`."""
-  return min(batch, CROWN_GROUP) if method == 'crown' else batch
+  return min(batch, CROWN_GROUP) if method in ('crown', 'alpha_crown') else batch
 
 
 def _margins(ensemble, x, y, eps, method, max_unstable, chunk):
@@ -121,10 +165,83 @@ def _margins(ensemble, x, y, eps, method, max_unstable, chunk):
     return bounds.member_margin_terms(g, x_lo, x_hi, a_logits, method, max_unstable, chunk)
 
   # One member's program, run K times (`jax.lax.map`): a third of the unrolled compile.
-  (a, const), interval = jax.tree.map(
-    lambda t: jnp.sum(t, axis=0), jax.lax.map(member, ensemble.variables)
-  )
-  return bounds.combine(a, const, interval, x_lo, x_hi, method)
+  terms, interval, fallbacks = jax.lax.map(member, ensemble.variables)
+  (a, const), interval = jax.tree.map(lambda t: jnp.sum(t, axis=0), (terms, interval))
+  lower = bounds.combine(a, const, interval, x_lo, x_hi, method)
+  return lower, jnp.moveaxis(fallbacks, -1, 0)  # [N, K, layers]
+
+
+@functools.partial(jax.jit, static_argnames=('steps', 'shared', 'max_unstable', 'chunk'))
+def alpha_crown_margins(
+  ensemble,
+  x: jax.Array,
+  y: jax.Array,
+  eps: float,
+  steps: int = alpha.STEPS,
+  learning_rate: float = alpha.LEARNING_RATE,
+  shared: bool = False,
+  max_unstable: int | None = MAX_UNSTABLE,
+  chunk: int = CHUNK,
+) -> jax.Array:
+  """`margins` [B, C-1] by alpha-CROWN (`alpha.py`): CROWN's intermediate bounds, then
+  the last backward pass's lower ReLU slopes optimised by `steps` projected Adam steps
+  (per unstable neuron and margin; `shared`: one per neuron for all margins). Never looser
+  than CROWN, sound for every slope."""
+  check_certifiable(ensemble)
+  settings = dict(steps=steps, learning_rate=learning_rate, shared=shared)
+  return in_groups(
+    lambda xg, yg: _alpha_margins(
+      ensemble, xg, yg, eps, 'alpha_crown', max_unstable, chunk, **settings
+    ),
+    x,
+    y,
+    group_size('alpha_crown', x.shape[0]),
+  )[0]
+
+
+def _alpha_margins(
+  ensemble,
+  x,
+  y,
+  eps,
+  method,
+  max_unstable,
+  chunk,
+  steps=alpha.STEPS,
+  learning_rate=alpha.LEARNING_RATE,
+  shared=False,
+):
+  """-> (lower bounds [N, C-1], fallbacks [N, K, layers]) by alpha-CROWN."""
+  del method
+  model = ensemble.members.model
+  x_lo, x_hi, a_logits = bounds.margin_problem(x, y, eps, model.num_classes, ensemble.num_members)
+  layers = graph.relu_inputs(_member_graph(ensemble, 0, x.shape[1:]))  # members share them
+
+  def member_bounds(variables):  # CROWN's bounds of the ReLU inputs, and the interval bound
+    g = member_graph(model, variables, x.shape[1:])
+    b, fell_back = bounds.node_bounds_and_fallbacks(g, x_lo, x_hi, 'crown', max_unstable, chunk)
+    head = g[-1].inputs[0]
+    a, const = bounds.backward(g, len(g) - 1, a_logits, b, down_to=head)
+    return {i: b[i] for i in layers}, bounds.concretize(a, const, *b[head]), fell_back
+
+  relu_bounds, interval, fallbacks = jax.lax.map(member_bounds, ensemble.variables)  # [K, ...]
+  rows = 1 if shared else a_logits.shape[1]
+  slopes = {
+    i: alpha.with_rows(alpha.initial_slopes(lo, hi), 1, rows) for i, (lo, hi) in relu_bounds.items()
+  }
+
+  def lower_bound(slopes):  # [N, C-1], sound for every slope in [0, 1]
+    def member(args):
+      variables, b, s = args
+      g = member_graph(model, variables, x.shape[1:])
+      return bounds.backward(g, len(g) - 1, a_logits, b, lower_slopes=s)
+
+    a, const = jax.lax.map(member, (ensemble.variables, relu_bounds, slopes))
+    return bounds.concretize(jnp.sum(a, 0), jnp.sum(const, 0), x_lo, x_hi)
+
+  best = alpha.optimise(lower_bound, slopes, steps, learning_rate)
+  lower = jnp.maximum(best, jnp.sum(interval, axis=0))
+  return lower, jnp.moveaxis(fallbacks, -1, 0)
 
 
 def memory_estimate(ensemble, input_shape, method, batch_size, chunk=CHUNK):
@@ -151,7 +268,7 @@ def crown_ibp_margins(ensemble, x: jax.Array, y: jax.Array, eps: float) -> jax.A
 
 
 def crown_margins(
-  ensemble, x: jax.Array, y: jax.Array, eps: float, max_unstable: int = MAX_UNSTABLE
+  ensemble, x: jax.Array, y: jax.Array, eps: float, max_unstable: int | None = MAX_UNSTABLE
 ) -> jax.Array:
   """`margins` by CROWN, intermediate bounds by CROWN too (the paper's method): [B, C-1]."""
   return margins(ensemble, x, y, eps, method='crown', max_unstable=max_unstable)
@@ -161,7 +278,7 @@ def crown_margins(
 def unstable_counts(ensemble, x, eps, method='crown_ibp'):
   """Unstable ReLUs (pre-activation bounds l < 0 < u) per member, ReLU layer and sample:
   [K, layers, B] int, under `method`'s intermediate bounds ('ibp' and 'crown_ibp' share
-  theirs). Above `max_unstable` in a layer, 'crown' leaves the rest with interval bounds."""
+  theirs)."""
   x_lo, x_hi = bounds.box(x, eps)
   out = []
   for g in member_graphs(ensemble, x.shape[1:]):
@@ -196,21 +313,22 @@ def time_estimate(
   method: str,
   num_samples: int,
   seconds_per_forward: float,
-  max_unstable: int = MAX_UNSTABLE,
+  max_unstable: int | None = MAX_UNSTABLE,
   chunk: int = CHUNK,
   real: int | None = None,
+  alpha_steps: int = alpha.STEPS,
 ) -> float:
   """Estimated seconds of `margins` on `num_samples` samples like x [B, H, W, c] (the
   unstable neurons under interval bounds of its first `real` samples, all by default, stand
   for all), compilation excluded: `cost`'s
   forward equivalents times `seconds_per_forward` (`forward_seconds`). It errs high for
-  'crown' (interval bounds leave more neurons unstable than CROWN's)."""
+  'crown' and 'alpha_crown' (interval bounds leave more neurons unstable than CROWN's)."""
   graph = _member_graph(ensemble, 0, x.shape[1:])
   unstable = None
-  if method == 'crown':
+  if method in ('crown', 'alpha_crown'):
     counts = np.asarray(unstable_counts(ensemble, x, eps)).max(axis=0)[:, :real]  # [layers, B]
     unstable = cost.group_maxima(counts, group_size(method, x.shape[0]))
-  work = cost.forward_equivalents(graph, method, unstable, max_unstable, chunk)
+  work = cost.forward_equivalents(graph, method, unstable, max_unstable, chunk, alpha_steps)
   return cost.seconds(work, num_samples, ensemble.num_members, seconds_per_forward)
 
 
@@ -228,15 +346,20 @@ __all__ = [
   'CHUNK',
   'MAX_UNSTABLE',
   'METHODS',
+  'alpha',
+  'alpha_crown_margins',
   'bounds',
   'check_certifiable',
+  'check_method',
   'crown_ibp_margins',
   'cost',
   'crown_margins',
   'forward_seconds',
+  'in_groups',
   'graph',
   'ibp_margins',
   'margins',
+  'margins_and_fallbacks',
   'mean_logit_margins',
   'member_graphs',
   'memory_estimate',

@@ -76,7 +76,7 @@ def interval_step(graph, index, bounds):
   raise ValueError(f'no interval rule for node op {node.op!r}')
 
 
-def backward(graph, target, a, bounds, down_to=0):
+def backward(graph, target, a, bounds, down_to=0, lower_slopes=None):
   """Rewrites the lower bound A·z_target + 0 as A'·z_{down_to} + const.
 
   Args:
@@ -86,6 +86,9 @@ def backward(graph, target, a, bounds, down_to=0):
     bounds: {node index: (lo, hi)}, holding the inputs of every ReLU between down_to
       and target.
     down_to: a node every path from the input to `target` passes through (0: the input).
+    lower_slopes: optional {ReLU input index: alpha [N, R, *shape] in [0, 1]}, R = 1 or
+      S: the lower slopes of that ReLU's unstable neurons (alpha-CROWN, `alpha.py`) in place
+      of CROWN's adaptive ones; sound for every alpha in [0, 1].
 
   Returns:
     (A' [N, S, *shape of down_to], const [N, S]).
@@ -113,10 +116,15 @@ def backward(graph, target, a, bounds, down_to=0):
       (prev,) = transpose(a.reshape(n * s, *node.shape))
       send(source, prev.reshape(n, s, *in_shape))
     elif node.op == 'relu':
-      lower_slope, upper_slope, intercept = relu_relaxation(*bounds[node.inputs[0]])
+      lo, hi = bounds[node.inputs[0]]
+      lower_slope, upper_slope, intercept = relu_relaxation(lo, hi)
+      lower_slope = lower_slope[:, None]
+      if lower_slopes is not None and node.inputs[0] in lower_slopes:
+        unstable = ((lo < 0) & (hi > 0))[:, None]
+        lower_slope = jnp.where(unstable, lower_slopes[node.inputs[0]], lower_slope)
       positive, negative = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
       const = const + _sum_trailing(negative * intercept[:, None], 2)
-      send(node.inputs[0], positive * lower_slope[:, None] + negative * upper_slope[:, None])
+      send(node.inputs[0], positive * lower_slope + negative * upper_slope[:, None])
     elif node.op == 'add':
       send(node.inputs[0], a)
       send(node.inputs[1], a)
@@ -126,28 +134,40 @@ def backward(graph, target, a, bounds, down_to=0):
 
 
 def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk):
-  """CROWN bounds for up to `max_unstable` unstable neurons per sample of node `index`
-  (the widest first), intersected with the bounds it has; the others keep theirs (sound:
-  a looser bound of a neuron only loosens what is built on it). The neurons go through
-  the backward pass `chunk` at a time (`jax.lax.map`), which caps its memory."""
+  """CROWN bounds for the unstable neurons of node `index` (all of them; the widest
+  `max_unstable` per sample when that is not None), intersected with the bounds it has;
+  the others keep theirs (sound: a looser bound of a neuron only loosens what is built on
+  it). Sparse: the neurons are ordered unstable first, widest first, and go through the
+  backward pass `chunk` at a time (`jax.lax.map`, which caps the memory); a chunk holding
+  no unstable neuron of any sample does no work, and stable neurons keep their interval
+  bounds (no relaxation reads them), so a sample's bounds do not depend on its batch.
+
+  Returns (lo, hi) [N, *shape] and the unstable neurons per sample that kept their interval
+  bounds because of the cap [N] (0 without one)."""
   lo, hi = bounds[index]
   n, shape = lo.shape[0], lo.shape[1:]
   m = lo[0].size
-  rows = min(max_unstable, m)
-  chunk = min(chunk, rows)
-  rows = -(-rows // chunk) * chunk  # whole chunks; a neuron picked twice is harmless
+  cap = m if max_unstable is None else min(max_unstable, m)
+  chunk = min(chunk, cap)
+  rows = -(-cap // chunk) * chunk  # whole chunks; a neuron picked twice is harmless
   flat_lo, flat_hi = lo.reshape(n, m), hi.reshape(n, m)
   unstable = (flat_lo < 0) & (flat_hi > 0)
+
+  batch = jnp.arange(n)[:, None]
 
   def crown_chunk(picked):  # [N, chunk] neuron indices -> their (lower, upper) bounds
     unit = jax.nn.one_hot(picked, m, dtype=lo.dtype)  # [N, chunk, m]
     a = jnp.concatenate([unit, -unit], axis=1).reshape(n, 2 * chunk, *shape)
     a_in, const = backward(graph, index, a, bounds)
     low = concretize(a_in, const, x_lo, x_hi)
-    return low[:, :chunk], -low[:, chunk:]
+    # Only the unstable ones take it: a sample's bounds do not depend on its batch.
+    keep = unstable[batch, picked]
+    return (
+      jnp.where(keep, low[:, :chunk], flat_lo[batch, picked]),
+      jnp.where(keep, -low[:, chunk:], flat_hi[batch, picked]),
+    )
 
   def bound_chunk(picked):  # a chunk with no unstable neuron in the batch keeps its bounds
-    batch = jnp.arange(n)[:, None]
     return jax.lax.cond(
       jnp.any(unstable[batch, picked]),
       crown_chunk,
@@ -155,45 +175,51 @@ def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk):
       picked,
     )
 
-  def tighten(flat):
-    flat_lo, flat_hi = flat
-    if rows >= m:
-      picked = jnp.broadcast_to(jnp.arange(rows) % m, (n, rows))
-    else:
-      score = jnp.where(unstable, jnp.minimum(-flat_lo, flat_hi), -jnp.inf)
-      picked = jax.lax.top_k(score, rows)[1]
-    chunks = picked.reshape(n, rows // chunk, chunk).transpose(1, 0, 2)
-    lower, upper = jax.lax.map(bound_chunk, chunks)  # [chunks, N, chunk]
-    picked = chunks.transpose(1, 0, 2).reshape(n, rows)
-    lower = lower.transpose(1, 0, 2).reshape(n, rows)
-    upper = upper.transpose(1, 0, 2).reshape(n, rows)
-    batch = jnp.arange(n)[:, None]
-    return flat_lo.at[batch, picked].max(lower), flat_hi.at[batch, picked].min(upper)
-
-  # The widest come first, so at small eps only the first chunks (or none) do any work.
-  flat_lo, flat_hi = tighten((flat_lo, flat_hi))
-  return flat_lo.reshape(lo.shape), flat_hi.reshape(hi.shape)
+  # Unstable first, the widest first: at small eps only the first chunks (or none) work.
+  score = jnp.where(unstable, jnp.minimum(-flat_lo, flat_hi), -jnp.inf)
+  picked = jax.lax.top_k(score, cap)[1]
+  picked = jnp.concatenate([picked, picked[:, : rows - cap]], axis=1)
+  chunks = picked.reshape(n, rows // chunk, chunk).transpose(1, 0, 2)
+  lower, upper = jax.lax.map(bound_chunk, chunks)  # [chunks, N, chunk]
+  lower = lower.transpose(1, 0, 2).reshape(n, rows)
+  upper = upper.transpose(1, 0, 2).reshape(n, rows)
+  flat_lo, flat_hi = flat_lo.at[batch, picked].max(lower), flat_hi.at[batch, picked].min(upper)
+  fell_back = jnp.maximum(jnp.sum(unstable, axis=1) - cap, 0)
+  return (flat_lo.reshape(lo.shape), flat_hi.reshape(hi.shape)), fell_back
 
 
-def node_bounds(graph, x_lo, x_hi, method, max_unstable=256, chunk=64):
+def node_bounds_and_fallbacks(graph, x_lo, x_hi, method, max_unstable=None, chunk=64):
   """Bounds of every node for inputs in the box [x_lo, x_hi] [N, *input shape].
 
   Args:
     method: one of METHODS; 'crown' tightens the inputs of every ReLU by CROWN.
-    max_unstable: 'crown' only: neurons per sample and layer that get a CROWN bound (the
-      widest unstable ones); the rest keep their interval bounds.
+    max_unstable: 'crown' only: None (the default): every unstable neuron gets its CROWN
+      bound; an int caps them per sample and layer (the widest first; the rest keep their
+      interval bounds, and the bound is no longer CROWN's): a speed option.
     chunk: 'crown' only: neurons per backward pass (memory: 2 * chunk coefficient rows).
 
   Returns:
-    {node index: (lo, hi) [N, *shape]}.
+    ({node index: (lo, hi) [N, *shape]}, [ReLU inputs, N] int: per ReLU input
+    (`relu_inputs` order) and sample the unstable neurons the cap left with interval
+    bounds; zeros unless 'crown' with a cap that binds).
   """
   bounds = {0: (x_lo, x_hi)}
   tightened = set(relu_inputs(graph)) if method == 'crown' else set()
+  fallbacks = {}
   for index in range(1, len(graph)):
     bounds[index] = interval_step(graph, index, bounds)
     if index in tightened:
-      bounds[index] = _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk)
-  return bounds
+      bounds[index], fallbacks[index] = _tighten(
+        graph, index, bounds, x_lo, x_hi, max_unstable, chunk
+      )
+  n = x_lo.shape[0]
+  counts = [fallbacks.get(i, jnp.zeros(n, jnp.int32)) for i in relu_inputs(graph)]
+  return bounds, jnp.stack(counts).astype(jnp.int32) if counts else jnp.zeros((0, n), jnp.int32)
+
+
+def node_bounds(graph, x_lo, x_hi, method, max_unstable=None, chunk=64):
+  """The bounds of `node_bounds_and_fallbacks`: {node index: (lo, hi) [N, *shape]}."""
+  return node_bounds_and_fallbacks(graph, x_lo, x_hi, method, max_unstable, chunk)[0]
 
 
 def margin_spec(y, num_classes):
@@ -214,7 +240,7 @@ def margin_problem(x, y, eps, num_classes, num_members):
   return x_lo, x_hi, spec.astype(x.dtype) / num_members
 
 
-def member_margin_terms(graph, x_lo, x_hi, a_logits, method, max_unstable=256, chunk=64):
+def member_margin_terms(graph, x_lo, x_hi, a_logits, method, max_unstable=None, chunk=64):
   """One member's share of the ensemble's margin bounds.
 
   Args:
@@ -222,21 +248,22 @@ def member_margin_terms(graph, x_lo, x_hi, a_logits, method, max_unstable=256, c
     x_lo, x_hi: the input box [N, *input shape].
     a_logits: [N, S, C], the margin specification over this member's logits (eq. 8,
       divided by K for the mean of the member logits).
-    method, max_unstable, chunk: see `node_bounds`.
+    method, max_unstable, chunk: see `node_bounds_and_fallbacks`.
 
   Returns:
-    (A [N, S, *input shape], const [N, S]): the member's CROWN linear lower bound of its
-    share, A·x + const ((None, None) for 'ibp'); and [N, S] its interval lower bound.
+    ((A [N, S, *input shape], const [N, S]): the member's CROWN linear lower bound of its
+    share, A·x + const ((None, None) for 'ibp'); [N, S] its interval lower bound;
+    [ReLU inputs, N] the neurons the cap left with interval bounds).
   """
-  bounds = node_bounds(graph, x_lo, x_hi, method, max_unstable, chunk)
+  bounds, fallbacks = node_bounds_and_fallbacks(graph, x_lo, x_hi, method, max_unstable, chunk)
   last = len(graph) - 1
   # IBP: the spec folded into the last layer, then its input's interval.
   head_input = graph[last].inputs[0]
   a, const = backward(graph, last, a_logits, bounds, down_to=head_input)
   interval = concretize(a, const, *bounds[head_input])
   if method == 'ibp':
-    return (None, None), interval
-  return backward(graph, last, a_logits, bounds), interval
+    return (None, None), interval, fallbacks
+  return backward(graph, last, a_logits, bounds), interval, fallbacks
 
 
 def combine(a, const, interval, x_lo, x_hi, method):
@@ -251,7 +278,7 @@ def combine(a, const, interval, x_lo, x_hi, method):
   return jnp.maximum(concretize(a, const, x_lo, x_hi), interval)
 
 
-def ensemble_margin_bounds(graphs, x, y, eps, method, max_unstable=256, chunk=64):
+def ensemble_margin_bounds(graphs, x, y, eps, method, max_unstable=None, chunk=64):
   """Lower bounds of the ensemble's C - 1 margins over the eps box (eqs. 8-9).
 
   The ensemble output is the mean of the member logits F = (1/K) sum_k z_k (METHODS.md);
@@ -264,7 +291,7 @@ def ensemble_margin_bounds(graphs, x, y, eps, method, max_unstable=256, chunk=64
     y: int labels [N].
     eps: L-inf radius (a float or a traced scalar).
     method: one of METHODS.
-    max_unstable, chunk: see `node_bounds`.
+    max_unstable, chunk: see `node_bounds_and_fallbacks`.
 
   Returns:
     lower bounds [N, C-1] of F_y - F_j, j != y in increasing order.
@@ -274,7 +301,7 @@ def ensemble_margin_bounds(graphs, x, y, eps, method, max_unstable=256, chunk=64
   terms = [
     member_margin_terms(g, x_lo, x_hi, a_logits, method, max_unstable, chunk) for g in graphs
   ]
-  (a, const), interval = jax.tree.map(lambda *t: sum(t), *terms)
+  (a, const), interval = jax.tree.map(lambda *t: sum(t), *[t[:2] for t in terms])
   return combine(a, const, interval, x_lo, x_hi, method)
 
 

@@ -9,9 +9,11 @@ cost analysis of each linear node, `prefix_shares`), and s = BACKWARD_SLOWDOWN:
   ibp        2                        (apply and apply_abs of every linear node)
   crown_ibp  2 + s (C - 1)            (the margins' rows from the logits)
   crown      2 + s ((C - 1) + sum over ReLU inputs l of passes_l * 2 * chunk_l * f_l)
+  alpha_crown  crown's + s * 3 * steps * (C - 1)   (each step's pass and its gradient)
 
 where passes_l = ceil(min(u_l, cap_l) / chunk_l) are the chunks that hold an unstable
-neuron (`bounds._tighten` skips the others), cap_l = min(max_unstable, neurons of l),
+neuron (`bounds._tighten` skips the others), cap_l = min(max_unstable, neurons of l)
+(the neurons of l without a cap),
 chunk_l = min(chunk, cap_l), and u_l the unstable neurons of layer l under interval bounds,
 the most in any group of samples bounded together. Interval bounds are looser than CROWN's,
 so u_l, and the estimate, err high. `seconds` multiplies by the samples, the members and
@@ -33,6 +35,8 @@ from lpd_jax.certify.graph import relu_inputs
 # (`python benchmarks/certify.py --batch=8 --repeats=1 --methods=crown`) and 0.7x on the
 # digits quickstart ensemble (the certify suite, 16 samples).
 BACKWARD_SLOWDOWN = 2.0
+# alpha-CROWN: one optimisation step's margin pass with its gradient, in margin passes.
+ALPHA_PASSES = 3
 
 
 def _flops(fn, shape):
@@ -53,28 +57,32 @@ def prefix_shares(graph):
   return np.cumsum(flops) / total
 
 
-def forward_equivalents(graph, method, unstable, max_unstable, chunk):
+def forward_equivalents(graph, method, unstable, max_unstable, chunk, steps=20):
   """Forward equivalents per sample and member of one bound (module docstring).
 
   Args:
     graph: a member `Graph`.
     method: 'ibp' | 'crown_ibp' | 'crown'.
     unstable: per ReLU input of the graph (in `relu_inputs` order), u_l; None: all neurons.
-    max_unstable, chunk: 'crown's cap and chunk (`bounds.node_bounds`).
+    max_unstable, chunk: 'crown's cap (None: none) and chunk (`bounds.node_bounds`).
+    steps: 'alpha_crown's optimisation steps.
   """
   if method == 'ibp':
     return 2.0
   num_classes = graph[-1].shape[-1]
   rows = num_classes - 1.0
-  if method != 'crown':
+  if method == 'crown_ibp':
     return 2.0 + BACKWARD_SLOWDOWN * rows
   shares = prefix_shares(graph)
   layers = relu_inputs(graph)
   unstable = [math.prod(graph[i].shape) for i in layers] if unstable is None else unstable
   for index, u in zip(layers, unstable):
-    cap = min(max_unstable, math.prod(graph[index].shape))
+    neurons = math.prod(graph[index].shape)
+    cap = neurons if max_unstable is None else min(max_unstable, neurons)
     per_pass = min(chunk, cap)
     rows += math.ceil(min(int(u), cap) / per_pass) * 2 * per_pass * shares[index]
+  if method == 'alpha_crown':  # each step: the margins' pass and its gradient (about 3x)
+    rows += ALPHA_PASSES * steps * (num_classes - 1)
   return 2.0 + BACKWARD_SLOWDOWN * rows
 
 

@@ -6,10 +6,12 @@ the K members' linear bounds on the input [C-1, *input] kept until they are summ
 the coefficient tensors A [rows, n] of a backward pass, of which about three of the
 largest node's size are alive at once (the one being rewritten, its transpose, and the
 one waiting at a residual connection). The rows are the C - 1 margins ('crown_ibp') or
-2 * chunk for the intermediate bounds of 'crown'. `lpd_jax.certify.memory_estimate` adds
-the variables and the inputs and outputs of a batch. `compiled_bytes` is what XLA's buffer
-assignment of the compiled program says it allocates: the measurement the estimate is
-checked against.
+2 * chunk for the intermediate bounds of 'crown'. 'alpha_crown' adds what its optimisation
+keeps: each member's ReLU-input bounds, per margin the slopes with their gradient and Adam's
+moments, and the coefficient tensors of every node for the gradient.
+`lpd_jax.certify.memory_estimate` adds the variables and the inputs and outputs of a batch.
+`compiled_bytes` is what XLA's buffer assignment of the compiled program says it allocates:
+the measurement the estimate is checked against.
 """
 
 import math
@@ -20,6 +22,7 @@ from lpd_jax.certify.graph import relu_inputs
 
 FLOAT_BYTES = 4
 LIVE_COEFFICIENT_TENSORS = 3
+ALPHA_COPIES = 4  # alpha-CROWN: the slopes, their gradient, Adam's two moments
 
 
 def _size(node):
@@ -31,7 +34,7 @@ def bytes_per_sample(graphs, method, num_members, chunk=64):
 
   Args:
     graphs: the member graphs (one is enough: members share their shapes).
-    method: 'ibp' | 'crown_ibp' | 'crown'.
+    method: 'ibp' | 'crown_ibp' | 'crown' | 'alpha_crown'.
     num_members: K (the members' linear bounds on the input are kept until summed).
     chunk: 'crown' only: neurons per backward pass (2 * chunk coefficient rows).
   """
@@ -43,7 +46,16 @@ def bytes_per_sample(graphs, method, num_members, chunk=64):
     return FLOAT_BYTES * intervals
   rows = num_classes - 1 if method == 'crown_ibp' else max(num_classes - 1, 2 * chunk)
   input_bounds = num_members * (num_classes - 1) * _size(graph[0])
-  return FLOAT_BYTES * (intervals + input_bounds + LIVE_COEFFICIENT_TENSORS * rows * largest)
+  crown = intervals + input_bounds + LIVE_COEFFICIENT_TENSORS * rows * largest
+  if method != 'alpha_crown':
+    return FLOAT_BYTES * crown
+  # alpha-CROWN keeps every member's ReLU-input bounds, the slopes with their gradient and
+  # Adam's two moments (one per neuron and margin), and the margins' coefficient tensors
+  # of every node of every member for the gradient of the last backward pass.
+  relu = sum(_size(graph[i]) for i in relu_inputs(graph))
+  every_node = sum(_size(node) for node in graph)
+  kept = num_members * (2 * relu + (num_classes - 1) * (ALPHA_COPIES * relu + every_node))
+  return FLOAT_BYTES * (crown + kept)
 
 
 def compiled_bytes(fn, *args, **kwargs):
