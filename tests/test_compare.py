@@ -309,9 +309,6 @@ def test_compare_builds_the_golden_tables_of_the_digits_study(golden_root, tmp_p
   assert names == expected_tables + ['figure3', 'robust', 'audit', 'certify', 'provenance']
   for t in result['tables']:  # no AdvT column: no table6
     assert t['columns'] == ['Baseline', 'LPD'], t['name']
-    if t['name'] == 'provenance':  # the golden study ran before provenance was recorded
-      assert all(c['text'] == 'not recorded' for r in t['rows'] for c in r['cells'])
-      continue
     for r in t['rows']:
       assert all(c['n'] == 1 for c in r['cells']), (t['name'], r['label'])
   assert set(result['plots']) == {'figure2.png', 'figure3.png', 'drift.png'}
