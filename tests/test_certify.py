@@ -194,11 +194,15 @@ def test_full_crown_is_sparse_and_a_cap_counts_what_fell_back():
 def test_the_certify_report_says_whether_the_bound_is_crowns():
   result = dict(eps=0.004, max_unstable=0, methods={}, curve={})
   assert 'full CROWN' in certify_suite.cap_text(result)
-  result.update(max_unstable=256, methods=dict(crown=dict(fallbacks_per_layer=[0, 0])))
-  assert "never bound, so the bound is CROWN's" in certify_suite.cap_text(result)
-  result['methods']['crown']['fallbacks_per_layer'] = [0, 120, 0, 7]
+  never = dict(fallbacks_per_layer=[0, 0])
+  result.update(max_unstable=256, methods=dict(crown=never))
+  result['curve'] = dict(crown=[dict(eps=0.004, fallbacks=0), dict(eps=0.008, fallbacks=0)])
+  assert "never bound, so every bound is CROWN's" in certify_suite.cap_text(result)
+  result['methods']['crown'] = dict(fallbacks_per_layer=[0, 120, 0, 7])
+  result['curve']['crown'][1]['fallbacks'] = 300
   text = certify_suite.cap_text(result)
-  assert "NOT CROWN's" in text and 'layer 2: 120, layer 4: 7' in text and 'layer 1:' not in text
+  assert "NOT CROWN's" in text
+  assert 'crown at eps 0.004: 127 (layer 2: 120, layer 4: 7); crown at eps 0.008: 300.' in text
 
 
 def test_all_bounds_converge_to_the_clean_margins_as_eps_goes_to_zero(small_ensemble):

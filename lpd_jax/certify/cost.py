@@ -31,9 +31,10 @@ from lpd_jax.certify.graph import relu_inputs
 
 # A multiply-add of a backward pass (transposed convolutions over many coefficient rows)
 # costs about twice one of the batched forward pass on a CPU: without this factor the
-# estimate read 0.48x the measured time of CROWN on K = 3 width-4 ResNet-18s at 32x32x3
-# (`python benchmarks/certify.py --batch=8 --repeats=1 --methods=crown`) and 0.7x on the
-# digits quickstart ensemble (the certify suite, 16 samples).
+# estimate read 0.48x (capped at 256 neurons a layer) and 0.75x (full CROWN) the measured
+# time of CROWN on K = 3 width-4 ResNet-18s at 32x32x3 (`python benchmarks/certify.py
+# --batch=8 --repeats=1 --methods=crown`), and 0.7x on the digits quickstart ensemble (the
+# certify suite, 16 samples); with it, 0.97x, 1.5x and 1.6x.
 BACKWARD_SLOWDOWN = 2.0
 # alpha-CROWN: one optimisation step's margin pass with its gradient, in margin passes.
 ALPHA_PASSES = 3

@@ -259,21 +259,32 @@ def table(result, ens, ctx):
 
 
 def cap_text(result):
-  """What 'crown' was: full CROWN, or capped, with the neurons the cap left to intervals."""
+  """What 'crown' and 'alpha_crown' were: full CROWN, or capped, with the neurons the cap
+  left to intervals in each run where it bound."""
   cap = result['max_unstable']
   if not cap:
     return "'crown' is full CROWN: every unstable ReLU of every layer has its CROWN bound."
-  counts = [r.get('fallbacks_per_layer', []) for r in result['methods'].values()]
-  counts += [[p.get('fallbacks', 0)] for points in result['curve'].values() for p in points]
-  per_layer = result['methods'].get('crown', {}).get('fallbacks_per_layer', [])
-  text = f"'crown' was capped at {cap} unstable ReLUs per sample and layer (max_unstable): "
-  if not any(map(sum, counts)):
-    return text + "the cap never bound, so the bound is CROWN's."
-  layers = ', '.join(f'layer {i + 1}: {n}' for i, n in enumerate(per_layer) if n)
+  bound = []  # (run, neurons that fell back, per layer or None)
+  for method, r in result['methods'].items():
+    per_layer = r.get('fallbacks_per_layer', [])
+    if sum(per_layer):
+      layers = ', '.join(f'layer {i + 1}: {n}' for i, n in enumerate(per_layer) if n)
+      bound.append(f'{method} at eps {result["eps"]:g}: {sum(per_layer)} ({layers})')
+  for method, points in result['curve'].items():
+    for p in points:
+      if p.get('fallbacks') and not (p['eps'] == result['eps'] and method in result['methods']):
+        bound.append(f'{method} at eps {p["eps"]:g}: {p["fallbacks"]}')
+  text = (
+    f"'crown' was capped at {cap} unstable ReLUs per sample and layer (max_unstable; 0 is "
+    'full CROWN): '
+  )
+  if not bound:
+    return text + "the cap never bound, so every bound is CROWN's."
   return text + (
-    "unstable neurons beyond it kept their interval bounds, so the bound is NOT CROWN's "
-    f'but looser (neurons that fell back, summed over members and samples, at eps '
-    f'{result["eps"]:g}: {layers or "none"}; set max_unstable=0 for full CROWN).'
+    'where it bound, unstable neurons beyond it kept their interval bounds and the bound is '
+    "NOT CROWN's but looser. Neurons that fell back, summed over members and samples: "
+    + '; '.join(bound)
+    + '.'
   )
 
 
