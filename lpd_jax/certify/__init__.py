@@ -92,7 +92,16 @@ def margins(
   Returns:
     [B, C-1] lower bounds, j != y in increasing order; F is the mean of member logits.
   """
-  return margins_and_fallbacks(ensemble, x, y, eps, method, max_unstable, chunk, alpha_steps)[0]
+  return margins_and_fallbacks(
+    ensemble,
+    x,
+    y,
+    eps,
+    method=method,
+    max_unstable=max_unstable,
+    chunk=chunk,
+    alpha_steps=alpha_steps,
+  )[0]
 
 
 @functools.partial(jax.jit, static_argnames=('method', 'max_unstable', 'chunk', 'alpha_steps'))

@@ -60,8 +60,11 @@ def bytes_per_sample(graphs, method, num_members, chunk=64):
 
 def compiled_bytes(fn, *args, **kwargs):
   """Bytes XLA assigns to `jax.jit(fn)(*args)`: temporaries + arguments + outputs (its
-  `memory_analysis()` of the compiled program; the peak of the program's own buffers)."""
-  stats = jax.jit(fn, static_argnames=tuple(kwargs)).lower(*args, **kwargs).compile()
+  `memory_analysis()` of the compiled program; the peak of the program's own buffers). A
+  function jitted already is lowered as it is (its compiled program is reused when these
+  arguments were called before); keyword arguments are static otherwise."""
+  jitted = fn if hasattr(fn, 'lower') else jax.jit(fn, static_argnames=tuple(kwargs))
+  stats = jitted.lower(*args, **kwargs).compile()
   stats = stats.memory_analysis()
   return stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
 
