@@ -28,7 +28,7 @@ def phase(message):
 
 class StageBar(tqdm):
   """A tqdm bar (hidden where stderr is no terminal, as `disable=None` does) whose stages,
-  named by `set_postfix_str` ('PGD 0.02'), are also printed to stdout, one line each, where
+  named by `stage` ('PGD 0.02'), are also printed to stdout, one line each, where
   the bar is hidden: a log or a pipe shows '<desc>: <stage> (started after 12.3 s)' as each
   attack begins instead of minutes of silence. `silent=True`: neither bar nor lines (a
   library call whose caller asked for no progress)."""
@@ -41,7 +41,7 @@ class StageBar(tqdm):
     super().__init__(*args, **kwargs)
 
   def stage(self, s):
-    """Names the stage now starting (`set_postfix_str`)."""
+    """Names the stage now starting: the bar's postfix, or a line where no bar is drawn."""
     self.set_postfix_str(s)
 
   def set_postfix_str(self, s='', refresh=True):

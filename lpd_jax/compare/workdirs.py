@@ -176,6 +176,6 @@ def run_missing(runs, names):
         print(f'compare: not running {evaluation.name} on {run.workdir}: {why}')
   with StageBar(todo, desc='compare: missing reports') as bar:
     for run, config in bar:
-      bar.set_postfix_str(f'{run.name}: {config.eval.suite}')
+      bar.stage(f'{run.name}: {config.eval.suite}')
       evaluate.evaluate(config, run.workdir)
   return [read_run(r.workdir) for r in runs]

@@ -98,7 +98,7 @@ def run(ens, ctx):
   batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
   with StageBar(total=per_row * (1 + len(rows_to_run)), desc='paper attacks') as bar:
-    bar.set_postfix_str('clean')
+    bar.stage('clean')
     (clean,) = predict.attack_correct(
       None, {}, ens.log_predict, images, labels, batch_size=batch_size, bar=bar
     )
@@ -116,7 +116,7 @@ def run(ens, ctx):
     ]
     per_sample = {'labels': np.asarray(labels), 'none': clean}
     for row in rows_to_run:
-      bar.set_postfix_str(f'{row["label"]} {row["param"]:g}')
+      bar.stage(f'{row["label"]} {row["param"]:g}')
       start = time.perf_counter()
       source, judge = attacked_fn(ens, row['attack'])
       (correct,), x_adv = run_attack_row(

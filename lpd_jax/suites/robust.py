@@ -113,7 +113,7 @@ def run(ens, ctx):
     for eps in epsilons:
       worst = clean.copy()
       for name in chosen:
-        bar.set_postfix_str(f'{name} {eps:g}')
+        bar.stage(f'{name} {eps:g}')
         correct, row = attack_at(ens, ctx, name, eps, bar)
         worst &= correct
         per_sample[f'{name}_{eps:g}'] = correct

@@ -52,7 +52,7 @@ def run(ens, ctx):
       key = attack_key(config.seed, 'pgd' if norm == 'linf' else f'pgd_{norm}')
       sweep[norm] = []
       for eps in grids[norm]:
-        bar.set_postfix_str(f'{norm} {eps:g}')
+        bar.stage(f'{norm} {eps:g}')
         (correct,) = predict.attack_correct(
           pgd,
           dict(eps=eps, steps=steps, norm=norm),

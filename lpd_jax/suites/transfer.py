@@ -123,7 +123,7 @@ def from_surrogate(ens, ctx, index, workdir, rows_to_run, bar):
   )
   rows = []
   for row in rows_to_run:
-    bar.set_postfix_str(f'{index + 1}: {row["label"]} {row["param"]:g}')
+    bar.stage(f'{index + 1}: {row["label"]} {row["param"]:g}')
     attack = attacks.REGISTRY[row['attack']].fn
     correct, surrogate_correct = predict.attack_correct(
       on_predicted_labels(attack) if ctx.cfg.labels == 'surrogate' else attack,
