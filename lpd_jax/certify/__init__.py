@@ -122,9 +122,9 @@ def margins_and_fallbacks(
   if method == 'alpha_crown':
     bound = functools.partial(_alpha_margins, steps=alpha_steps)
   else:
-    bound = _margins
+    bound = functools.partial(_margins, method=method)
   lower, fallbacks = in_groups(
-    lambda xg, yg: bound(ensemble, xg, yg, eps, method, max_unstable, chunk),
+    lambda xg, yg: bound(ensemble, xg, yg, eps, max_unstable=max_unstable, chunk=chunk),
     x,
     y,
     group_size(method, x.shape[0]),
@@ -165,6 +165,7 @@ def group_size(method, batch):
 
 
 def _margins(ensemble, x, y, eps, method, max_unstable, chunk):
+  """-> (lower bounds [N, C-1], fallbacks [N, K, layers]) by `method`."""
   x_lo, x_hi, a_logits = bounds.margin_problem(
     x, y, eps, ensemble.members.model.num_classes, ensemble.num_members
   )
@@ -199,9 +200,7 @@ def alpha_crown_margins(
   check_certifiable(ensemble)
   settings = dict(steps=steps, learning_rate=learning_rate, shared=shared)
   return in_groups(
-    lambda xg, yg: _alpha_margins(
-      ensemble, xg, yg, eps, 'alpha_crown', max_unstable, chunk, **settings
-    ),
+    lambda xg, yg: _alpha_margins(ensemble, xg, yg, eps, max_unstable, chunk, **settings),
     x,
     y,
     group_size('alpha_crown', x.shape[0]),
@@ -213,7 +212,6 @@ def _alpha_margins(
   x,
   y,
   eps,
-  method,
   max_unstable,
   chunk,
   steps=alpha.STEPS,
@@ -221,7 +219,6 @@ def _alpha_margins(
   shared=False,
 ):
   """-> (lower bounds [N, C-1], fallbacks [N, K, layers]) by alpha-CROWN."""
-  del method
   model = ensemble.members.model
   x_lo, x_hi, a_logits = bounds.margin_problem(x, y, eps, model.num_classes, ensemble.num_members)
   layers = graph.relu_inputs(_member_graph(ensemble, 0, x.shape[1:]))  # members share them
