@@ -73,6 +73,7 @@ def margins(
   max_unstable: int | None = MAX_UNSTABLE,
   chunk: int = CHUNK,
   alpha_steps: int = alpha.STEPS,
+  alpha_intermediate: bool = True,
 ) -> jax.Array:
   """Lower bounds of the ensemble's margins F_y - F_j (eq. 9) over B_inf(x, eps) ∩ [0, 1].
 
@@ -88,6 +89,8 @@ def margins(
       counts those).
     chunk: 'crown', 'alpha_crown': neurons per backward pass (caps the memory).
     alpha_steps: 'alpha_crown': optimisation steps (`alpha_crown_margins`).
+    alpha_intermediate: 'alpha_crown': optimise the intermediate bounds' slopes too (the
+      reference's default; about 3 * alpha_steps times CROWN's work) or only the last pass's.
 
   Returns:
     [B, C-1] lower bounds, j != y in increasing order; F is the mean of member logits.
@@ -101,10 +104,14 @@ def margins(
     max_unstable=max_unstable,
     chunk=chunk,
     alpha_steps=alpha_steps,
+    alpha_intermediate=alpha_intermediate,
   )[0]
 
 
-@functools.partial(jax.jit, static_argnames=('method', 'max_unstable', 'chunk', 'alpha_steps'))
+@functools.partial(
+  jax.jit,
+  static_argnames=('method', 'max_unstable', 'chunk', 'alpha_steps', 'alpha_intermediate'),
+)
 def margins_and_fallbacks(
   ensemble,
   x: jax.Array,
@@ -114,13 +121,14 @@ def margins_and_fallbacks(
   max_unstable: int | None = MAX_UNSTABLE,
   chunk: int = CHUNK,
   alpha_steps: int = alpha.STEPS,
+  alpha_intermediate: bool = True,
 ):
   """`margins` [B, C-1], and [K, ReLU layers, B] the unstable neurons per member, layer and
   sample that the cap `max_unstable` left with interval bounds (zeros without a cap)."""
   check_certifiable(ensemble)
   check_method(method)
   if method == 'alpha_crown':
-    bound = functools.partial(_alpha_margins, steps=alpha_steps)
+    bound = functools.partial(_alpha_margins, steps=alpha_steps, intermediate=alpha_intermediate)
   else:
     bound = functools.partial(_margins, method=method)
   lower, fallbacks = in_groups(
@@ -181,7 +189,9 @@ def _margins(ensemble, x, y, eps, method, max_unstable, chunk):
   return lower, jnp.moveaxis(fallbacks, -1, 0)  # [N, K, layers]
 
 
-@functools.partial(jax.jit, static_argnames=('steps', 'shared', 'max_unstable', 'chunk'))
+@functools.partial(
+  jax.jit, static_argnames=('steps', 'shared', 'intermediate', 'max_unstable', 'chunk')
+)
 def alpha_crown_margins(
   ensemble,
   x: jax.Array,
@@ -190,15 +200,20 @@ def alpha_crown_margins(
   steps: int = alpha.STEPS,
   learning_rate: float = alpha.LEARNING_RATE,
   shared: bool = False,
+  intermediate: bool = True,
   max_unstable: int | None = MAX_UNSTABLE,
   chunk: int = CHUNK,
 ) -> jax.Array:
-  """`margins` [B, C-1] by alpha-CROWN (`alpha.py`): CROWN's intermediate bounds, then
-  the last backward pass's lower ReLU slopes optimised by `steps` projected Adam steps
-  (per unstable neuron and margin; `shared`: one per neuron for all margins). Never looser
-  than CROWN, sound for every slope."""
+  """`margins` [B, C-1] by alpha-CROWN (`alpha.py`): the lower ReLU slopes optimised by
+  `steps` projected Adam steps, first those of every intermediate bound (`intermediate`: per
+  bounded neuron, each bound on its own, as the reference's CROWN-Optimized does by default;
+  False: CROWN's intermediate bounds), then the last backward pass's (per unstable neuron and
+  margin; `shared`: one per neuron for all margins). Each optimisation starts from CROWN's
+  slopes and keeps its best, and every slope in [0, 1] is sound."""
   check_certifiable(ensemble)
-  settings = dict(steps=steps, learning_rate=learning_rate, shared=shared)
+  settings = dict(
+    steps=steps, learning_rate=learning_rate, shared=shared, intermediate=intermediate
+  )
   return in_groups(
     lambda xg, yg: _alpha_margins(ensemble, xg, yg, eps, max_unstable, chunk, **settings),
     x,
@@ -217,6 +232,7 @@ def _alpha_margins(
   steps=alpha.STEPS,
   learning_rate=alpha.LEARNING_RATE,
   shared=False,
+  intermediate=True,
 ):
   """-> (lower bounds [N, C-1], fallbacks [N, K, layers]) by alpha-CROWN."""
   model = ensemble.members.model
@@ -225,7 +241,9 @@ def _alpha_margins(
 
   def member_bounds(variables):  # CROWN's bounds of the ReLU inputs, and the interval bound
     g = member_graph(model, variables, x.shape[1:])
-    b, fell_back = bounds.node_bounds_and_fallbacks(g, x_lo, x_hi, 'crown', max_unstable, chunk)
+    b, fell_back = bounds.node_bounds_and_fallbacks(
+      g, x_lo, x_hi, 'crown', max_unstable, chunk, steps if intermediate else 0
+    )
     head = g[-1].inputs[0]
     a, const = bounds.backward(g, len(g) - 1, a_logits, b, down_to=head)
     return {i: b[i] for i in layers}, bounds.concretize(a, const, *b[head]), fell_back
@@ -250,13 +268,17 @@ def _alpha_margins(
   return lower, jnp.moveaxis(fallbacks, -1, 0)
 
 
-def memory_estimate(ensemble, input_shape, method, batch_size, chunk=CHUNK):
+def memory_estimate(
+  ensemble, input_shape, method, batch_size, chunk=CHUNK, alpha_intermediate=True
+):
   """Bytes a `margins` call on `batch_size` samples needs (estimated before it compiles):
   the variables, plus `memory.bytes_per_sample` for the samples bounded at once, plus
   each sample's input and output."""
   check_certifiable(ensemble)
   graph = _member_graph(ensemble, 0, input_shape)  # members share their shapes
-  per_sample = memory.bytes_per_sample([graph], method, ensemble.num_members, chunk)
+  per_sample = memory.bytes_per_sample(
+    [graph], method, ensemble.num_members, chunk, alpha_intermediate
+  )
   variables = sum(a.nbytes for a in jax.tree.leaves(ensemble.variables))
   num_classes = graph[-1].shape[-1]
   io = memory.FLOAT_BYTES * (2 * math.prod(input_shape) + num_classes)
@@ -323,6 +345,7 @@ def time_estimate(
   chunk: int = CHUNK,
   real: int | None = None,
   alpha_steps: int = alpha.STEPS,
+  alpha_intermediate: bool = True,
 ) -> float:
   """Estimated seconds of `margins` on `num_samples` samples like x [B, H, W, c] (the
   unstable neurons under interval bounds of its first `real` samples, all by default, stand
@@ -334,7 +357,9 @@ def time_estimate(
   if method in ('crown', 'alpha_crown'):
     counts = np.asarray(unstable_counts(ensemble, x, eps)).max(axis=0)[:, :real]  # [layers, B]
     unstable = cost.group_maxima(counts, group_size(method, x.shape[0]))
-  work = cost.forward_equivalents(graph, method, unstable, max_unstable, chunk, alpha_steps)
+  work = cost.forward_equivalents(
+    graph, method, unstable, max_unstable, chunk, alpha_steps, alpha_intermediate
+  )
   return cost.seconds(work, num_samples, ensemble.num_members, seconds_per_forward)
 
 

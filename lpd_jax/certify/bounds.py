@@ -15,7 +15,9 @@ the lower bound of -q. `concretize` minimises A·z + const over a box of z.
 import jax
 import jax.numpy as jnp
 
+from lpd_jax.certify import alpha, window
 from lpd_jax.certify.graph import relu_inputs
+from lpd_jax.certify.relaxation import concretize, relu_relaxation, sum_trailing
 
 # The bound methods: (intermediate bounds, output bound).
 #   'ibp':       intervals everywhere (Gowal et al. 2018), the cheap comparison.
@@ -31,32 +33,6 @@ def box(x, eps):
   """The L-inf ball of radius eps around x [N, ...] intersected with the image domain
   [0, 1] (attacks clip to it too): -> (lo, hi)."""
   return jnp.clip(x - eps, 0.0, 1.0), jnp.clip(x + eps, 0.0, 1.0)
-
-
-def _sum_trailing(a, start):
-  return jnp.sum(a, axis=tuple(range(start, a.ndim)))
-
-
-def concretize(a, const, lo, hi):
-  """min of A·z + const over lo <= z <= hi: A [N, S, *shape], const [N, S], lo/hi
-  [N, *shape] -> [N, S]."""
-  center, radius = (hi + lo) / 2, (hi - lo) / 2
-  return (
-    _sum_trailing(a * center[:, None], 2) - _sum_trailing(jnp.abs(a) * radius[:, None], 2) + const
-  )
-
-
-def relu_relaxation(lo, hi):
-  """ReLU relaxation for pre-activation bounds [lo, hi]: -> (lower slope, upper slope, upper
-  intercept), each like lo: max(z, 0) >= lower_slope * z and <= upper_slope * z + intercept
-  on [lo, hi]. Stable neurons get their exact line (slope 1 or 0, intercept 0)."""
-  active = (lo >= 0).astype(lo.dtype)
-  unstable = (lo < 0) & (hi > 0)
-  width = jnp.where(unstable, hi - lo, 1.0)
-  upper_slope = jnp.where(unstable, hi / width, active)
-  upper_intercept = jnp.where(unstable, -hi * lo / width, 0.0)
-  lower_slope = jnp.where(unstable, (hi > -lo).astype(lo.dtype), active)
-  return lower_slope, upper_slope, upper_intercept
 
 
 def interval_step(graph, index, bounds):
@@ -108,7 +84,7 @@ def backward(graph, target, a, bounds, down_to=0, lower_slopes=None):
     if node.op == 'linear':
       source = node.inputs[0]
       if not (isinstance(node.bias, float) and node.bias == 0.0):
-        const = const + _sum_trailing(a * node.bias, 2)
+        const = const + sum_trailing(a * node.bias, 2)
       in_shape = graph[source].shape
       transpose = jax.linear_transpose(
         node.apply, jax.ShapeDtypeStruct((n * s, *in_shape), a.dtype)
@@ -123,7 +99,7 @@ def backward(graph, target, a, bounds, down_to=0, lower_slopes=None):
         unstable = ((lo < 0) & (hi > 0))[:, None]
         lower_slope = jnp.where(unstable, lower_slopes[node.inputs[0]], lower_slope)
       positive, negative = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
-      const = const + _sum_trailing(negative * intercept[:, None], 2)
+      const = const + sum_trailing(negative * intercept[:, None], 2)
       send(node.inputs[0], positive * lower_slope + negative * upper_slope[:, None])
     elif node.op == 'add':
       send(node.inputs[0], a)
@@ -133,11 +109,15 @@ def backward(graph, target, a, bounds, down_to=0, lower_slopes=None):
   return pending[down_to], const
 
 
-def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk):
+def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk, alpha_steps=0, windows=True):
   """CROWN bounds for the unstable neurons of node `index` (all of them; the widest
   `max_unstable` per sample when that is not None), intersected with the bounds it has;
+  with `alpha_steps` > 0, each neuron's two bounds optimised over the lower slopes of the
+  unstable ReLUs before it (alpha-CROWN of intermediate bounds, `alpha.optimise`: one slope
+  per neuron of every earlier ReLU per bound, CROWN's the first evaluated, the best kept);
   the others keep theirs (sound: a looser bound of a neuron only loosens what is built on
-  it). Sparse: the neurons are ordered unstable first, widest first, and go through the
+  it). A convolutional layer's neurons go back on their receptive fields only
+  (`window.py`; `windows`=False: on the whole image, the same bounds, slower). Sparse: the neurons are ordered unstable first, widest first, and go through the
   backward pass `chunk` at a time (`jax.lax.map`, which caps the memory); a chunk holding
   no unstable neuron of any sample does no work, and stable neurons keep their interval
   bounds (no relaxation reads them), so a sample's bounds do not depend on its batch.
@@ -155,11 +135,33 @@ def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk):
 
   batch = jnp.arange(n)[:, None]
 
+  windowed = windows and window.supported(graph, index)
+
   def crown_chunk(picked):  # [N, chunk] neuron indices -> their (lower, upper) bounds
-    unit = jax.nn.one_hot(picked, m, dtype=lo.dtype)  # [N, chunk, m]
-    a = jnp.concatenate([unit, -unit], axis=1).reshape(n, 2 * chunk, *shape)
-    a_in, const = backward(graph, index, a, bounds)
-    low = concretize(a_in, const, x_lo, x_hi)
+    if windowed:  # each row on its neuron's receptive field (`window.py`)
+      a, positions = window.rows(picked, shape, lo.dtype)
+
+      def low_of(slopes):  # [N, 2 chunk] lower bounds of the neurons and of their negatives
+        return window.lower_bounds(graph, index, a, positions, bounds, x_lo, x_hi, slopes)
+
+      def first_slopes():
+        return window.relu_windows(graph, index, positions, bounds, alpha.initial_slopes)
+    else:
+      unit = jax.nn.one_hot(picked, m, dtype=lo.dtype)  # [N, chunk, m]
+      a = jnp.concatenate([unit, -unit], axis=1).reshape(n, 2 * chunk, *shape)
+
+      def low_of(slopes):
+        return concretize(*backward(graph, index, a, bounds, lower_slopes=slopes), x_lo, x_hi)
+
+      def first_slopes():
+        return {
+          i: alpha.with_rows(alpha.initial_slopes(*bounds[i]), 0, 2 * chunk)
+          for i in relu_inputs(graph)
+          if i < index
+        }
+
+    slopes = first_slopes() if alpha_steps else {}
+    low = alpha.optimise(low_of, slopes, alpha_steps) if slopes else low_of(None)
     # Only the unstable ones take it: a sample's bounds do not depend on its batch.
     keep = unstable[batch, picked]
     return (
@@ -188,7 +190,9 @@ def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk):
   return (flat_lo.reshape(lo.shape), flat_hi.reshape(hi.shape)), fell_back
 
 
-def node_bounds_and_fallbacks(graph, x_lo, x_hi, method, max_unstable=None, chunk=64):
+def node_bounds_and_fallbacks(
+  graph, x_lo, x_hi, method, max_unstable=None, chunk=64, alpha_steps=0, windows=True
+):
   """Bounds of every node for inputs in the box [x_lo, x_hi] [N, *input shape].
 
   Args:
@@ -197,6 +201,10 @@ def node_bounds_and_fallbacks(graph, x_lo, x_hi, method, max_unstable=None, chun
       bound; an int caps them per sample and layer (the widest first; the rest keep their
       interval bounds, and the bound is no longer CROWN's): a speed option.
     chunk: 'crown' only: neurons per backward pass (memory: 2 * chunk coefficient rows).
+    alpha_steps: 'crown' only: > 0 optimises the lower slopes of every intermediate bound
+      for that many steps (alpha-CROWN's intermediate bounds; `_tighten`).
+    windows: 'crown' only: backward passes of convolutional layers on each neuron's
+      receptive field (`window.py`); False: on the whole image (the same bounds, slower).
 
   Returns:
     ({node index: (lo, hi) [N, *shape]}, [ReLU inputs, N] int: per ReLU input
@@ -210,16 +218,18 @@ def node_bounds_and_fallbacks(graph, x_lo, x_hi, method, max_unstable=None, chun
     bounds[index] = interval_step(graph, index, bounds)
     if index in tightened:
       bounds[index], fallbacks[index] = _tighten(
-        graph, index, bounds, x_lo, x_hi, max_unstable, chunk
+        graph, index, bounds, x_lo, x_hi, max_unstable, chunk, alpha_steps, windows
       )
   n = x_lo.shape[0]
   counts = [fallbacks.get(i, jnp.zeros(n, jnp.int32)) for i in relu_inputs(graph)]
   return bounds, jnp.stack(counts).astype(jnp.int32) if counts else jnp.zeros((0, n), jnp.int32)
 
 
-def node_bounds(graph, x_lo, x_hi, method, max_unstable=None, chunk=64):
+def node_bounds(graph, x_lo, x_hi, method, max_unstable=None, chunk=64, windows=True):
   """The bounds of `node_bounds_and_fallbacks`: {node index: (lo, hi) [N, *shape]}."""
-  return node_bounds_and_fallbacks(graph, x_lo, x_hi, method, max_unstable, chunk)[0]
+  return node_bounds_and_fallbacks(graph, x_lo, x_hi, method, max_unstable, chunk, windows=windows)[
+    0
+  ]
 
 
 def margin_spec(y, num_classes):

@@ -9,7 +9,9 @@ cost analysis of each linear node, `prefix_shares`), and s = BACKWARD_SLOWDOWN:
   ibp        2                        (apply and apply_abs of every linear node)
   crown_ibp  2 + s (C - 1)            (the margins' rows from the logits)
   crown      2 + s ((C - 1) + sum over ReLU inputs l of passes_l * 2 * chunk_l * f_l)
-  alpha_crown  crown's + s * 3 * steps * (C - 1)   (each step's pass and its gradient)
+  alpha_crown  crown's + s * 3 * steps * (C - 1)   (each step's pass and its gradient);
+             with its intermediate bounds optimised too, the sum over l is (1 + 3 steps)
+             times CROWN's
 
 where passes_l = ceil(min(u_l, cap_l) / chunk_l) are the chunks that hold an unstable
 neuron (`bounds._tighten` skips the others), cap_l = min(max_unstable, neurons of l)
@@ -58,7 +60,7 @@ def prefix_shares(graph):
   return np.cumsum(flops) / total
 
 
-def forward_equivalents(graph, method, unstable, max_unstable, chunk, steps=20):
+def forward_equivalents(graph, method, unstable, max_unstable, chunk, steps=20, intermediate=True):
   """Forward equivalents per sample and member of one bound (module docstring).
 
   Args:
@@ -67,6 +69,7 @@ def forward_equivalents(graph, method, unstable, max_unstable, chunk, steps=20):
     unstable: per ReLU input of the graph (in `relu_inputs` order), u_l; None: all neurons.
     max_unstable, chunk: 'crown's cap (None: none) and chunk (`bounds.node_bounds`).
     steps: 'alpha_crown's optimisation steps.
+    intermediate: 'alpha_crown': its intermediate bounds are optimised too.
   """
   if method == 'ibp':
     return 2.0
@@ -77,11 +80,13 @@ def forward_equivalents(graph, method, unstable, max_unstable, chunk, steps=20):
   shares = prefix_shares(graph)
   layers = relu_inputs(graph)
   unstable = [math.prod(graph[i].shape) for i in layers] if unstable is None else unstable
+  optimised = method == 'alpha_crown' and intermediate
   for index, u in zip(layers, unstable):
     neurons = math.prod(graph[index].shape)
     cap = neurons if max_unstable is None else min(max_unstable, neurons)
     per_pass = min(chunk, cap)
-    rows += math.ceil(min(int(u), cap) / per_pass) * 2 * per_pass * shares[index]
+    passes = (1 + ALPHA_PASSES * steps) if optimised and index > layers[0] else 1
+    rows += passes * math.ceil(min(int(u), cap) / per_pass) * 2 * per_pass * shares[index]
   if method == 'alpha_crown':  # each step: the margins' pass and its gradient (about 3x)
     rows += ALPHA_PASSES * steps * (num_classes - 1)
   return 2.0 + BACKWARD_SLOWDOWN * rows

@@ -39,6 +39,8 @@ class Node:
     apply: 'linear' only: z [N, *in] -> [N, *shape], linear (no bias).
     apply_abs: 'linear' only: the same map with absolute weights.
     bias: 'linear' only: broadcastable to `shape`.
+    conv: 'linear' convolutions only: a `Conv` (its geometry, for windowed backward passes,
+      `window.py`); None for other linear maps.
   """
 
   op: str
@@ -47,6 +49,19 @@ class Node:
   apply: Optional[Callable] = None
   apply_abs: Optional[Callable] = None
   bias: Any = None
+  conv: Optional['Conv'] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+  """The geometry of a convolution node: output position p (per spatial axis) reads input
+  positions strides * p - padding .. strides * p - padding + kernel - 1; `valid_apply` is the
+  node's map without padding (z [N, h, w, c_in] -> [N, (h - kernel) / strides + 1, ...])."""
+
+  kernel: Tuple[int, int]
+  strides: Tuple[int, int]
+  padding: Tuple[int, int]  # the low side's
+  valid_apply: Callable
 
 
 Graph = Tuple[Node, ...]
@@ -65,9 +80,11 @@ class Builder:
     self.nodes.append(Node(op, tuple(inputs), tuple(shape), **kw))
     return len(self.nodes) - 1
 
-  def linear(self, src, apply, apply_abs, bias):
+  def linear(self, src, apply, apply_abs, bias, conv=None):
     shape = jax.eval_shape(apply, jnp.zeros((1, *self.nodes[src].shape))).shape[1:]
-    return self.add_node('linear', (src,), shape, apply=apply, apply_abs=apply_abs, bias=bias)
+    return self.add_node(
+      'linear', (src,), shape, apply=apply, apply_abs=apply_abs, bias=bias, conv=conv
+    )
 
   def relu(self, src):
     return self.add_node('relu', (src,), self.nodes[src].shape)
@@ -95,11 +112,15 @@ def conv_bn(builder, src, conv_params, bn_params, bn_stats, strides, padding):
   scale = bn_params['scale'] * jax.lax.rsqrt(bn_stats['var'] + BATCHNORM_EPSILON)
   shift = bn_params['bias'] - bn_stats['mean'] * scale
   conv, conv_abs = _conv(kernel, strides, padding), _conv(jnp.abs(kernel), strides, padding)
+  valid = _conv(kernel, strides, 'VALID')
+  low = (0, 0) if padding == 'VALID' else (padding[0][0], padding[1][0])
+  geometry = Conv(kernel.shape[:2], (strides, strides), low, lambda z: valid(z) * scale)
   return builder.linear(
     src,
     lambda z: conv(z) * scale,
     lambda z: conv_abs(z) * jnp.abs(scale),
     shift,
+    geometry,
   )
 
 

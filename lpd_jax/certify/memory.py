@@ -3,12 +3,13 @@
 `bytes_per_sample` is an estimate from the graph's sizes alone (no compile), in float32:
 the bounds (lo, hi) of one member's ReLU inputs (members are bounded one after another),
 the K members' linear bounds on the input [C-1, *input] kept until they are summed, and
-the coefficient tensors A [rows, n] of a backward pass, of which about three of the
-largest node's size are alive at once (the one being rewritten, its transpose, and the
-one waiting at a residual connection). The rows are the C - 1 margins ('crown_ibp') or
+the coefficient tensors A [rows, n] of a backward pass, of which about four of the
+largest node's size are alive at once (the one being rewritten, its transpose, the one
+waiting at a residual connection, and in windowed passes the ReLU bounds of each row). The rows are the C - 1 margins ('crown_ibp') or
 2 * chunk for the intermediate bounds of 'crown'. 'alpha_crown' adds what its optimisation
 keeps: each member's ReLU-input bounds, per margin the slopes with their gradient and Adam's
-moments, and the coefficient tensors of every node for the gradient.
+moments, and the coefficient tensors of every node for the gradient (or, while it optimises
+an intermediate chunk, the same per coefficient row of the chunk, if that is more).
 `lpd_jax.certify.memory_estimate` adds the variables and the inputs and outputs of a batch.
 `compiled_bytes` is what XLA's buffer assignment of the compiled program says it allocates:
 the measurement the estimate is checked against.
@@ -21,7 +22,9 @@ import jax
 from lpd_jax.certify.graph import relu_inputs
 
 FLOAT_BYTES = 4
-LIVE_COEFFICIENT_TENSORS = 3
+# The coefficient tensor being rewritten, its transpose, the one waiting at a residual
+# connection, and (windowed passes, `window.py`) the ReLU bounds gathered per row.
+LIVE_COEFFICIENT_TENSORS = 4
 ALPHA_COPIES = 4  # alpha-CROWN: the slopes, their gradient, Adam's two moments
 
 
@@ -29,7 +32,7 @@ def _size(node):
   return math.prod(node.shape)
 
 
-def bytes_per_sample(graphs, method, num_members, chunk=64):
+def bytes_per_sample(graphs, method, num_members, chunk=64, alpha_intermediate=True):
   """Estimated peak bytes per sample bounded at once (see the module docstring).
 
   Args:
@@ -37,6 +40,9 @@ def bytes_per_sample(graphs, method, num_members, chunk=64):
     method: 'ibp' | 'crown_ibp' | 'crown' | 'alpha_crown'.
     num_members: K (the members' linear bounds on the input are kept until summed).
     chunk: 'crown' only: neurons per backward pass (2 * chunk coefficient rows).
+    alpha_intermediate: 'alpha_crown' optimises its intermediate bounds too: while it does,
+      a chunk's 2 * chunk rows hold slopes of every earlier ReLU (with gradient and moments)
+      and coefficient tensors of every earlier node.
   """
   graph = graphs[0]
   num_classes = graph[-1].shape[-1]
@@ -55,6 +61,8 @@ def bytes_per_sample(graphs, method, num_members, chunk=64):
   relu = sum(_size(graph[i]) for i in relu_inputs(graph))
   every_node = sum(_size(node) for node in graph)
   kept = num_members * (2 * relu + (num_classes - 1) * (ALPHA_COPIES * relu + every_node))
+  if alpha_intermediate:  # one chunk at a time, before the last pass's optimisation
+    kept = max(kept, 2 * chunk * (ALPHA_COPIES * relu + every_node))
   return FLOAT_BYTES * (crown + kept)
 
 

@@ -11,9 +11,11 @@ scatter (eval_certify.png) and the curve (eval_certify_curve.png).
 
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax import certify, predict
+from lpd_jax import attacks, certify, predict
 from lpd_jax.certify.cost import format_seconds
 from lpd_jax.certify.memory import format_bytes
 from lpd_jax.data import to_float
@@ -23,6 +25,7 @@ from lpd_jax.suites.common import (
   Metric,
   Report,
   Suite,
+  attack_key,
   describe,
   figure_png,
   markdown_table,
@@ -40,6 +43,10 @@ DEFAULTS = dict(
   max_unstable=0,  # crown: 0 = every unstable neuron (full CROWN); N caps them per layer
   chunk=certify.CHUNK,  # crown: neurons per backward pass
   alpha_steps=certify.alpha.STEPS,  # alpha_crown: Adam steps on the slopes (the reference's 20)
+  # alpha_crown: optimise the intermediate bounds' slopes too (the reference's default; about
+  # 3 * alpha_steps times CROWN's work) or only the last pass's (CROWN's intermediate bounds)
+  alpha_intermediate=True,
+  pgd_steps=50,  # the margin a PGD reaches beside the bounds (an upper bound); 0: none
 )
 
 
@@ -59,9 +66,20 @@ def say_estimates(ens, images, labels, runs, cfg):
   forward = certify.forward_seconds(ens, x, y)
   total = 0.0
   for method, e in runs:
-    memory = certify.memory_estimate(ens, x.shape[1:], method, len(x), int(cfg.chunk))
+    intermediate = bool(cfg.alpha_intermediate)
+    memory = certify.memory_estimate(ens, x.shape[1:], method, len(x), int(cfg.chunk), intermediate)
     seconds = certify.time_estimate(
-      ens, x, e, method, n, forward, cap(cfg), int(cfg.chunk), batch, int(cfg.alpha_steps)
+      ens,
+      x,
+      e,
+      method,
+      n,
+      forward,
+      cap(cfg),
+      int(cfg.chunk),
+      batch,
+      int(cfg.alpha_steps),
+      intermediate,
     )
     total += seconds
     print(
@@ -73,6 +91,36 @@ def say_estimates(ens, images, labels, runs, cfg):
     f'unstable neurons under interval bounds of the first {batch} samples and a forward pass '
     f'timed here: {1e3 * forward:.2g} ms per sample and member)'
   )
+
+
+def _mean_logits(ens, x):
+  return jnp.mean(ens.members.logits(ens.variables, x), axis=0)
+
+
+def pgd_minimal_margins(ens, images, labels, eps, steps, seed, batch_size):
+  """Per sample the smallest minimal margin min_j F_y - F_j of the mean member logits that
+  a `steps`-step L-inf PGD on the margin (step eps / 4, random start) or the clean point
+  reaches in B_inf(x, eps) ∩ [0, 1]: [N], an upper bound of the certifiable margin (the
+  bounds' gap to the truth lies between a lower bound and it)."""
+  model = jax.tree_util.Partial(_mean_logits, ens)
+  key = attack_key(seed, 'certify:pgd_margin')
+  out = []
+  for start, x, y, n in predict.padded_batches(images, labels, batch_size):
+    x_adv = attacks.pgd(
+      model,
+      x,
+      y,
+      key=jax.random.fold_in(key, start),
+      eps=eps,
+      steps=steps,
+      step_size=eps / 4,
+      loss='margin',
+    )
+    reached = jnp.minimum(
+      certify.mean_logit_margins(ens, x_adv, y), certify.mean_logit_margins(ens, x, y)
+    )
+    out.append(np.asarray(reached.min(axis=1))[:n])
+  return np.concatenate(out)
 
 
 def cap(cfg):
@@ -94,6 +142,7 @@ def minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar):
       max_unstable=cap(cfg),
       chunk=int(cfg.chunk),
       alpha_steps=int(cfg.alpha_steps),
+      alpha_intermediate=bool(cfg.alpha_intermediate),
     )
     out.append(np.asarray(lower.min(axis=1))[:n])
     fell_back = fell_back + np.asarray(fallbacks)[:, :, :n].sum(axis=(0, 2))
@@ -131,6 +180,11 @@ def run(ens, ctx):
   ]
   say_estimates(ens, images, labels, runs, cfg)
   per_method, lowers, fallbacks = {}, {}, {}
+  pgd = None
+  if cfg.pgd_steps:
+    pgd = pgd_minimal_margins(
+      ens, images, labels, eps, int(cfg.pgd_steps), ctx.config.seed, int(cfg.batch_size)
+    )
   with StageBar(total=len(labels) * len(runs), desc='certify') as bar:
     for method, e in runs:
       bar.stage(f'{method} eps {e:g}')
@@ -165,6 +219,9 @@ def run(ens, ctx):
     indices=[int(i) for i in chosen],
     num_examples=len(chosen),
     clean_minimal_margin=[float(v) for v in clean],
+    pgd_minimal_margin=None if pgd is None else [float(v) for v in pgd],
+    pgd=dict(steps=int(cfg.pgd_steps), step_size='eps / 4', loss='margin of the mean logits'),
+    alpha=dict(steps=int(cfg.alpha_steps), intermediate=bool(cfg.alpha_intermediate)),
     max_unstable=int(cfg.max_unstable),
     methods=per_method,
     curve=curve,
@@ -215,6 +272,17 @@ def metrics(result):
       where,
     )
   )
+  if result.get('pgd_minimal_margin') is not None:
+    out.append(
+      Metric(
+        'pgd_minimal_margin',
+        f'median minimal margin a PGD-{result["pgd"]["steps"]} reaches (upper bound)',
+        float(np.median(result['pgd_minimal_margin'])),
+        '{:.3g}',
+        n,
+        where,
+      )
+    )
   for m, points in result['curve'].items():
     out += [
       Metric(
@@ -250,6 +318,21 @@ def table(result, ens, ctx):
     '',
     f'Median clean minimal margin: {np.median(result["clean_minimal_margin"]):.4g}.',
   ]
+  if result.get('pgd_minimal_margin') is not None:
+    pgd = np.asarray(result['pgd_minimal_margin'])
+    lines[-1] += (
+      f' Median minimal margin a {result["pgd"]["steps"]}-step PGD on the margin reaches in '
+      f'the same ball: {np.median(pgd):.4g} (an upper bound: the true minimal margin lies '
+      f'between the best lower bound and it; {np.sum(pgd <= 0)} of {len(pgd)} samples '
+      'broken, which no bound can certify).'
+    )
+  if 'alpha_crown' in result['methods'] or 'alpha_crown' in result['curve']:
+    a = result.get('alpha', {})
+    lines[-1] += f' alpha_crown: {a.get("steps")} Adam steps on the slopes, ' + (
+      'intermediate bounds optimised too.'
+      if a.get('intermediate')
+      else "CROWN's intermediate bounds, the last pass optimised."
+    )
   for method, points in result['curve'].items():
     cells = [(f'{p["eps"]:g}', pct(p['certified_fraction'])) for p in points]
     lines += ['', f'Certified (%) against eps, {method}:', '']
@@ -289,12 +372,22 @@ def cap_text(result):
 
 
 def scatter(ax, result, size=8, legend='small'):
-  """Figure 2 on `ax`: each sample's minimal lower bound, one series per bound method (also
-  `lpd_jax.compare`'s panels)."""
+  """Figure 2 on `ax`: each sample's minimal lower bound, one series per bound method, and
+  the minimal margin a PGD reaches (an upper bound; also `lpd_jax.compare`'s panels)."""
   for method, r in result['methods'].items():
     lower = r['minimal_lower_bound']
     label = f'{method} ({pct(r["certified_fraction"])}%)'
     ax.scatter(range(len(lower)), lower, s=size, label=label)
+  if result.get('pgd_minimal_margin') is not None:  # the upper bound beside the lower ones
+    reached = result['pgd_minimal_margin']
+    ax.scatter(
+      range(len(reached)),
+      reached,
+      s=size,
+      marker='_',
+      color='black',
+      label=f'PGD-{result["pgd"]["steps"]} margin (upper bound)',
+    )
   ax.axhline(0, color='black', lw=1)
   ax.set_yscale('symlog', linthresh=1e-2)
   ax.set_xlabel('sample')
@@ -352,9 +445,10 @@ def validate(config, cfg):
     raise ConfigError(
       'eval.certify: eps must be > 0, num_examples and batch_size >= 1, curve_points >= 0'
     )
-  if cfg.max_unstable < 0 or cfg.chunk < 1 or cfg.alpha_steps < 0:
+  if cfg.max_unstable < 0 or cfg.chunk < 1 or cfg.alpha_steps < 0 or cfg.pgd_steps < 0:
     raise ConfigError(
-      'eval.certify: max_unstable must be >= 0 (0: full CROWN), chunk >= 1, alpha_steps >= 0'
+      'eval.certify: max_unstable must be >= 0 (0: full CROWN), chunk >= 1, alpha_steps >= 0, '
+      'pgd_steps >= 0 (0: no PGD margin)'
     )
 
 
