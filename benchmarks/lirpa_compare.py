@@ -19,7 +19,11 @@ step exits with a message (status 0) where PyTorch or auto_LiRPA is missing. Set
 both sides: ReLU lower slope 'adaptive' (1 if u > -l else 0, auto_LiRPA's default and
 CROWN's), sparse intermediate bounds (the neurons unstable under interval bounds from the
 bounds so far get CROWN's; the stable ones keep the interval bound), alpha-CROWN with 20
-Adam steps at learning rate 0.5 decayed by 0.98, intermediate bounds fixed.
+Adam steps at learning rate 0.5 decayed by 0.98 whose slopes include those of the
+intermediate bounds (auto_LiRPA's CROWN-Optimized recomputes them with their own slopes at
+every step, optimised for the last bound; lpd-jax optimises each intermediate bound for
+itself, then the last one). Both sides bound convolutional layers' neurons on their
+receptive fields (auto_LiRPA's default conv_mode 'patches', lpd-jax's `certify/window.py`).
 """
 
 import argparse

@@ -16,7 +16,7 @@ from scipy.optimize import linprog
 import lpd_jax
 from lpd_jax import attacks, certify, ensemble, evaluate, models
 from lpd_jax import config as config_lib
-from lpd_jax.certify import bounds, cost, graph, memory
+from lpd_jax.certify import bounds, cost, graph, memory, window
 from lpd_jax.data import load_dataset, to_float
 from lpd_jax.errors import ConfigError
 from lpd_jax.suites import certify as certify_suite
@@ -24,6 +24,18 @@ from lpd_jax.suites import certify as certify_suite
 pytestmark = pytest.mark.xdist_group('certify')
 
 METHODS = ('ibp', 'crown_ibp', 'crown', 'alpha_crown')
+# alpha-CROWN's Adam steps in these tests: the compiled program is the default's (a scan),
+# its run a seventh of it. Every call passes it, so the tests share their compiles.
+ALPHA_STEPS = 3
+
+
+def bound(ens, x, y, eps, method, intermediate=True):
+  """`certify.margins` as every test here calls it (one compile per method and shape);
+  `intermediate`: alpha-CROWN optimises the intermediate bounds too (the default; on the
+  random ResNets) or only the last pass (on the trained ensemble: a third of the compile)."""
+  return certify.margins(
+    ens, x, y, eps, method=method, alpha_steps=ALPHA_STEPS, alpha_intermediate=intermediate
+  )
 
 
 def random_resnet(num_members=2, width=2, input_shape=(8, 8, 1), num_classes=5, seed=0):
@@ -103,7 +115,7 @@ def test_a_model_without_a_relaxation_is_refused_clearly():
 def test_bounds_are_sound_on_a_random_resnet(small_ensemble, eps):
   ens, x, y = small_ensemble
   found = smallest_margins(ens, x, y, eps, jax.random.key(1))
-  lower = {m: certify.margins(ens, x, y, eps, method=m) for m in METHODS}
+  lower = {m: bound(ens, x, y, eps, m) for m in METHODS}
   for method, lb in lower.items():
     assert bool(jnp.all(lb <= found + 1e-5)), method
   # alpha-CROWN >= CROWN >= IBP per margin (intersected with the interval bound).
@@ -120,7 +132,7 @@ def test_bounds_are_sound_and_useful_on_the_trained_digits_ensemble(trained):
   clean = certify.mean_logit_margins(ens, x, y)
   for eps in (0.0005, 0.004):
     found = smallest_margins(ens, x, y, eps, jax.random.key(2))
-    lower = {m: certify.margins(ens, x, y, eps, method=m) for m in METHODS}
+    lower = {m: bound(ens, x, y, eps, m, intermediate=False) for m in METHODS}
     for method, lb in lower.items():
       assert bool(jnp.all(lb <= found + 1e-4)), (method, eps)
       assert bool(jnp.all(lb >= lower['ibp'] - 1e-4)), (method, eps)
@@ -129,7 +141,7 @@ def test_bounds_are_sound_and_useful_on_the_trained_digits_ensemble(trained):
     assert float(jnp.mean(lower['crown'] - lower['ibp'])) > 0
     assert float(jnp.mean(clean - lower['crown'])) < 0.1 * float(jnp.mean(clean - lower['ibp']))
   # At the paper's eps most clean-correct samples are certified by CROWN.
-  lb = certify.crown_margins(ens, x, y, 0.0005)
+  lb = bound(ens, x, y, 0.0005, 'crown', intermediate=False)
   correct = clean.min(axis=1) > 0
   assert float(jnp.mean(lb.min(axis=1)[correct] > 0)) > 0.5
 
@@ -191,6 +203,26 @@ def test_full_crown_is_sparse_and_a_cap_counts_what_fell_back():
   assert np.asarray(fell).sum() > 0  # the cap binds here
 
 
+def test_windowed_passes_give_the_bounds_of_whole_image_passes(small_ensemble):
+  """`window.py`: each neuron's backward pass on its receptive field only (here windows of
+  1 x 1 to 5 x 5 of 8 x 8, the rest whole) gives the bounds of the
+  layer-by-layer reference that bounds every neuron of a layer in one whole-image pass."""
+  ens, x, _ = small_ensemble
+  g = graph.member_graph(
+    ens.members.model, jax.tree.map(lambda v: v[0], ens.variables), x.shape[1:]
+  )
+  layers = graph.relu_inputs(g)
+  assert window.plan(g, layers[1])[0] is not None  # windowed down to the input
+  mixed = window.plan(g, layers[5])  # windowed, then whole from node 7 on (`embed`)
+  assert mixed[layers[5]] is not None and mixed[0] is None
+  x_lo, x_hi = bounds.box(x[:2], 0.01)
+  windowed = jax.jit(lambda lo, hi: bounds.node_bounds(g, lo, hi, 'crown'))(x_lo, x_hi)
+  by_hand = jax.jit(lambda lo, hi: sparse_crown_by_hand(g, lo, hi))(x_lo, x_hi)
+  for i in graph.relu_inputs(g):
+    for side in range(2):
+      np.testing.assert_allclose(windowed[i][side], by_hand[i][side], rtol=1e-4, atol=1e-5)
+
+
 def test_the_certify_report_says_whether_the_bound_is_crowns():
   result = dict(eps=0.004, max_unstable=0, methods={}, curve={})
   assert 'full CROWN' in certify_suite.cap_text(result)
@@ -210,8 +242,7 @@ def test_all_bounds_converge_to_the_clean_margins_as_eps_goes_to_zero(small_ense
   clean = certify.mean_logit_margins(ens, x, y)
   for method in METHODS:
     gaps = [
-      float(jnp.max(clean - certify.margins(ens, x, y, eps, method=method)))
-      for eps in (1e-2, 1e-3, 1e-4, 1e-5, 0.0)
+      float(jnp.max(clean - bound(ens, x, y, eps, method))) for eps in (1e-2, 1e-3, 1e-4, 1e-5, 0.0)
     ]
     assert all(a >= b - 1e-6 for a, b in zip(gaps, gaps[1:])), (method, gaps)
     assert gaps[-1] < 1e-5 and gaps[-2] < 1e-2 * gaps[0], (method, gaps)
@@ -362,7 +393,8 @@ def test_the_memory_estimate_is_within_2x_of_what_xla_assigns(small_ensemble):
       method=method,
       max_unstable=certify.MAX_UNSTABLE,
       chunk=certify.CHUNK,
-      alpha_steps=certify.alpha.STEPS,
+      alpha_steps=ALPHA_STEPS,
+      alpha_intermediate=True,
     )
     assert estimate / 2 <= measured <= 2 * estimate, (method, estimate, measured)
 
@@ -388,6 +420,16 @@ def test_the_time_estimate_counts_the_backward_passes_crown_runs():
   assert work == pytest.approx(by_hand, rel=1e-6)
   no_unstable = cost.forward_equivalents(g, 'crown', [0, 0], 16, 4)
   assert no_unstable == 2 + slow * 3 == cost.forward_equivalents(g, 'crown_ibp', None, 16, 4)
+  # A windowed pass (`window.py`) counts each node over its window: the stem's output
+  # neurons of a ResNet on 8 x 8 go back through 1 of the stem's 64 positions.
+  resnet = graph.member_graph(
+    models.ResNet18(num_classes=5, width=2),
+    jax.tree.map(lambda v: v[0], random_resnet(num_members=1).variables),
+    (8, 8, 1),
+  )
+  flops, stem = cost.node_flops(resnet), graph.relu_inputs(resnet)[0]
+  assert cost.pass_shares(resnet)[stem] == pytest.approx(flops[stem] / 64 / flops.sum())
+  assert cost.prefix_shares(resnet)[stem] == pytest.approx(flops[stem] / flops.sum())
   assert cost.forward_equivalents(g, 'ibp', None, 16, 4) == 2
   counts = rng.integers(0, 50, size=(3, 11))
   brute = [np.mean([row[i : i + 4].max() for i in range(0, 11, 4)]) for row in counts]
@@ -396,7 +438,13 @@ def test_the_time_estimate_counts_the_backward_passes_crown_runs():
 
 def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(module_copy, capsys):
   certify_group = dict(
-    num_examples=8, batch_size=8, methods='ibp,alpha_crown', curve_methods='crown', curve_points=2
+    num_examples=8,
+    batch_size=8,
+    methods='ibp,alpha_crown',
+    curve_methods='crown',
+    curve_points=2,
+    alpha_steps=ALPHA_STEPS,
+    alpha_intermediate=False,
   )
   config = tiny_config(
     eval=dict(suite='certify', num_examples=-1, batch_size=128, certify=certify_group)
@@ -426,12 +474,14 @@ def test_certify_suite_selects_as_the_paper_and_reports_what_it_bounded(module_c
   assert result['indices'] == list(np.flatnonzero(all_correct)[:8])
   x = jnp.asarray(to_float(ds.test_images[result['indices']]))
   y = jnp.asarray(ds.test_labels[result['indices']])
-  alpha = certify.margins(ens, x, y, 0.0005, method='alpha_crown').min(axis=1)
+  alpha = bound(ens, x, y, 0.0005, 'alpha_crown', intermediate=False).min(axis=1)
   reported = result['methods']['alpha_crown']
   np.testing.assert_allclose(reported['minimal_lower_bound'], alpha, rtol=1e-5)
   assert reported['certified_fraction'] == float(np.mean(alpha > 0))
   assert result['methods']['ibp']['certified_fraction'] <= float(np.mean(alpha > 0))
-  crown = [certify.crown_margins(ens, x, y, e).min(axis=1) for e in (0.0005, 0.001)]
+  # The margin a PGD reaches is a point of the ball: never below a sound lower bound.
+  assert np.all(np.asarray(result['pgd_minimal_margin']) >= np.asarray(alpha) - 1e-4)
+  crown = [bound(ens, x, y, e, 'crown', intermediate=False).min(axis=1) for e in (0.0005, 0.001)]
   assert result['curve']['crown'] == [
     dict(eps=e, certified_fraction=float(np.mean(c > 0)), fallbacks=0)
     for e, c in zip((0.0005, 0.001), crown)

@@ -117,8 +117,9 @@ def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk, alpha_steps=
   per neuron of every earlier ReLU per bound, CROWN's the first evaluated, the best kept);
   the others keep theirs (sound: a looser bound of a neuron only loosens what is built on
   it). A convolutional layer's neurons go back on their receptive fields only
-  (`window.py`; `windows`=False: on the whole image, the same bounds, slower). Sparse: the neurons are ordered unstable first, widest first, and go through the
-  backward pass `chunk` at a time (`jax.lax.map`, which caps the memory); a chunk holding
+  (`window.py`; `windows`=False: on the whole image, the same bounds, slower). Sparse: the
+  neurons are ordered unstable first, widest first, and go through the backward pass
+  `chunk` at a time (`jax.lax.map`, which caps the memory); a chunk holding
   no unstable neuron of any sample does no work, and stable neurons keep their interval
   bounds (no relaxation reads them), so a sample's bounds do not depend on its batch.
 

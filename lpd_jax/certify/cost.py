@@ -4,7 +4,8 @@ The work of a bound is counted in *forward equivalents*: the cost of one sample'
 pass through one member. A backward pass of R coefficient rows from node l costs about R
 forward passes of the prefix up to l (a transposed convolution does the multiply-adds of
 the convolution), so with f_l the share of the member's multiply-adds up to node l (XLA's
-cost analysis of each linear node, `prefix_shares`), and s = BACKWARD_SLOWDOWN:
+cost analysis of each linear node, `prefix_shares`; a windowed pass, `window.py`, each node's
+over its window only, `pass_shares`), and s = BACKWARD_SLOWDOWN:
 
   ibp        2                        (apply and apply_abs of every linear node)
   crown_ibp  2 + s (C - 1)            (the margins' rows from the logits)
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lpd_jax.certify import window
 from lpd_jax.certify.graph import relu_inputs
 
 # A multiply-add of a backward pass (transposed convolutions over many coefficient rows)
@@ -49,15 +51,43 @@ def _flops(fn, shape):
   return float((analysis or {}).get('flops', 0.0))
 
 
+def node_flops(graph):
+  """Per node, the flops of one sample through it (XLA's cost analysis; 0 but for linear
+  nodes): [len(graph)]."""
+  return np.array(
+    [
+      _flops(node.apply, graph[node.inputs[0]].shape) if node.op == 'linear' else 0.0
+      for node in graph
+    ]
+  )
+
+
 def prefix_shares(graph):
   """f_l: per node, the share of the member's multiply-adds done up to and including it
   (XLA's cost analysis of each linear node on one sample): [len(graph)] in [0, 1]."""
-  flops = [
-    _flops(node.apply, graph[node.inputs[0]].shape) if node.op == 'linear' else 0.0
-    for node in graph
-  ]
-  total = sum(flops) or 1.0
-  return np.cumsum(flops) / total
+  flops = node_flops(graph)
+  return np.cumsum(flops) / (flops.sum() or 1.0)
+
+
+def pass_shares(graph):
+  """f_l of a backward pass from each ReLU input l: {l: share}. A windowed pass
+  (`window.plan`) does each linear node's multiply-adds over its window's share of the
+  node's positions; a whole-image pass, the prefix share."""
+  flops = node_flops(graph)
+  total = flops.sum() or 1.0
+  prefix = np.cumsum(flops) / total
+  out = {}
+  for index in relu_inputs(graph):
+    if not window.supported(graph, index):
+      out[index] = float(prefix[index])
+      continue
+    work = 0.0
+    for i, w in window.plan(graph, index).items():
+      if graph[i].op == 'linear':
+        share = 1.0 if w is None else math.prod(w.size) / math.prod(graph[i].shape[:2])
+        work += flops[i] * share
+    out[index] = work / total
+  return out
 
 
 def forward_equivalents(graph, method, unstable, max_unstable, chunk, steps=20, intermediate=True):
@@ -77,7 +107,7 @@ def forward_equivalents(graph, method, unstable, max_unstable, chunk, steps=20, 
   rows = num_classes - 1.0
   if method == 'crown_ibp':
     return 2.0 + BACKWARD_SLOWDOWN * rows
-  shares = prefix_shares(graph)
+  shares = pass_shares(graph)
   layers = relu_inputs(graph)
   unstable = [math.prod(graph[i].shape) for i in layers] if unstable is None else unstable
   optimised = method == 'alpha_crown' and intermediate

@@ -5,8 +5,9 @@ the bounds (lo, hi) of one member's ReLU inputs (members are bounded one after a
 the K members' linear bounds on the input [C-1, *input] kept until they are summed, and
 the coefficient tensors A [rows, n] of a backward pass, of which about four of the
 largest node's size are alive at once (the one being rewritten, its transpose, the one
-waiting at a residual connection, and in windowed passes the ReLU bounds of each row). The rows are the C - 1 margins ('crown_ibp') or
-2 * chunk for the intermediate bounds of 'crown'. 'alpha_crown' adds what its optimisation
+waiting at a residual connection, and in windowed passes the ReLU bounds of each row).
+The rows are the C - 1 margins ('crown_ibp') or 2 * chunk for the intermediate bounds of
+'crown'. 'alpha_crown' adds what its optimisation
 keeps: each member's ReLU-input bounds, per margin the slopes with their gradient and Adam's
 moments, and the coefficient tensors of every node for the gradient (or, while it optimises
 an intermediate chunk, the same per coefficient row of the chunk, if that is more).

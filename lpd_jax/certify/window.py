@@ -134,8 +134,9 @@ def embed(a, positions, w, shape):
   dropped (the full pass has no coefficient there)."""
   origins = _origins(positions, w)  # [N, R, 2]
   place = [  # [N, R, size, extent]: 1 where window position i lands on node position p
-    (origins[..., axis, None, None] + jnp.arange(w.size[axis])[:, None] == jnp.arange(shape[axis]))
-    .astype(a.dtype)
+    (
+      origins[..., axis, None, None] + jnp.arange(w.size[axis])[:, None] == jnp.arange(shape[axis])
+    ).astype(a.dtype)
     for axis in range(2)
   ]
   a = jnp.einsum('nrijc,nrip->nrpjc', a, place[0])
