@@ -5,7 +5,7 @@ margin drift over training."""
 import numpy as np
 
 from lpd_jax.compare.workdirs import RAW
-from lpd_jax.suites import certify
+from lpd_jax.suites import certify_figures
 from lpd_jax.suites.common import figure_png
 
 NORM_LABELS = {'linf': r'$L_\infty$', 'l2': r'$L_2$'}
@@ -87,7 +87,7 @@ def plot_figure2(columns):
   axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
   for ax, (col, run) in zip(axes, panels):
     report = run.report('certify')
-    certify.scatter(ax, report, size=10, legend='x-small')
+    certify_figures.scatter(ax, report, size=10, legend='x-small')
     ax.set_title(f'{col.label}\n{run.name}, eps {report["eps"]:g}', fontsize='medium')
   for ax in axes[len(panels) :]:
     ax.set_visible(False)
