@@ -17,7 +17,12 @@ import jax.numpy as jnp
 
 from lpd_jax.certify import alpha, window
 from lpd_jax.certify.graph import relu_inputs
-from lpd_jax.certify.relaxation import concretize, relu_relaxation, sum_trailing
+from lpd_jax.certify.relaxation import (
+  concretize,
+  linear_backward,
+  relu_backward,
+  sum_trailing,
+)
 
 # The bound methods: (intermediate bounds, output bound).
 #   'ibp':       intervals everywhere (Gowal et al. 2018), the cheap comparison.
@@ -85,22 +90,13 @@ def backward(graph, target, a, bounds, down_to=0, lower_slopes=None):
       source = node.inputs[0]
       if not (isinstance(node.bias, float) and node.bias == 0.0):
         const = const + sum_trailing(a * node.bias, 2)
-      in_shape = graph[source].shape
-      transpose = jax.linear_transpose(
-        node.apply, jax.ShapeDtypeStruct((n * s, *in_shape), a.dtype)
-      )
-      (prev,) = transpose(a.reshape(n * s, *node.shape))
-      send(source, prev.reshape(n, s, *in_shape))
+      send(source, linear_backward(node.apply, a, graph[source].shape))
     elif node.op == 'relu':
       lo, hi = bounds[node.inputs[0]]
-      lower_slope, upper_slope, intercept = relu_relaxation(lo, hi)
-      lower_slope = lower_slope[:, None]
-      if lower_slopes is not None and node.inputs[0] in lower_slopes:
-        unstable = ((lo < 0) & (hi > 0))[:, None]
-        lower_slope = jnp.where(unstable, lower_slopes[node.inputs[0]], lower_slope)
-      positive, negative = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
-      const = const + sum_trailing(negative * intercept[:, None], 2)
-      send(node.inputs[0], positive * lower_slope + negative * upper_slope[:, None])
+      alpha_slopes = (lower_slopes or {}).get(node.inputs[0])
+      a, relu_const = relu_backward(a, lo[:, None], hi[:, None], alpha_slopes)
+      const = const + relu_const
+      send(node.inputs[0], a)
     elif node.op == 'add':
       send(node.inputs[0], a)
       send(node.inputs[1], a)
@@ -228,9 +224,10 @@ def node_bounds_and_fallbacks(
 
 def node_bounds(graph, x_lo, x_hi, method, max_unstable=None, chunk=64, windows=True):
   """The bounds of `node_bounds_and_fallbacks`: {node index: (lo, hi) [N, *shape]}."""
-  return node_bounds_and_fallbacks(graph, x_lo, x_hi, method, max_unstable, chunk, windows=windows)[
-    0
-  ]
+  node, _ = node_bounds_and_fallbacks(
+    graph, x_lo, x_hi, method, max_unstable, chunk, windows=windows
+  )
+  return node
 
 
 def margin_spec(y, num_classes):

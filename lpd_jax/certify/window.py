@@ -26,7 +26,13 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-from lpd_jax.certify.relaxation import concretize, relu_relaxation, sum_trailing
+from lpd_jax.certify.relaxation import (
+  box_minimum,
+  concretize,
+  linear_backward,
+  relu_backward,
+  sum_trailing,
+)
 
 # What positions outside the image read (see the module docstring).
 OUTSIDE_RELU_BOUND = -1.0
@@ -212,16 +218,11 @@ def lower_bounds(graph, target, a, positions, bounds, x_lo, x_hi, lower_slopes=N
       const = const + sum_trailing(a * node.bias, 2)
       source = node.inputs[0]
       if w is None:
-        in_shape = graph[source].shape
-        apply = node.apply
-        sent = None
+        send(source, linear_backward(node.apply, a, graph[source].shape), None)
       else:
         sent = _through_conv(w, node.conv)
         in_shape = (*sent.size, graph[source].shape[-1])
-        apply = node.conv.valid_apply
-      transpose = jax.linear_transpose(apply, jax.ShapeDtypeStruct((n * r, *in_shape), a.dtype))
-      (prev,) = transpose(a.reshape(n * r, *a.shape[2:]))
-      send(source, prev.reshape(n, r, *in_shape), sent)
+        send(source, linear_backward(node.conv.valid_apply, a, in_shape), sent)
     elif node.op == 'relu':
       lo, hi = bounds[node.inputs[0]]
       if w is not None:
@@ -229,13 +230,10 @@ def lower_bounds(graph, target, a, positions, bounds, x_lo, x_hi, lower_slopes=N
         hi = gather(hi, positions, w, target_shape, OUTSIDE_RELU_BOUND)
       else:
         lo, hi = lo[:, None], hi[:, None]
-      lower_slope, upper_slope, intercept = relu_relaxation(lo, hi)
-      if lower_slopes is not None and node.inputs[0] in lower_slopes:
-        unstable = (lo < 0) & (hi > 0)
-        lower_slope = jnp.where(unstable, lower_slopes[node.inputs[0]], lower_slope)
-      positive, negative = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
-      const = const + sum_trailing(negative * intercept, 2)
-      send(node.inputs[0], positive * lower_slope + negative * upper_slope, w)
+      alpha_slopes = (lower_slopes or {}).get(node.inputs[0])
+      a, relu_const = relu_backward(a, lo, hi, alpha_slopes)
+      const = const + relu_const
+      send(node.inputs[0], a, w)
     elif node.op == 'add':
       for source in node.inputs:
         send(source, a, w)
@@ -246,8 +244,7 @@ def lower_bounds(graph, target, a, positions, bounds, x_lo, x_hi, lower_slopes=N
     return concretize(a, const, x_lo, x_hi)
   lo = gather(x_lo, positions, w, target_shape, 0.0)
   hi = gather(x_hi, positions, w, target_shape, 0.0)
-  center, radius = (hi + lo) / 2, (hi - lo) / 2
-  return sum_trailing(a * center - jnp.abs(a) * radius, 2) + const
+  return box_minimum(a, lo, hi) + const
 
 
 def rows(picked, shape, dtype=jnp.float32):
