@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax import attacks
+from lpd_jax import attacks, sharding
 from lpd_jax.attacks.common import as_partial, loss_grad
 from lpd_jax.progress import StageBar
 
@@ -38,14 +38,14 @@ TOLERANCE = 0.05  # accuracy points a check may be off before it fails
 
 
 def _correct(model, x, y):
-  return np.asarray(jnp.argmax(model(x), -1) == y)
+  return sharding.to_host(jnp.argmax(model(x), -1) == y)
 
 
 def zero_gradient_share(model_fn, x, y):
   """Share of samples whose cross-entropy input gradient (on `model_fn`'s log-probabilities)
   is exactly 0 in every coordinate, in float32: where gradient attacks cannot move."""
   g = loss_grad(as_partial(model_fn), x, y, 'ce')  # the attacks' own gradient of their loss
-  flat = np.asarray(g).reshape(len(x), -1)
+  flat = sharding.to_host(g).reshape(len(x), -1)
   return float(np.mean(np.all(flat == 0, axis=1)))
 
 
@@ -98,9 +98,18 @@ def measure(
   square_queries=1000,
   tolerance=TOLERANCE,
   progress=False,
+  mesh=None,
 ) -> Evidence:
   """Runs every attack the checks need, once (arguments as `run`); `progress`: a bar (or a
-  line per attack where no terminal is attached) naming each attack as it starts."""
+  line per attack where no terminal is attached) naming each attack as it starts; `mesh`:
+  the batch split over its data axis (its size must divide the batch), the models
+  replicated."""
+  if mesh is not None:
+    x, y = sharding.split_batch((np.asarray(x), np.asarray(y)), mesh)
+    model_fn, surrogate_fn, expected_fn, member_logits_fn = (
+      None if f is None else sharding.replicate(as_partial(f), mesh)
+      for f in (model_fn, surrogate_fn, expected_fn, member_logits_fn)
+    )
   model = as_partial(model_fn)
   keys = iter(jax.random.split(key, 16))
   acc, correct = {}, {}
@@ -261,18 +270,22 @@ def run(model_fn, x, y, *, eps: float, key, **settings) -> dict:
       member logits [K, B, C]: adds member-margin PGD), large_eps (where accuracy must be
       ~0), steps, strong_steps and restarts (PGD; each step 2.5 * eps / steps),
       square_queries, tolerance (accuracy, as a fraction, a check may be off), progress
-      (a bar, or a line per attack where no terminal is attached).
+      (a bar, or a line per attack where no terminal is attached), mesh (an evaluation
+      mesh whose data axis divides the batch: data parallel).
 
   Returns:
     {'eps', 'num_examples', 'clean_accuracy', 'accuracies' {attack: accuracy at eps},
      'checks' {name: {'passed': bool | None (not run), numbers...}},
-     'worst_case_accuracy', 'attacks_in_worst_case', 'passed' (all run checks),
+     'worst_case_accuracy', 'attacks_in_worst_case', 'first_broken_by' {attack: points
+     it broke that no attack before it (in the order run) broke}, 'passed' (all run checks),
      'verdict' (one paragraph)}.
   """
   evidence = measure(model_fn, x, y, eps=eps, key=key, **settings)
   checks = {check.__name__: check(evidence) for check in CHECKS}
   worst = evidence.clean.copy()
-  for c in evidence.correct.values():
+  broken_by = {}  # the first attack (in the order run) under which each point fell
+  for name, c in evidence.correct.items():
+    broken_by[name] = int(np.sum(worst & ~c))
     worst &= c
   ran = [c['passed'] for c in checks.values() if c['passed'] is not None]
   result = dict(
@@ -283,6 +296,7 @@ def run(model_fn, x, y, *, eps: float, key, **settings) -> dict:
     checks=checks,
     worst_case_accuracy=float(worst.mean()),
     attacks_in_worst_case=sorted(evidence.correct),
+    first_broken_by=broken_by,
     passed=all(ran),
   )
   result['verdict'] = verdict(result)

@@ -55,8 +55,13 @@ def base_config():
   # first ones), -1 = the rest; the member axis must divide num_members, the data axis
   # batch_size; 1 x 1 is one device.
   c.sharding = ml_collections.ConfigDict(dict(member=1, data=1))
-  # Several hosts: call jax.distributed.initialize() before anything touches a device.
+  # Several processes: call jax.distributed.initialize() before anything touches a device,
+  # with the coordinator's host:port, the process count and this process's index where no
+  # cluster (SLURM, Open MPI, k8s, Cloud TPU) tells JAX ('' / 0 / -1: auto-detect).
   c.distributed = False
+  c.coordinator_address = ''
+  c.num_processes = 0
+  c.process_id = -1
   for method in methods.REGISTRY.values():
     if method.defaults:
       c[method.name] = ml_collections.ConfigDict(dict(method.defaults))
@@ -69,6 +74,9 @@ def base_config():
   c.eval.num_examples = -1  # evaluate a prefix of the test set; -1 = all
   c.eval.inference = 'raw'  # raw | expected (METHODS.md "Evaluation of dropout-trained members")
   c.eval.reports_dir = ''  # where reports go; '' = the workdir (a read-only one: another folder)
+  # Devices every suite splits its batches over (data parallel, the ensemble replicated), of
+  # all processes; -1 = all. eval.batch_size is the global batch: a multiple of them.
+  c.eval.data_devices = -1
   for suite in suites.REGISTRY.values():
     c.eval[suite.name] = ml_collections.ConfigDict(suite.default_settings())
   return c
@@ -91,6 +99,12 @@ def validate(config):
     f'num_members (K) must be an integer >= 1, got {config.num_members!r}',
   )
   need(config.width >= 1, f'width must be >= 1, got {config.width}')
+  if config.get('coordinator_address'):
+    need(
+      config.num_processes >= 1 and 0 <= config.process_id < config.num_processes,
+      f'coordinator_address {config.coordinator_address!r} needs num_processes >= 1 and '
+      f'process_id in [0, num_processes), got {config.num_processes} and {config.process_id}',
+    )
   need(config.num_epochs >= 1, f'num_epochs must be >= 1, got {config.num_epochs}')
   need(config.batch_size >= 1, f'batch_size must be >= 1, got {config.batch_size}')
   need(
@@ -124,6 +138,10 @@ def validate_eval(config):
   evaluation of config.eval.suite, `lpd_jax.evaluations`). Returns the config."""
   e = config.eval
   need(e.batch_size >= 1, f'eval.batch_size must be >= 1, got {e.batch_size}')
+  need(
+    e.data_devices == -1 or e.data_devices >= 1,
+    f'eval.data_devices must be >= 1, or -1 for all, got {e.data_devices}',
+  )
   need(
     e.num_examples is None or e.num_examples >= 1 or e.num_examples == -1,
     f'eval.num_examples must be >= 1, or -1 for all, got {e.num_examples}',

@@ -18,7 +18,7 @@ import shutil
 
 import ml_collections
 
-from lpd_jax import compilation_cache, data, evaluations, loading, provenance, suites
+from lpd_jax import compilation_cache, data, evaluations, loading, provenance, sharding, suites
 from lpd_jax import config as config_lib
 from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import ConfigError
@@ -59,14 +59,19 @@ def evaluate(config, workdir):
   """
   config_lib.validate(config)
   config_lib.validate_eval(config)
+  if config.distributed:
+    sharding.initialize_distributed(config)
   chosen = evaluations.resolve(config)
+  mesh = evaluation_mesh(config)
   compilation_cache.enable(config.compilation_cache)
   with phase(f'loading the checkpoint of {workdir}'):
     ens = loading.load(workdir, config)
     print(f' epoch {ens.meta["epoch"]};', end='')
   out = config.eval.reports_dir or workdir
-  workdir_lib.check_writable(out)
-  if out != workdir:
+  writer = sharding.is_main_process()  # one writer when several processes evaluate together
+  if writer:
+    workdir_lib.check_writable(out)
+  if out != workdir and writer:
     for name in (workdir_lib.META_FILE, workdir_lib.METRICS_FILE):
       if os.path.isfile(workdir_lib.path(workdir, name)):
         shutil.copyfile(workdir_lib.path(workdir, name), workdir_lib.path(out, name))
@@ -105,6 +110,7 @@ def evaluate(config, workdir):
       labels=labels,
       load=loader(evaluation.inference),
       batch_size=int(evaluation.batch_size),
+      mesh=mesh,
     )
     report = suites.REGISTRY[evaluation.type].run(ens.with_inference(evaluation.inference), ctx)
     name_of = lambda file_name: report_file(file_name, evaluation.name, evaluation.type)
@@ -118,6 +124,9 @@ def evaluate(config, workdir):
       metrics=[m.to_json() for m in report.metrics],
       provenance=evaluated_under,
     )
+    results[evaluation.name] = result
+    if not writer:
+      continue
     with open(workdir_lib.report_path(out, evaluation.name), 'w') as f:
       json.dump(result, f, indent=2)
     with open(os.path.join(out, f'eval_{evaluation.name}.md'), 'w') as f:
@@ -126,5 +135,19 @@ def evaluate(config, workdir):
       with open(os.path.join(out, name_of(file_name)), 'wb') as f:
         f.write(content)
     print(report.markdown, flush=True)
-    results[evaluation.name] = result
   return results
+
+
+def evaluation_mesh(config):
+  """config.eval.data_devices -> the mesh every suite splits its batches over (None: one
+  device), said in one line when there is one."""
+  try:
+    mesh = sharding.evaluation_mesh(config.eval.data_devices)
+  except ValueError as e:
+    raise ConfigError(f'config.eval.data_devices={config.eval.data_devices}: {e}') from None
+  if mesh is not None and sharding.is_main_process():
+    print(
+      f'evaluating data parallel: each batch split over {sharding.data_size(mesh)} devices '
+      f'of {sharding.process_count()} process(es)'
+    )
+  return mesh

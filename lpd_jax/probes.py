@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax import gradients, predict, pytrees
+from lpd_jax import gradients, predict, pytrees, sharding
 from lpd_jax.progress import StageBar
 
 
@@ -123,6 +123,7 @@ def probe_quantiles(
   quantiles=(0.25, 0.5, 0.75),
   float64=False,
   progress=False,
+  mesh=None,
 ):
   """Quantiles of L_d (`gradient_cosine`) and L_s (`gradient_norm`) over x (Tables 2-3).
 
@@ -138,6 +139,8 @@ def probe_quantiles(
     quantiles: the quantile levels q in [0, 1].
     float64: compute gradients and probes in float64 (see `input_gradients`).
     progress: a progress bar (a line naming the probe where no terminal is attached).
+    mesh: optional evaluation mesh (`lpd_jax.sharding.evaluation_mesh`): batches split
+      over its data axis, the ensemble replicated.
 
   Returns:
     {'gradient_cosine': {q: float}, 'gradient_norm': {q: float},
@@ -148,13 +151,14 @@ def probe_quantiles(
   with gradients.precision(float64):
     if float64:
       ensemble, x = pytrees.cast_floating(ensemble, jnp.float64), x.astype(np.float64)
-    batches = predict.padded_batches(x, y, batch_size)
+    ensemble = sharding.replicate(ensemble, mesh)
+    batches = predict.padded_batches(x, y, batch_size, mesh)
     total = predict.num_batches(len(x), batch_size)
     with StageBar(total=total, desc='probes', silent=not progress) as bar:
       bar.stage(f'L_d and L_s on {len(x)} images in {"float64" if float64 else "float32"}')
       for _, xb, yb, n in batches:
         for name, v in zip(values, _probe_batch(ensemble, xb, yb)):
-          values[name].append(np.asarray(v)[:n])
+          values[name].append(sharding.to_host(v)[:n])
         bar.update(1)
   per_sample = {name: np.concatenate(v) for name, v in values.items()}
   out = {name: {q: float(np.quantile(v, q)) for q in quantiles} for name, v in per_sample.items()}

@@ -2,6 +2,7 @@
 
 import inspect
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
@@ -32,3 +33,18 @@ def cast_floating(tree, dtype):
   return jax.tree.map(
     lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree
   )
+
+
+@flax.struct.dataclass
+class PointKeys:
+  """Per-point keys of a batch gathered from several batches (the cascade of the `robust`
+  suite attacks the points still robust, packed into batches of their own).
+
+  Point j carries the key of the batch it was first evaluated in (`batch_keys[j]`) and its
+  index there (`index[j]`): every attack folds its own data (target rank, restart) into the
+  batch key first and the index last (`fold_keys`, then `sample_keys`), so a point sees the
+  same randomness as in the batch it came from, whatever it is packed with.
+  """
+
+  batch_keys: jax.Array  # PRNG keys [B]
+  index: jax.Array  # int32 [B]

@@ -97,22 +97,95 @@ def place_state(tree, mesh):
 def place_batch(batch, mesh):
   """Splits a batch's leading axis over 'data' (replicated over 'member').
 
-  With several processes each passes its own share of the global batch
-  (`jax.make_array_from_process_local_data`); with one, the whole batch.
+  Every process passes the whole global batch (each loads the same data in the same seeded
+  order) and gives its own devices their rows.
   """
   if mesh is None:
     return batch
-  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   if jax.process_count() > 1:
-    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(spec, a), batch)
-  return jax.device_put(batch, spec)
+    return jax.tree.map(lambda a: _global(a, mesh, jax.sharding.PartitionSpec('data')), batch)
+  return jax.device_put(batch, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data')))
 
 
-def initialize_distributed():
-  """`jax.distributed.initialize()` (several hosts; auto-detects SLURM, Open MPI, k8s and
-  Cloud TPU), once per process."""
-  if not jax.distributed.is_initialized():
-    jax.distributed.initialize()
+# ---------------------------------------------------------------------------------------
+# Evaluation: data parallel. The ensemble is replicated on every device of a ('member',
+# 'data') mesh of shape (1, devices) and each global batch split over 'data'; every process
+# holds the whole test prefix and gives its devices their rows, so every process computes
+# the same Python loop and reads the same gathered results.
+
+
+def evaluation_mesh(data=-1):
+  """The mesh evaluation batches are split over: `data` devices of all processes (-1: all),
+  members replicated; None on one device."""
+  return make_mesh(1, data, 1)
+
+
+def data_size(mesh):
+  """Devices a batch is split over: the mesh's 'data' axis, 1 without a mesh."""
+  return 1 if mesh is None else mesh.shape['data']
+
+
+def _global(a, mesh, spec):
+  """One array (numpy, jax, or PRNG keys) laid out over `mesh` by `spec`, from the same
+  global value on every process."""
+  if not isinstance(a, (jax.Array, np.ndarray)):
+    return a
+  if isinstance(a, jax.Array) and not a.is_fully_addressable:  # held by several processes
+    a = to_host(a) if not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a
+  if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+    data = _global(jax.random.key_data(a), mesh, spec)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+  a = np.asarray(a)
+  named = jax.sharding.NamedSharding(mesh, spec)
+  return jax.make_array_from_callback(a.shape, named, lambda index: a[index])
+
+
+def replicate(tree, mesh):
+  """Every array leaf of `tree` (an ensemble, a model function's Partial) on every device
+  of `mesh`; unchanged without one. Each process passes the same values (a loaded
+  checkpoint)."""
+  if mesh is None:
+    return tree
+  return jax.tree.map(lambda a: _global(a, mesh, jax.sharding.PartitionSpec()), tree)
+
+
+def split_batch(tree, mesh):
+  """A global batch (the same numpy arrays on every process) split over the mesh's 'data'
+  axis along its leading axis; committed to `default_device()` without a mesh."""
+  if mesh is None:
+    return put(tree)
+  return jax.tree.map(lambda a: _global(a, mesh, jax.sharding.PartitionSpec('data')), tree)
+
+
+def to_host(a):
+  """A (possibly split) array -> numpy, the global value on every process (gathered from
+  the other processes where this one does not hold all of it)."""
+  if isinstance(a, jax.Array) and not a.is_fully_addressable:
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+  return np.asarray(a)
+
+
+def initialize_distributed(config=None):
+  """`jax.distributed.initialize()`, once per process: with config.coordinator_address,
+  num_processes and process_id where set (several processes on one machine:
+  coordinator 'localhost:PORT'), else auto-detected (SLURM, Open MPI, k8s, Cloud TPU)."""
+  if jax.distributed.is_initialized():
+    return
+  given = {}
+  if config is not None and config.get('coordinator_address'):
+    given = dict(
+      coordinator_address=config.coordinator_address,
+      num_processes=int(config.num_processes),
+      process_id=int(config.process_id),
+    )
+  jax.distributed.initialize(**given)
+
+
+def process_count():
+  """Processes of this run (1 without `jax.distributed`)."""
+  return jax.process_count()
 
 
 def is_main_process():

@@ -271,7 +271,7 @@ def train_epoch(run, train_step, state, epoch):
       loss = float(m['loss'])
       _check_finite(loss, step, epoch)
       bar.set_postfix(loss=f'{loss:.4f}')
-  means = jax.tree.map(lambda v: np.asarray(v) / seen, sums)
+  means = jax.tree.map(lambda v: sharding.to_host(v) / seen, sums)
   _check_finite(float(means['loss']), int(state.step), epoch)
   train_seconds = time.perf_counter() - start
   test = evaluate_epoch(run.ensemble_at(state, epoch + 1), run.ds, config.eval.batch_size)
@@ -301,7 +301,7 @@ def train_and_evaluate(config, workdir):
   """
   config_lib.validate(config)
   if config.distributed:
-    sharding.initialize_distributed()
+    sharding.initialize_distributed(config)
   cache = compilation_cache.enable(config.compilation_cache)
   # One trainer per workdir: a second one exits at once naming the first (process 0 of a
   # multi-host run holds the lock for all).

@@ -3,8 +3,11 @@
 Trains K = 4 members for two steps on digits on one device and on ('member', 'data')
 meshes of 8 devices (`MESHES`: LPD, whose keep rates couple the members and the batch,
 with the members split 2 ways and the batch 4),
-with `train.make_train_step` and `sharding.place_*`, then trains one epoch through
-`train.train_and_evaluate` on a 2 x 4 mesh into argv[1]. Prints one line `RESULT {json}`:
+with `train.make_train_step` and `sharding.place_*`; then trains one epoch of the small npz
+argv[2] through `train.train_and_evaluate` on a 2 x 2 mesh into argv[1] (the one-process
+run of multiprocess_check.py), and evaluates every suite of multiprocess_check.SUITES on
+the tests' trained digits workdir argv[3] on one device and split over all 8 (reports in
+argv[1]/suites_1 and suites_8). Prints one line `RESULT {json}`:
 per method and mesh, the largest parameter difference from one device after each step, the
 computation's own float sensitivity after each step (the largest difference a one-ulp
 change of the initial parameters, or another member strategy, makes on one device), the
@@ -19,9 +22,10 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
+import multiprocess_check  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 
-from lpd_jax import data, dropout, ensemble, sharding, train  # noqa: E402
+from lpd_jax import data, dropout, ensemble, evaluate, loading, sharding, train  # noqa: E402
 
 # (member, data) meshes per method: members split over 4 devices, the batch over 8, both.
 MESHES = {'lpd': ((2, 4),)}
@@ -31,11 +35,11 @@ NUM_STEPS = 2  # the second step reads the optimizer state the first one wrote
 ULP = 2.0**-23  # float32's relative spacing
 
 
-def steps(config, mesh, ds, num_steps=NUM_STEPS, nudge=0.0, compiled=None):
+def steps(config, mesh, ds, num_steps=NUM_STEPS, nudge=0.0, compiled=None, gather=np.asarray):
   """The variables (numpy) after each of `num_steps` training steps, and the jitted step
   (pass it back as `compiled` to run the same computation again without a recompile);
   `nudge` scales the initial parameters by (1 + nudge): a float32-rounding-sized change
-  of the start."""
+  of the start; `gather` reads an array back (`sharding.to_host` across processes)."""
   members = ensemble.create(config, ds.num_classes)
   tx, _ = train.make_optimizer(config, num_steps)
   state = train.init_state(config, members, tx, ds.input_shape)
@@ -48,7 +52,7 @@ def steps(config, mesh, ds, num_steps=NUM_STEPS, nudge=0.0, compiled=None):
   for i in range(num_steps):
     x, y = sharding.place_batch(next(batches), mesh)
     state, _ = step(state, x, y, jax.random.key(i))
-    out.append(jax.tree.map(np.asarray, state.variables))  # the state is donated
+    out.append(jax.tree.map(gather, state.variables))  # the state is donated
   return out, state, step
 
 
@@ -56,7 +60,7 @@ def max_diff(a, b):
   return max(jax.tree.leaves(jax.tree.map(lambda p, q: float(np.max(np.abs(p - q))), a, b)))
 
 
-def main(workdir):
+def main(workdir, npz_path, suites_workdir):
   assert jax.device_count() == 8, jax.device_count()
   result = {}
   for method in MESHES:
@@ -94,21 +98,21 @@ def main(workdir):
     max_abs_diff=float(np.max(np.abs(np.asarray(split) - np.asarray(one)))),
     num_devices=len(split.sharding.device_set),
   )
-  config = tiny_config(num_members=4, num_epochs=1, batch_size=64)
-  config.sharding.member, config.sharding.data = 2, 4
-  ens = train.train_and_evaluate(config, workdir)
-  np.savez(
-    os.path.join(workdir, 'trained_variables.npz'),
-    **{
-      jax.tree_util.keystr(p): np.asarray(a)
-      for p, a in jax.tree_util.tree_leaves_with_path(ens.variables)
-    },
-  )
-  result['train_and_evaluate 2x4'] = dict(
+  # The one-process run of the two-process test (multiprocess_check.py): the same config on
+  # a (2, 2) mesh of 4 of the 8 devices, one epoch of the small npz.
+  config = multiprocess_check.config_of(npz_path)
+  ens = multiprocess_check.train_and_save(config, workdir)
+  result['train_and_evaluate 2x2'] = dict(
     num_devices=len(jax.tree.leaves(ens.variables)[0].sharding.device_set)
   )
+  # Every suite on the tests' trained digits ensemble, on one device and split over all 8.
+  saved = loading.read_config(suites_workdir).config
+  for devices in (1, 8):
+    evaluate.evaluate(
+      multiprocess_check.suites_config(saved, devices, suites_workdir, workdir), suites_workdir
+    )
   print('RESULT ' + json.dumps(result))
 
 
 if __name__ == '__main__':
-  main(sys.argv[1])
+  main(*sys.argv[1:4])

@@ -90,7 +90,11 @@ def reports(module_copy):
   )
   results = evaluate.evaluate(config, module_copy)
   compiles = {name: f._cache_size() - before[name] for name, f in cores.items()}
-  config.eval.suite = 'robust,audit'  # the strong-attack suites, after the compile count
+  # The strong-attack suites, after the compile count; the robust suite twice: in its cascade
+  # (the default) and every attack on every point.
+  config.eval.robust_all = config.eval.robust.copy_and_resolve_references()
+  config.eval.robust_all.update(dict(type='robust', cascade=False))
+  config.eval.suite = 'robust,robust_all,audit'
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed):
     results.update(evaluate.evaluate(config, module_copy))
@@ -339,20 +343,35 @@ def test_paper_cw_row_reports_the_median_distortion_of_its_successes(reports, di
   assert rows[('fgsm', 0.04)]['median_l2_successful'] <= 0.04 * np.sqrt(x[0].size) + 1e-5
 
 
-def test_robust_suite_is_the_per_sample_worst_case(reports, direct, module_copy):
+def test_robust_suite_is_the_per_sample_worst_case_and_its_cascade_the_same(
+  reports, direct, module_copy
+):
   config, results, _, _ = reports
-  robust = results['robust']
+  robust, every = results['robust'], results['robust_all']
+  assert robust['cascade'] and not every['cascade'] and robust['preset'] == 'default'
   assert robust['attacks'] == ROBUST['attacks'].split(',') and robust['eps'] == [0.04]
   assert robust['threat_model'] == 'Linf' and robust['num_examples'] == N
   assert robust['inference'] == 'raw'
-  per_sample = np.load(os.path.join(module_copy, 'robust_per_sample.npz'))
+  # Every attack on every point: the worst case is the clean-correct points no attack broke.
+  per_sample = np.load(os.path.join(module_copy, 'robust_all_per_sample.npz'))
   worst = per_sample['clean'].copy()
-  for name in robust['attacks']:
+  left = []  # points still robust before each attack
+  for name in every['attacks']:
+    left.append(int(worst.sum()))
     worst &= per_sample[f'{name}_0.04']
   np.testing.assert_array_equal(per_sample['worst_0.04'], worst)
-  accuracy = robust['robust_accuracy']['0.04']
+  accuracy = every['robust_accuracy']['0.04']
   assert accuracy == worst.mean()
-  assert accuracy <= min(r['accuracy'] for r in robust['rows'])
+  assert accuracy <= min(r['accuracy'] for r in every['rows'])
+  # The cascade: each attack only on the points still robust, the same worst case per
+  # sample, the same attack breaking each point, a fraction of the points attacked.
+  cascade = np.load(os.path.join(module_copy, 'robust_per_sample.npz'))
+  np.testing.assert_array_equal(cascade['worst_0.04'], worst)
+  np.testing.assert_array_equal(cascade['broken_by_0.04'], per_sample['broken_by_0.04'])
+  assert robust['robust_accuracy'] == every['robust_accuracy']
+  assert [r['attacked'] for r in robust['rows']] == left
+  assert [r['attacked'] for r in every['rows']] == [N] * len(left)
+  assert sum(left) < N * len(left)
   # One row repeated by hand: margin PGD with the suite's key, batches and padding.
   ens, x, y = direct
   (direct_correct,) = predict.attack_correct(
@@ -368,6 +387,7 @@ def test_robust_suite_is_the_per_sample_worst_case(reports, direct, module_copy)
   with open(os.path.join(module_copy, 'eval_robust.md')) as f:
     table = f.read()
   assert '| L-inf eps | apgd-ce | apgd-t | square | pgd-margin | pgd-member-margin |' in table
+  assert 'in a cascade' in table
 
 
 def test_audit_suite_runs_every_check_on_the_ensemble(reports, module_copy):
@@ -425,3 +445,28 @@ def test_without_a_terminal_each_attack_prints_a_line_as_it_starts(reports, trai
   assert [line.split(' (started')[0] for line in robust_lines] == [
     f'robust: {a} 0.04' for a in attacks
   ]
+
+
+def test_robust_presets_are_autoattacks_versions_with_their_budgets():
+  """The presets' attacks, order and budgets (fra31/auto-attack, autoattack.py), and the
+  settings of eval.robust.<attack> that differ from the attack's defaults overriding them."""
+  from lpd_jax.suites import robust as robust_suite
+
+  config = tiny_config()
+  config.eval.robust.preset = 'standard'
+  steps, overridden = robust_suite.plan(config, config.eval.robust)
+  assert [name for name, _ in steps] == ['apgd-ce', 'apgd-t', 'fab-t', 'square']
+  params = dict(steps)
+  assert params['apgd-ce']['steps'] == 100 and params['apgd-t']['num_targets'] == 9
+  assert params['fab-t'] == dict(steps=100, num_targets=9, restarts=1)
+  assert params['square'] == dict(queries=5000, schedule='absolute') and overridden == {}
+  config.eval.robust.square.queries = 20  # a short test run: said in the report
+  steps, overridden = robust_suite.plan(config, config.eval.robust)
+  assert dict(steps)['square'] == dict(queries=20, schedule='absolute')
+  assert overridden == {'square': {'queries': 20}}
+  config.eval.robust.preset = 'rand'
+  steps, _ = robust_suite.plan(config, config.eval.robust)
+  assert [(n, p['loss']) for n, p in steps] == [('apgd-ce', 'ce'), ('apgd-dlr', 'dlr')]
+  config.eval.robust.preset = 'strongest'
+  with pytest.raises(ConfigError, match='preset'):
+    robust_suite.plan(config, config.eval.robust)

@@ -431,6 +431,12 @@ def test_square_window_sides_follow_the_schedule():
   assert sides[0] == round(np.sqrt(0.8 * 1024)) == 29  # p_init 0.8 of a 32x32 image
   assert sides[11] == round(np.sqrt(0.4 * 1024)) and sides[-1] == round(np.sqrt(0.8 / 512 * 1024))
   assert list(np.diff(sides) <= 0).count(False) == 0  # windows never grow
+  # AutoAttack's standard Square (5,000 queries, no rescaling) halves p at the authors' query
+  # counts: p_init / 2 after query 10, / 128 after 4,000; rescaled, 5,000 queries end at / 512.
+  absolute = square_module.window_sides(5000, 32, 32, schedule='absolute')
+  assert absolute[10] == sides[10] and absolute[11] == sides[11]
+  assert absolute[-1] == round(np.sqrt(0.8 / 128 * 1024)) == 3
+  assert square_module.window_sides(5000, 32, 32)[-1] == sides[-1]
 
 
 def test_square_needs_no_gradient_and_beats_masked_gradients(digits):
@@ -544,3 +550,139 @@ def test_eot_is_the_expected_prediction_and_attacks_the_stochastic_model(digits)
   )
   assert fresh_accuracy(x_eot) < fresh_accuracy(x)
   assert fresh_accuracy(x_eot) <= fresh_accuracy(x_single) + 0.01
+
+
+# -- FAB-T ------------------------------------------------------------------------------------
+
+
+def numpy_linf_projection(t, w, b):
+  """float64 bisection on lam for the smallest L-inf step from t [D] onto {z: w.z = b}
+  within [0, 1]^D: the step's size lam and the step (each coordinate min(lam, its room)
+  toward the bound that closes the gap), or (None, the step to that corner) where the box
+  misses the hyperplane."""
+  need = b - w @ t
+  up = np.sign(need) * w > 0
+  room = np.where(up, 1 - t, t) * (w != 0)
+
+  def reach(lam):  # the range of w.d over |d|_inf <= lam, t + d in [0, 1]
+    lo, hi = w * np.maximum(-lam, -t), w * np.minimum(lam, 1 - t)
+    return np.minimum(lo, hi).sum(), np.maximum(lo, hi).sum()
+
+  if not reach(1.0)[0] <= need <= reach(1.0)[1]:
+    return None, np.where(up, room, -room)
+  low, high = 0.0, 1.0
+  for _ in range(60):
+    mid = (low + high) / 2
+    low, high = (low, mid) if reach(mid)[0] <= need <= reach(mid)[1] else (mid, high)
+  return high, np.where(up, 1, -1) * np.minimum(high, room)
+
+
+@pytest.mark.parametrize('dim', [1, 7])
+def test_fab_projection_is_the_exact_linf_projection_within_the_box(dim):
+  from lpd_jax.attacks.fab import project_linf
+
+  rng = np.random.default_rng(dim)
+  n = 300
+  t = rng.uniform(size=(n, dim))
+  w = rng.normal(size=(n, dim)) * (rng.uniform(size=(n, dim)) > 0.25)  # some w_i = 0
+  b = np.sum(w * rng.uniform(size=(n, dim)), 1) * rng.choice([1.0, 1.0, 3.0], n)  # 3: off the box
+  b[:10] = np.sum(w[:10] * t[:10], 1)  # already on the hyperplane: no step
+  d = np.asarray(project_linf(*(jnp.asarray(a, jnp.float32) for a in (t, w, b))), np.float64)
+  reached = 0
+  for i in range(n):
+    lam, step = numpy_linf_projection(t[i], w[i], b[i])
+    np.testing.assert_allclose(d[i], step, atol=2e-5, err_msg=f'point {i}')
+    if lam is not None:
+      reached += 1
+      assert abs(np.abs(d[i]).max() - lam) < 2e-5 and abs(w[i] @ (t[i] + d[i]) - b[i]) < 1e-4
+  assert 0.5 * n < reached < n - 20  # both branches: the hyperplane and the box's corner
+  assert np.all(t + d >= -1e-6) and np.all(t + d <= 1 + 1e-6)
+
+
+def test_fab_finds_the_minimal_linf_distance_of_a_linear_model():
+  """log_softmax(W x + c): f_t - f_y is linear, its boundary at L-inf distance
+  |f_t(x) - f_y(x)| / ||w_t - w_y||_1 (the box, [0.3, 0.7] +- 0.21, never binds)."""
+  from lpd_jax.attacks.fab import fab, fab_minimal
+
+  rng = np.random.default_rng(0)
+  classes, dim, n = 4, 12, 256
+  w = rng.normal(size=(classes, dim)).astype(np.float32)
+  c = rng.normal(size=classes).astype(np.float32)
+  x = rng.uniform(0.3, 0.7, size=(n, dim)).astype(np.float32)
+  logits = x.astype(np.float64) @ w.T + c
+  y, target = np.argsort(-logits, 1)[:, 0], np.argsort(-logits, 1)[:, 1]
+  rows = np.arange(n)
+  with np.errstate(invalid='ignore'):  # 0 / 0 at k = y
+    dist = np.abs(logits - logits[rows, y][:, None]) / np.abs(w[None] - w[y][:, None]).sum(-1)
+  dist[rows, y] = np.inf
+  closest, dist_t = dist.min(1), dist[rows, target]
+  # The target's boundary is the closest: nothing misclassified lies nearer x.
+  keep = (dist_t <= closest) & (dist_t < 0.2)
+  assert keep.sum() > 50
+  model = linear_model(jnp.asarray(w), jnp.asarray(c))
+  run = lambda **kw: fab_minimal(model, x, y, key=jax.random.key(0), target=target, eps=0.3, **kw)
+  x_best, norm = map(np.asarray, run())
+  assert np.all(np.isfinite(norm))
+  assert np.all(np.argmax(model(x_best), -1) != y)
+  np.testing.assert_allclose(np.abs(x_best - x).max(1), norm)
+  assert np.all(norm >= closest * (1 - 1e-5))
+  # The overshoot eta = 1.05 keeps FAB's last misclassified points ~0.5% past the boundary:
+  # after a backward step to 0.9x, the move closes the gap and 5% more.
+  ratio = norm[keep] / dist_t[keep]
+  assert np.all(ratio >= 1 - 1e-5) and np.all(ratio < 1.006)
+  # With a small overshoot, the closed form to float32 precision.
+  np.testing.assert_allclose(np.asarray(run(eta=1.0001)[1])[keep], dist_t[keep], 1e-4, 1e-6)
+
+  eps = float(np.median(dist_t[keep]))
+  x_adv = np.asarray(fab(model, x, y, key=jax.random.key(0), eps=eps))
+  moved = np.any(x_adv != x, axis=1)
+  assert np.all(np.abs(x_adv - x).max(1) <= eps + 1e-6)
+  assert np.all(np.argmax(model(x_adv[moved]), -1) != y[moved])
+  assert np.all(moved[keep & (dist_t * 1.006 < eps)])  # within eps: found
+  assert not np.any(moved[closest > eps])  # nothing within eps: x itself
+  assert np.any(keep & (dist_t * 1.006 < eps)) and np.any(keep & (closest > eps))
+
+
+@pytest.mark.parametrize('eps', [0.05, 0.1])
+def test_fab_is_as_strong_as_pgd_and_stays_in_the_ball(digits, eps):
+  """FAB-T at a small budget (3 targets x 20 iterations, against AutoAttack's 9 x 100) is
+  already stronger than PGD-10 at both eps of the APGD test (margins of 13 and 58 of 360
+  samples when written): no slack."""
+  from lpd_jax.attacks import fab
+
+  model, x, y = digits
+  key = jax.random.key(0)
+  x_fab = fab(model.log_predict, x, y, key=key, eps=eps, steps=20, num_targets=3)
+  x_pgd = pgd(model.log_predict, x, y, key=key, eps=eps, steps=10)
+  assert float(jnp.abs(x_fab - x).max()) <= eps + 1e-6
+  assert 0 <= float(x_fab.min()) and float(x_fab.max()) <= 1
+  assert accuracy(model.log_predict, x_fab, y) <= accuracy(model.log_predict, x_pgd, y)
+  moved = np.asarray(jnp.any((x_fab != x).reshape(len(x), -1), axis=1))
+  assert np.all(np.asarray(jnp.argmax(model.log_predict(x_fab), -1) != y)[moved])  # else x
+
+
+def test_fab_gives_a_point_the_randomness_of_its_own_batch(digits):
+  """Restarts r > 0 start at random points: a point packed into another batch with its
+  `PointKeys` gets the result it had in its own; the best over restarts is kept."""
+  from lpd_jax.attacks import fab
+  from lpd_jax.attacks.common import PointKeys
+  from lpd_jax.attacks.fab import fab_minimal
+
+  model, x, y = digits
+  # At a large eps and 20 iterations the random restarts often beat the run from x.
+  params = dict(eps=0.3, steps=20, restarts=3)
+  run = lambda x, y, key: np.asarray(fab(model.log_predict, x, y, key=key, num_targets=1, **params))
+  key = jax.random.key(3)
+  full, other = run(x, y, key), run(x, y, jax.random.key(4))
+  differ = np.flatnonzero(np.abs(full - other).reshape(len(x), -1).max(1) > 1e-3)
+  assert len(differ) >= 4  # the random starts matter for these points
+  index = differ[::-1][:8]  # in another order, in a batch of their own
+  keys = PointKeys(jnp.stack([key] * len(index)), jnp.asarray(index, jnp.int32))
+  # atol: the 8-row matmul sums in another order than the 360-row one (1e-7 level).
+  np.testing.assert_allclose(run(x[index], y[index], keys), full[index], atol=1e-5)
+  target = (y + 1) % 10
+  norms = [
+    fab_minimal(model.log_predict, x, y, key=key, target=target, **dict(params, restarts=r))[1]
+    for r in (1, 3)
+  ]
+  assert np.all(norms[1] <= norms[0]) and np.any(norms[1] < norms[0])

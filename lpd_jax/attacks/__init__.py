@@ -21,14 +21,17 @@ from lpd_jax.attacks.common import (
 )
 from lpd_jax.attacks.cw import cw_l2
 from lpd_jax.attacks.eot import eot
+from lpd_jax.attacks.fab import fab
 from lpd_jax.attacks.gradient import bim, fgsm, pgd
 from lpd_jax.attacks.saliency_map import jsma, random_targets
 from lpd_jax.attacks.square_attack import square
 from lpd_jax.attacks.transfer import transfer_accuracy
 
 # fmt: off
+# Every attack of this package draws its randomness through sample_keys / fold_keys, so it
+# takes per-point keys (`Attack.point_keys`: the robust suite's cascade packs points).
 REGISTRY = {
-  a.name: a
+  a.name: a._replace(point_keys=True)
   for a in (
     Attack('fgsm', 'FGSM', fgsm),
     Attack('bim', 'BIM', bim, params={'steps': 10}, grids=LINF_GRIDS),
@@ -40,7 +43,12 @@ REGISTRY = {
     Attack('apgd-ce', 'APGD-CE', apgd, params={'steps': 100, 'loss': 'ce'}, grids=LINF_GRIDS),
     Attack('apgd-t', 'APGD-T', apgd, params=dict(
       steps=100, loss='dlr', targeted=True, num_targets=9), grids=LINF_GRIDS),
-    Attack('square', 'Square', square, params={'queries': 1000}, grids=LINF_GRIDS),
+    Attack('apgd-dlr', 'APGD-DLR', apgd, params={'steps': 100, 'loss': 'dlr'},
+      grids=LINF_GRIDS),
+    Attack('fab-t', 'FAB-T', fab, params=dict(steps=100, num_targets=9, restarts=1),
+      grids=LINF_GRIDS),
+    Attack('square', 'Square', square, params={'queries': 1000, 'schedule': 'rescaled'},
+      grids=LINF_GRIDS),
     Attack('pgd-margin', 'PGD-margin', pgd, params=dict(
       steps=100, restarts=1, loss='margin'), grids=LINF_GRIDS),
     Attack('pgd-member-margin', 'PGD-member-margin', pgd, params=dict(
@@ -60,6 +68,7 @@ __all__ = [
   'config_key',
   'cw_l2',
   'eot',
+  'fab',
   'fgsm',
   'jsma',
   'linf_grid',

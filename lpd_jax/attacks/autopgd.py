@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax.attacks.common import as_partial, cross_entropy, sample_keys
+from lpd_jax.attacks.common import as_partial, cross_entropy, fold_keys, sample_keys
 
 LOSSES = ('ce', 'dlr')
 
@@ -188,9 +188,7 @@ def apgd(
   ranked = _ranked_classes(model, x)
   x_out, fooled = x, jnp.zeros(y.shape, bool)
   for rank in range(1, min(num_targets, ranked.shape[-1] - 1) + 1):
-    x_t = _apgd(
-      model, x, y, ranked[:, rank], jax.random.fold_in(key, rank), eps, steps=steps, loss='dlr'
-    )
+    x_t = _apgd(model, x, y, ranked[:, rank], fold_keys(key, rank), eps, steps=steps, loss='dlr')
     fooled_t = jnp.argmax(model(x_t), -1) != y
     take = ~fooled
     x_out = jnp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), x_t, x_out)

@@ -18,7 +18,10 @@ import jax
 import jax.numpy as jnp
 
 from lpd_jax.ensemble import log_mean_softmax
-from lpd_jax.pytrees import as_partial  # noqa: F401  (re-exported: the attacks' model wrapper)
+from lpd_jax.pytrees import (
+  PointKeys,
+  as_partial,  # noqa: F401  (re-exported: the attacks' model wrapper)
+)
 
 
 def log_probs_of(out):
@@ -82,9 +85,21 @@ def l2_norm(v):
   return jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True))
 
 
+def fold_keys(key, data):
+  """fold_in(key, data) for one key or for `PointKeys` (folded into each batch key)."""
+  if isinstance(key, PointKeys):
+    return key.replace(batch_keys=jax.vmap(lambda k: jax.random.fold_in(k, data))(key.batch_keys))
+  return jax.random.fold_in(key, data)
+
+
 def sample_keys(key, n):
   """Key of sample i = fold_in(key, i): sample i gets the same randomness in any batch
-  that holds it at index i, whatever the batch size."""
+  that holds it at index i, whatever the batch size; with `PointKeys` [n], each point's
+  fold_in(batch key, index), the key it had in its own batch."""
+  if isinstance(key, PointKeys):
+    if key.index.shape != (n,):
+      raise ValueError(f'PointKeys for {key.index.shape} points given to a batch of {n}')
+    return jax.vmap(jax.random.fold_in)(key.batch_keys, key.index)
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
 
 
@@ -112,6 +127,11 @@ class Attack(NamedTuple):
     target: what it attacks: 'ensemble' (`Ensemble.log_predict`, eq. 1) or 'members'
       (`Ensemble.member_logits`, [K, B, C]).
     grids: {dataset: grid} where a dataset's grid is not `grid`.
+    point_keys: its randomness comes only through `sample_keys` and `fold_keys` (never
+      `jax.random` on `key` itself), so it accepts `PointKeys`: the `robust` suite's cascade
+      packs the points still robust from several batches into one. Otherwise (the default,
+      for attacks written elsewhere) the cascade attacks whole batches of the run over all
+      points, those holding a point still robust: the same result, less saved.
   """
 
   name: str
@@ -123,6 +143,7 @@ class Attack(NamedTuple):
   threat: str = 'linf'
   target: str = 'ensemble'
   grids: dict = {}
+  point_keys: bool = False
 
   def grid_for(self, dataset: str) -> tuple:
     """The attack's own grid of `param` for `dataset`."""

@@ -17,6 +17,7 @@ from lpd_jax.attacks.common import (
   LOSSES,
   as_partial,
   check_loss,
+  fold_keys,
   l2_norm,
   log_probs_of,
   loss_grad,
@@ -62,7 +63,7 @@ def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restart
   def run(restart):
     x0 = x
     if random_start:
-      x0 = project(x + eps * _unit_ball_noise(jax.random.fold_in(key, restart), x.shape, norm))
+      x0 = project(x + eps * _unit_ball_noise(fold_keys(key, restart), x.shape, norm))
     return jax.lax.fori_loop(0, steps, step, x0)
 
   def score(x_adv):

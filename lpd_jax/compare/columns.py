@@ -20,6 +20,9 @@ NOT_CONFIGURATION = (
   'member_strategy',
   'sharding',
   'distributed',
+  'coordinator_address',
+  'num_processes',
+  'process_id',
   'data_dir',
   'continue_training',
 )

@@ -6,10 +6,12 @@ ensemble's member logits (member-margin PGD), its 'expected' inference when it h
 rates, and a surrogate workdir for the transfer check when eval.audit.surrogate is set.
 """
 
+import math
+
 import jax
 import numpy as np
 
-from lpd_jax import attacks, audit
+from lpd_jax import attacks, audit, sharding
 from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
 from lpd_jax.suites.common import (
@@ -42,6 +44,13 @@ def audit_eps(config, cfg):
   return max(attacks.linf_grid(config.dataset))
 
 
+def audit_mesh(mesh, n):
+  """The evaluation mesh, or the sub-mesh of as many of its devices as divide the audit's
+  one batch of n points (gcd(n, devices); None for one)."""
+  devices = math.gcd(n, sharding.data_size(mesh))
+  return mesh if devices == sharding.data_size(mesh) else sharding.evaluation_mesh(devices)
+
+
 def run(ens, ctx):
   """JSON: `audit.run`'s dict (checks with their numbers, worst_case_accuracy, verdict)."""
   config, cfg = ctx.config, ctx.cfg
@@ -66,6 +75,7 @@ def run(ens, ctx):
     square_queries=int(cfg.square_queries),
     tolerance=float(cfg.tolerance),
     progress=True,
+    mesh=audit_mesh(ctx.mesh, n),
   )
   result.update(dataset=config.dataset, method=config.method, num_members=ens.num_members)
   return Report(result, audit_table(result, ens, ctx), metrics=metrics(result))
@@ -113,10 +123,22 @@ def audit_table(result, ens, ctx):
       markdown_table(('check', 'verdict', 'numbers'), rows),
       '',
       f'Accuracy (%) per attack at eps {result["eps"]:g}: {accuracies}. Worst case over all '
-      f'of them (per sample): {pct(result["worst_case_accuracy"])}.',
+      f'of them (per sample): {pct(result["worst_case_accuracy"])}.{first_broken(result)}',
       '',
       result['verdict'],
     ]
+  )
+
+
+def first_broken(result):
+  """' Points first broken by: fgsm 12, pgd-ce 3, ...' (attacks that broke none left out)."""
+  counts = {a: v for a, v in result.get('first_broken_by', {}).items() if v}
+  if not counts:
+    return ''
+  return (
+    ' Points first broken by (in the order run): '
+    + ', '.join(f'{a} {v}' for a, v in counts.items())
+    + '.'
   )
 
 

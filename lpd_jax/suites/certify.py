@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax import attacks, certify, predict
+from lpd_jax import attacks, certify, predict, sharding
 from lpd_jax.certify.cost import format_seconds
 from lpd_jax.certify.memory import format_bytes
 from lpd_jax.data import to_float
@@ -53,7 +53,7 @@ DEFAULTS = dict(
 
 def select(ens, ctx, num_examples, batch_size):
   """Indices of the first `num_examples` test images all members classify correctly."""
-  logits = predict.member_logits(ens.with_inference('raw'), ctx.images, batch_size)
+  logits = predict.member_logits(ens.with_inference('raw'), ctx.images, batch_size, mesh=ctx.mesh)
   all_correct = np.all(np.argmax(logits, axis=-1) == np.asarray(ctx.labels)[None], axis=0)
   return np.flatnonzero(all_correct)[:num_examples], int(all_correct.size)
 
@@ -98,26 +98,27 @@ def _mean_logits(ens, x):
   return jnp.mean(ens.members.logits(ens.variables, x), axis=0)
 
 
-def pgd_minimal_margins(ens, images, labels, eps, steps, seed, batch_size):
+def pgd_minimal_margins(ens, images, labels, eps, ctx, cfg):
   """Per sample the minimal margin min_j F_y - F_j of the mean member logits at the point a
-  `steps`-step L-inf PGD on the margin (step eps / 4, random start) reaches in
+  cfg.pgd_steps-step L-inf PGD on the margin (step eps / 4, random start) reaches in
   B_inf(x, eps) ∩ [0, 1]: [N] (`run` takes the smaller of it and the clean margin: an upper
-  bound of the certifiable margin)."""
+  bound of the certifiable margin). Batches split over ctx.mesh's data axis when given
+  (`ens` replicated by the caller)."""
   model = jax.tree_util.Partial(_mean_logits, ens)
-  key = attack_key(seed, 'certify:pgd_margin')
+  key = attack_key(ctx.config.seed, 'certify:pgd_margin')
   out = []
-  for start, x, y, n in predict.padded_batches(images, labels, batch_size):
+  for start, x, y, n in predict.padded_batches(images, labels, int(cfg.batch_size), ctx.mesh):
     x_adv = attacks.pgd(
       model,
       x,
       y,
       key=jax.random.fold_in(key, start),
       eps=eps,
-      steps=steps,
+      steps=int(cfg.pgd_steps),
       step_size=eps / 4,
       loss='margin',
     )
-    out.append(np.asarray(certify.mean_logit_margins(ens, x_adv, y).min(axis=1))[:n])
+    out.append(sharding.to_host(certify.mean_logit_margins(ens, x_adv, y).min(axis=1))[:n])
   return np.concatenate(out)
 
 
@@ -126,11 +127,12 @@ def cap(cfg):
   return int(cfg.max_unstable) or None
 
 
-def minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar):
+def minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar, mesh=None):
   """Per sample min_j of the lower bounds of F_y - F_j: [N] (numpy), and per ReLU layer the
-  unstable neurons the cap left with interval bounds, summed over members and samples."""
+  unstable neurons the cap left with interval bounds, summed over members and samples.
+  Batches split over `mesh`'s data axis when given (`ens` replicated by the caller)."""
   out, fell_back = [], 0
-  for _, x, y, n in predict.padded_batches(images, labels, int(cfg.batch_size)):
+  for _, x, y, n in predict.padded_batches(images, labels, int(cfg.batch_size), mesh):
     lower, fallbacks = certify.margins_and_fallbacks(
       ens,
       x,
@@ -142,8 +144,8 @@ def minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar):
       alpha_steps=int(cfg.alpha_steps),
       alpha_intermediate=bool(cfg.alpha_intermediate),
     )
-    out.append(np.asarray(lower.min(axis=1))[:n])
-    fell_back = fell_back + np.asarray(fallbacks)[:, :, :n].sum(axis=(0, 2))
+    out.append(sharding.to_host(lower.min(axis=1))[:n])
+    fell_back = fell_back + sharding.to_host(fallbacks)[:, :, :n].sum(axis=(0, 2))
     bar.update(n)
   return np.concatenate(out), [int(v) for v in np.atleast_1d(fell_back)]
 
@@ -162,10 +164,11 @@ def run(ens, ctx):
     raise ConfigError('certify: no test image is classified correctly by every member')
   images = to_float(np.asarray(ctx.images)[chosen])
   labels = np.asarray(ctx.labels)[chosen]
+  on_mesh = sharding.replicate(ens, ctx.mesh)
   clean = np.concatenate(
     [
-      np.asarray(certify.mean_logit_margins(ens, x, y).min(axis=1))[:n]
-      for _, x, y, n in predict.padded_batches(images, labels, int(cfg.batch_size))
+      sharding.to_host(certify.mean_logit_margins(on_mesh, x, y).min(axis=1))[:n]
+      for _, x, y, n in predict.padded_batches(images, labels, int(cfg.batch_size), ctx.mesh)
     ]
   )
   eps = float(cfg.eps)
@@ -179,18 +182,13 @@ def run(ens, ctx):
   say_estimates(ens, images, labels, runs, cfg)
   per_method, lowers, fallbacks = {}, {}, {}
   pgd = None
-  if cfg.pgd_steps:
-    pgd = np.minimum(  # the clean point is in the ball too
-      clean,
-      pgd_minimal_margins(
-        ens, images, labels, eps, int(cfg.pgd_steps), ctx.config.seed, int(cfg.batch_size)
-      ),
-    )
+  if cfg.pgd_steps:  # the clean point is in the ball too
+    pgd = np.minimum(clean, pgd_minimal_margins(on_mesh, images, labels, eps, ctx, cfg))
   with StageBar(total=len(labels) * len(runs), desc='certify') as bar:
     for method, e in runs:
       bar.stage(f'{method} eps {e:g}')
       start = time.perf_counter()
-      found = minimal_lower_bounds(ens, images, labels, e, method, cfg, bar)
+      found = minimal_lower_bounds(on_mesh, images, labels, e, method, cfg, bar, ctx.mesh)
       lowers[method, e], fallbacks[method, e] = found
       if e == eps and method in methods:
         lower = lowers[method, e]

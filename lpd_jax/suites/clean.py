@@ -9,7 +9,9 @@ from lpd_jax.suites.common import Metric, Report, Suite, describe, markdown_tabl
 def run(ens, ctx):
   """Clean accuracy of each member and of the ensemble (argmax of the mean softmax, eq. 1)
   and the ambiguity entropy E (eq. 7) on the test prefix, in the ensemble's inference mode."""
-  r = predict.clean_accuracy(ens, ctx.images, ctx.labels, ctx.batch_size, progress=True)
+  r = predict.clean_accuracy(
+    ens, ctx.images, ctx.labels, ctx.batch_size, progress=True, mesh=ctx.mesh
+  )
   result = dict(
     num_examples=len(ctx.labels),
     member_accuracy=[float(a) for a in r['member_accuracy']],

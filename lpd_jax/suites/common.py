@@ -105,7 +105,11 @@ class SuiteContext:
     load: workdir -> Ensemble, another workdir's ensemble in this evaluation's inference mode
       and member strategy (transfer surrogates); given by the driver, so suites import no
       loader.
-    batch_size: images per batch (config.eval.batch_size unless the evaluation sets its own).
+    batch_size: images per batch (config.eval.batch_size unless the evaluation sets its own),
+      the global batch: split over `mesh`'s data axis.
+    mesh: the evaluation mesh (`sharding.evaluation_mesh`: config.eval.data_devices devices
+      of all processes), or None for one device. Every per-sample result is the one-device
+      result (the attacks' keys depend on the test index and the global batch only).
   """
 
   config: Any
@@ -114,6 +118,7 @@ class SuiteContext:
   labels: np.ndarray
   load: Callable
   batch_size: int = 256
+  mesh: Any = None
 
 
 @dataclasses.dataclass
@@ -228,6 +233,7 @@ def run_attack_row(row, source_fn, ctx, *, targets=None, bar=None, keep_examples
     targets=targets,
     bar=bar,
     keep_examples=keep_examples,
+    mesh=ctx.mesh,
   )
 
 

@@ -100,7 +100,7 @@ def run(ens, ctx):
   with StageBar(total=per_row * (1 + len(rows_to_run)), desc='paper attacks') as bar:
     bar.stage('clean')
     (clean,) = predict.attack_correct(
-      None, {}, ens.log_predict, images, labels, batch_size=batch_size, bar=bar
+      None, {}, ens.log_predict, images, labels, batch_size=batch_size, bar=bar, mesh=ctx.mesh
     )
     rows = [
       dict(

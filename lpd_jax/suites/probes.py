@@ -92,7 +92,7 @@ def run(ens, ctx):
   config, images, labels = ctx.config, ctx.images, ctx.labels
   n = ctx.cfg.num_examples
   n = len(labels) if n is None or n < 0 else min(n, len(labels))
-  clean = predict.clean_accuracy(ens, images, labels, ctx.batch_size, progress=True)
+  clean = predict.clean_accuracy(ens, images, labels, ctx.batch_size, progress=True, mesh=ctx.mesh)
   float64 = bool(ctx.cfg.float64)
   x, y = to_float(images[:n]), np.asarray(labels[:n])
   probed = probes.probe_quantiles(
@@ -103,6 +103,7 @@ def run(ens, ctx):
     quantiles=QUANTILES,
     float64=float64,
     progress=True,
+    mesh=ctx.mesh,
   )
   result = dict(
     dataset=config.dataset,

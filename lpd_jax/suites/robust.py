@@ -2,30 +2,41 @@
 
 METHODS.md "Attacks", strong attacks: a sample counts as robust at eps only if it is
 classified right on the clean input and on the examples of *every* attack run at that eps
-(the per-sample worst case), on all evaluated points. The attacks (eval.robust.attacks) are
-any registered L-inf attacks (`attacks.bounded_by_eps`), each with its parameters in
-eval.robust.<attack>, run against the deployed ensemble in evaluation mode in the run's
-inference mode; the default four:
+(the per-sample worst case), on all evaluated points. The attacks are any registered L-inf
+attacks (`attacks.bounded_by_eps`), run against the deployed ensemble in evaluation mode in
+the run's inference mode, in one of three presets (eval.robust.preset):
 
-  apgd-ce            APGD on the cross-entropy of eq. 1 (Croce & Hein 2020)
-  apgd-t             targeted APGD on the DLR loss, `num_targets` target classes
-  square             Square (gradient-free random search, `queries` queries)
-  pgd-margin         PGD on the margin of eq. 1's log-probabilities, `restarts` restarts
+  default   eval.robust.attacks, each with its parameters in eval.robust.<attack>: APGD-CE,
+            APGD-T, Square (1,000 queries, schedule rescaled) and margin PGD (100 steps)
+  standard  AutoAttack's standard version (Croce & Hein 2020): APGD-CE, APGD-T (9 targets),
+            FAB-T (9 targets) and Square (5,000 queries, the schedule not rescaled), 100
+            iterations and 1 restart each
+  rand      AutoAttack's version for randomized defences: APGD-CE and APGD-DLR on the
+            expectation over eval.robust.eot_draws (20) draws of the sampled ensemble
+            (`Ensemble.sampled_log_predict`, `attacks.eot`), judged on one draw
 
-and pgd-member-margin, PGD on the members' own logit margins (`Ensemble.member_logits`),
-which an ensemble of saturated members cannot mask.
+Under a preset, a value of eval.robust.<attack> that differs from the attack's registered
+default overrides the preset's (a test run's short budgets); the report lists the budgets run.
+
+The cascade (eval.robust.cascade, AutoAttack's order): each attack runs only on the points
+still robust after the ones before, so the worst case is the same as running every attack
+on every point (each point keeps its keys, `attacks.common.PointKeys`) at a fraction of the
+work; `robust_per_sample.npz` records which attack broke each point (`broken_by_<eps>`: 0
+wrong clean, i the i-th attack of the order, -1 robust). cascade=False runs every attack on
+every point and adds each attack's own accuracy.
 
 The eps grid is eval.robust.eps; () is the dataset's L-inf grid (`attacks.linf_grid`).
 """
 
 import time
 
+import jax
 import numpy as np
 
 from lpd_jax import attacks, predict
+from lpd_jax.errors import ConfigError
 from lpd_jax.progress import StageBar
 from lpd_jax.suites.common import (
-  Metric,
   Report,
   Suite,
   attack_key,
@@ -34,21 +45,35 @@ from lpd_jax.suites.common import (
   attacked_fn,
   describe,
   grid,
-  markdown_table,
   names,
   npz_bytes,
-  pct,
 )
+from lpd_jax.suites.robust_report import metrics, params_text, robust_table
+
+# AutoAttack's versions (fra31/auto-attack, autoattack.py: version='standard' and 'rand'):
+# the attacks in their order and the budgets they run with.
+PRESETS = {
+  'standard': {
+    'apgd-ce': dict(steps=100),
+    'apgd-t': dict(steps=100, num_targets=9),
+    'fab-t': dict(steps=100, num_targets=9, restarts=1),
+    'square': dict(queries=5000, schedule='absolute'),
+  },
+  'rand': {'apgd-ce': dict(steps=100), 'apgd-dlr': dict(steps=100)},
+}
+PRESET_NAMES = ('default', *PRESETS)
 
 
 def defaults():
-  """The attacks the worst case is over, the eps grid (() = the dataset's L-inf grid,
-  `attacks.linf_grid`) and a group of parameters per registered L-inf attack (APGD and
-  PGD: 100 steps, as the authors of APGD; Square: 1000 queries, RobustBench's standard
-  attack uses 5000)."""
+  """The preset, the attacks of the default preset, the cascade, the eps grid (() = the
+  dataset's L-inf grid), the EOT draws of 'rand' and a group of parameters per registered
+  L-inf attack (APGD and PGD: 100 steps, as the authors of APGD; Square: 1000 queries)."""
   return dict(
+    preset='default',
     attacks='apgd-ce,apgd-t,square,pgd-margin',
+    cascade=True,
     eps=(),
+    eot_draws=20,
     **attack_settings(attacks.bounded_by_eps, with_grid=False),
   )
 
@@ -64,62 +89,153 @@ def robust_attacks():
   return tuple(n for n, a in attacks.REGISTRY.items() if attacks.bounded_by_eps(a))
 
 
-def attack_at(ens, ctx, name, eps, bar):
-  """One attack of the robust suite at `eps` on the test prefix -> (correct [N], its row)."""
-  config = ctx.config
+def plan(config, cfg):
+  """The attacks in their order with their parameters: [(name, params)], and what was
+  overridden under a preset ({name: {param: value}})."""
+  preset = cfg.preset if 'preset' in cfg else 'default'
+  if preset not in PRESET_NAMES:
+    raise ConfigError(f'eval.robust.preset={preset!r}: choose one of {", ".join(PRESET_NAMES)}')
+  if preset == 'default':
+    chosen = names(cfg, 'attacks', robust_attacks(), 'robust')
+    return [(n, group_params(config, cfg, n)) for n in chosen], {}
+  steps, overridden = [], {}
+  for name, budget in PRESETS[preset].items():
+    preset_params = {**attacks.REGISTRY[name].params, **budget}
+    own = attacks.REGISTRY[name].params
+    mine = group_params(config, cfg, name)
+    params = {**preset_params, **{k: v for k, v in mine.items() if k in own and v != own[k]}}
+    steps.append((name, params))
+    changed = {k: v for k, v in params.items() if v != preset_params[k]}
+    if changed:
+      overridden[name] = changed
+  return steps, overridden
+
+
+def group_params(config, cfg, name):
   attack = attacks.REGISTRY[name]
-  _, params = attack_params(attack, ctx.cfg[attacks.config_key(name)], config.dataset)
-  start = time.perf_counter()
+  return attack_params(attack, cfg[attacks.config_key(name)], config.dataset)[1]
+
+
+def _sampled(ens, key, x):
+  return ens.sampled_log_predict(x, key)
+
+
+def models(ens, ctx, name):
+  """(the function attack `name` attacks, the functions its examples are judged on)."""
+  if ctx.cfg.get('preset') != 'rand':
+    source, judges = attacked_fn(ens, name)
+    return source, judges or [ens.log_predict]
+  base = attack_key(ctx.config.seed, 'robust:eot')
+  source = attacks.eot(ens.sampled_log_predict, base, int(ctx.cfg.eot_draws))
+  return source, [judge(ens, ctx)]
+
+
+def judge(ens, ctx):
+  """The model robust accuracy is judged on: the deployed one; under 'rand' one draw of the
+  sampled ensemble (its own key, not one of the attack's draws)."""
+  if ctx.cfg.get('preset') != 'rand':
+    return ens.log_predict
+  key = attack_key(ctx.config.seed, 'robust:judge')
+  return jax.tree_util.Partial(_sampled, ens, key)
+
+
+def attack_at(ens, ctx, name, params, eps, bar, points=None):
+  """One attack at `eps` on the test prefix, or on the test indices `points` -> correct
+  [N] (or [len(points)]) on the judged model."""
+  source, judges = models(ens, ctx, name)
   (correct,) = predict.attack_correct(
-    attack.fn,
+    attacks.REGISTRY[name].fn,
     dict(eps=eps, **params),
-    attacked_fn(ens, name)[0],
+    source,
     ctx.images,
     ctx.labels,
-    key=attack_key(config.seed, f'robust:{name}'),
+    key=attack_key(ctx.config.seed, f'robust:{name}'),
     batch_size=ctx.batch_size,
-    targets=[ens.log_predict],
+    targets=judges,
     bar=bar,
+    points=points,
+    pack=attacks.REGISTRY[name].point_keys,
+    mesh=ctx.mesh,
   )
-  row = dict(
-    attack=name,
-    eps=eps,
-    params=params,
-    accuracy=float(correct.mean()),
-    seconds=time.perf_counter() - start,
-  )
-  return correct, row
+  return correct
+
+
+def batches_of(points, n, batch_size, attack):
+  """Batches an attack of the cascade runs on `points` (None: all n)."""
+  if points is None:
+    return predict.num_batches(n, batch_size)
+  if not len(points):
+    return 0
+  if attack.point_keys:  # packed
+    return -(-len(points) // min(batch_size, n))
+  return len(np.unique(points // min(batch_size, n)))  # the batches holding them
+
+
+def run_eps(ens, ctx, steps, eps, clean, cascade, bar):
+  """Every attack of `steps` at `eps` -> (worst [N], broken_by int [N], rows, {name: correct
+  [N]} (all points only))."""
+  worst, broken_by = clean.copy(), np.where(clean, -1, 0)
+  rows, own = [], {}
+  for i, (name, params) in enumerate(steps, start=1):
+    points = np.flatnonzero(worst) if cascade else None
+    attacked = len(points) if cascade else len(worst)
+    bar.total += batches_of(points, len(worst), ctx.batch_size, attacks.REGISTRY[name])
+    bar.stage(f'{name} {eps:g}')
+    start = time.perf_counter()
+    row = dict(attack=name, eps=eps, params=params, attacked=int(attacked))
+    if cascade:
+      correct = (
+        attack_at(ens, ctx, name, params, eps, bar, points) if attacked else np.ones(0, bool)
+      )
+      broken = points[~correct]
+    else:
+      own[name] = attack_at(ens, ctx, name, params, eps, bar)
+      broken = np.flatnonzero(worst & ~own[name])
+      row['accuracy'] = float(own[name].mean())
+    worst[broken], broken_by[broken] = False, i
+    row.update(
+      broken=int(len(broken)),
+      accuracy_after=float(worst.mean()),
+      seconds=time.perf_counter() - start,
+    )
+    rows.append(row)
+  return worst, broken_by, rows, own
 
 
 def run(ens, ctx):
-  """Every attack of eval.robust.attacks at every eps of the grid on the test prefix.
+  """The attacks of the preset at every eps of the grid on the test prefix.
 
-  Files: `robust_per_sample.npz` (labels, clean correctness, per attack and eps).
-  JSON (RobustBench-like): clean_accuracy, robust_accuracy {eps: accuracy of the
-  per-sample worst case}, threat_model 'Linf', eps, attacks, per-attack accuracies
-  [{attack, eps, params, accuracy, seconds}], num_examples, inference (added by the driver).
+  Files: `robust_per_sample.npz` (labels, clean correctness, per eps the worst case and
+  which attack broke each point; without the cascade each attack's correctness too).
+  JSON (RobustBench-like): clean_accuracy, robust_accuracy {eps: accuracy of the per-sample
+  worst case}, threat_model 'Linf', eps, preset, cascade, attacks, overridden, rows [{attack,
+  eps, params, attacked, broken, accuracy_after, seconds (, accuracy)}], num_examples.
   """
-  config, labels = ctx.config, ctx.labels
-  chosen = names(ctx.cfg, 'attacks', robust_attacks(), 'robust')
-  epsilons = eps_grid(config, ctx.cfg)
-  per_row = predict.num_batches(len(labels), ctx.batch_size)
+  config, labels, cfg = ctx.config, ctx.labels, ctx.cfg
+  steps, overridden = plan(config, cfg)
+  epsilons = eps_grid(config, cfg)
+  cascade = bool(cfg.get('cascade', True))
   per_sample = {'labels': np.asarray(labels)}
   rows, robust = [], {}
-  with StageBar(total=per_row * (1 + len(chosen) * len(epsilons)), desc='robust') as bar:
+  with StageBar(total=predict.num_batches(len(labels), ctx.batch_size), desc='robust') as bar:
     (clean,) = predict.attack_correct(
-      None, {}, ens.log_predict, ctx.images, labels, batch_size=ctx.batch_size, bar=bar
+      None,
+      {},
+      judge(ens, ctx),
+      ctx.images,
+      labels,
+      batch_size=ctx.batch_size,
+      bar=bar,
+      mesh=ctx.mesh,
     )
     per_sample['clean'] = clean
     for eps in epsilons:
-      worst = clean.copy()
-      for name in chosen:
-        bar.stage(f'{name} {eps:g}')
-        correct, row = attack_at(ens, ctx, name, eps, bar)
-        worst &= correct
-        per_sample[f'{name}_{eps:g}'] = correct
-        rows.append(row)
+      worst, broken_by, eps_rows, own = run_eps(ens, ctx, steps, eps, clean, cascade, bar)
+      rows += eps_rows
+      per_sample.update({f'{name}_{eps:g}': c for name, c in own.items()})
       robust[f'{eps:g}'] = float(worst.mean())
       per_sample[f'worst_{eps:g}'] = worst
+      per_sample[f'broken_by_{eps:g}'] = broken_by
   result = dict(
     dataset=config.dataset,
     method=config.method,
@@ -127,93 +243,32 @@ def run(ens, ctx):
     num_examples=len(labels),
     threat_model='Linf',
     eps=list(epsilons),
-    attacks=list(chosen),
+    preset=cfg.get('preset', 'default'),
+    cascade=cascade,
+    attacks=[name for name, _ in steps],
+    overridden=overridden,
+    eot_draws=int(cfg.eot_draws) if cfg.get('preset') == 'rand' else None,
     clean_accuracy=float(clean.mean()),
     robust_accuracy=robust,
     rows=rows,
   )
   return Report(
     result,
-    robust_table(result, ens, ctx),
+    robust_table(result, describe(ens, ctx)),
     {'robust_per_sample.npz': npz_bytes(**per_sample)},
     metrics(result),
   )
 
 
-def params_text(params):
-  return '(' + ', '.join(f'{k} {v}' for k, v in params.items()) + ')'
-
-
-def metrics(result):
-  """Clean accuracy, the per-sample worst case at each eps, and each attack's accuracy."""
-  n = result['num_examples']
-  first = result['eps'][0] if result['eps'] else None
-  attacks_text = ', '.join(
-    f'{r["attack"]} {params_text(r["params"])}' for r in result['rows'] if r['eps'] == first
-  )
-  out = [Metric('clean', 'clean', result['clean_accuracy'], 'pct', n, 'clean')]
-  for eps in result['eps']:
-    out.append(
-      Metric(
-        f'worst/{eps:g}',
-        f'robust, eps {eps:g}',
-        result['robust_accuracy'][f'{eps:g}'],
-        'pct',
-        n,
-        f'worst case over {attacks_text}',
-        dict(eps=eps),
-      )
-    )
-  for r in result['rows']:
-    out.append(
-      Metric(
-        f'{r["attack"]}/{r["eps"]:g}',
-        f'  {r["attack"]}, eps {r["eps"]:g}',
-        r['accuracy'],
-        'pct',
-        n,
-        f'{r["attack"]} {params_text(r["params"])}',
-        dict(attack=r['attack'], eps=r['eps']),
-      )
-    )
-  return out
-
-
-def robust_table(result, ens, ctx):
-  header = ('L-inf eps', *result['attacks'], 'worst case (robust)')
-  cells = []
-  for eps in result['eps']:
-    by_attack = {r['attack']: r['accuracy'] for r in result['rows'] if r['eps'] == eps}
-    cells.append(
-      (
-        f'{eps:g}',
-        *(pct(by_attack[a]) for a in result['attacks']),
-        pct(result['robust_accuracy'][f'{eps:g}']),
-      )
-    )
-  return '\n'.join(
-    [
-      f'Robust accuracy (%), strong attacks, per-sample worst case, on all {describe(ens, ctx)}; '
-      f'clean {pct(result["clean_accuracy"])}',
-      '',
-      markdown_table(header, cells),
-      '',
-      'Attacks: '
-      + ', '.join(
-        f'{r["attack"]} {params_text(r["params"])}'
-        for r in result['rows']
-        if r['eps'] == result['eps'][0]
-      )
-      + '. A sample is robust when right clean and under every attack; accuracy is over all '
-      'evaluated points.',
-    ]
-  )
-
-
 def validate(config, cfg):
+  plan(config, cfg)
   for name in names(cfg, 'attacks', robust_attacks(), 'robust'):
-    attack_params(attacks.REGISTRY[name], cfg[attacks.config_key(name)], config.dataset)
+    group_params(config, cfg, name)
   eps_grid(config, cfg)
+  if int(cfg.get('eot_draws', 1)) < 1:
+    raise ConfigError(f'eval.robust.eot_draws must be >= 1, got {cfg.eot_draws}')
 
+
+__all__ = ['PRESETS', 'SUITE', 'params_text']
 
 SUITE = Suite('robust', run, defaults, validate, metrics)

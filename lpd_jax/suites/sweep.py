@@ -46,7 +46,7 @@ def run(ens, ctx):
   sweep = {}
   with StageBar(total=per_row * (1 + sum(len(g) for g in grids.values())), desc='PGD sweep') as bar:
     (clean,) = predict.attack_correct(
-      None, {}, ens.log_predict, images, labels, batch_size=batch_size, bar=bar
+      None, {}, ens.log_predict, images, labels, batch_size=batch_size, bar=bar, mesh=ctx.mesh
     )
     for norm in norms:
       key = attack_key(config.seed, 'pgd' if norm == 'linf' else f'pgd_{norm}')
@@ -62,6 +62,7 @@ def run(ens, ctx):
           key=key,
           batch_size=batch_size,
           bar=bar,
+          mesh=ctx.mesh,
         )
         acc, acc_clean = accuracies(correct, clean)
         sweep[norm].append(dict(eps=eps, accuracy=acc, accuracy_clean_correct=acc_clean))

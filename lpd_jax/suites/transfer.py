@@ -109,6 +109,7 @@ def from_surrogate(ens, ctx, index, workdir, rows_to_run, bar):
     batch_size=ctx.batch_size,
     targets=both,
     bar=bar,
+    mesh=ctx.mesh,
   )
   sur = surrogate.config
   description = dict(
@@ -135,6 +136,7 @@ def from_surrogate(ens, ctx, index, workdir, rows_to_run, bar):
       batch_size=ctx.batch_size,
       targets=both,
       bar=bar,
+      mesh=ctx.mesh,
     )
     acc, acc_clean = accuracies(correct, clean)
     rows.append(

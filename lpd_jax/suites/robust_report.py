@@ -1,0 +1,108 @@
+"""The `robust` suite's records and table: what was run (preset, budgets, cascade) beside
+the numbers. Reads reports of every version (those before presets and the cascade ran every
+attack on every point)."""
+
+from lpd_jax.suites.common import Metric, markdown_table, pct
+
+
+def params_text(params):
+  return '(' + ', '.join(f'{k} {v}' for k, v in params.items()) + ')'
+
+
+def how(result):
+  """One phrase: the preset, the attacks with their budgets, the cascade or not."""
+  first = result['eps'][0] if result['eps'] else None
+  budgets = ', '.join(
+    f'{r["attack"]} {params_text(r["params"])}' for r in result['rows'] if r['eps'] == first
+  )
+  if 'cascade' not in result:  # reports written before presets and the cascade
+    return budgets
+  preset = result.get('preset', 'default')
+  text = {
+    'default': '',
+    'standard': "AutoAttack's standard version: ",
+    'rand': f"AutoAttack's rand version (EOT over {result.get('eot_draws')} draws): ",
+  }[preset]
+  if result.get('overridden'):
+    text += f'budgets changed from the preset {result["overridden"]}: '
+  order = 'in a cascade (each on the points still robust)' if cascade(result) else 'on all points'
+  return f'{text}{budgets}, {order}'
+
+
+def cascade(result):
+  return bool(result.get('cascade', False))
+
+
+def metrics(result):
+  """Clean accuracy, the per-sample worst case at each eps, and per attack either its own
+  accuracy (all points) or the robust accuracy left after it in the cascade."""
+  n = result['num_examples']
+  out = [Metric('clean', 'clean', result['clean_accuracy'], 'pct', n, 'clean')]
+  for eps in result['eps']:
+    out.append(
+      Metric(
+        f'worst/{eps:g}',
+        f'robust, eps {eps:g}',
+        result['robust_accuracy'][f'{eps:g}'],
+        'pct',
+        n,
+        f'worst case over {how(result)}',
+        dict(eps=eps),
+      )
+    )
+  for r in result['rows']:
+    budget = f'{r["attack"]} {params_text(r["params"])}'
+    coords = dict(attack=r['attack'], eps=r['eps'])
+    if 'accuracy' in r:
+      label = f'  {r["attack"]}, eps {r["eps"]:g}'
+      out.append(
+        Metric(f'{r["attack"]}/{r["eps"]:g}', label, r['accuracy'], 'pct', n, budget, coords)
+      )
+    if cascade(result):
+      label = f'  after {r["attack"]} (cascade), eps {r["eps"]:g}'
+      out.append(
+        Metric(
+          f'after/{r["attack"]}/{r["eps"]:g}',
+          label,
+          r['accuracy_after'],
+          'pct',
+          n,
+          f'robust after {budget} on the {r["attacked"]} points still robust',
+          coords,
+        )
+      )
+  return out
+
+
+def robust_table(result, described):
+  """The report's Markdown: per eps each attack's column and the worst case; in a cascade
+  each column is the robust accuracy left after that attack, with the points it attacked
+  and broke."""
+  header = ('L-inf eps', *result['attacks'], 'worst case (robust)')
+  cells = []
+  for eps in result['eps']:
+    rows = {r['attack']: r for r in result['rows'] if r['eps'] == eps}
+    if cascade(result):
+      values = [
+        f'{pct(r["accuracy_after"])} ({r["broken"]}/{r["attacked"]})'
+        for r in (rows[a] for a in result['attacks'])
+      ]
+    else:
+      values = [pct(rows[a]['accuracy']) for a in result['attacks']]
+    cells.append((f'{eps:g}', *values, pct(result['robust_accuracy'][f'{eps:g}'])))
+  what = (
+    'Each column: the robust accuracy left after that attack (broken / attacked points).'
+    if cascade(result)
+    else 'Each column: that attack alone on all points.'
+  )
+  return '\n'.join(
+    [
+      f'Robust accuracy (%), strong attacks, per-sample worst case, on all {described}; '
+      f'clean {pct(result["clean_accuracy"])}',
+      '',
+      markdown_table(header, cells),
+      '',
+      f'Attacks: {how(result)}. {what} A sample is robust when right clean and under every '
+      'attack; accuracy is over all evaluated points.',
+    ]
+  )
