@@ -1,17 +1,17 @@
 """Run by tests/test_sharding.py in a subprocess with 8 simulated CPU devices.
 
-Trains K = 4 members for two steps on digits on one device and on ('member', 'data')
-meshes of 8 devices (`MESHES`: LPD, whose keep rates couple the members and the batch,
-with the members split 2 ways and the batch 4),
-with `train.make_train_step` and `sharding.place_*`; then trains one epoch of the small npz
-argv[2] through `train.train_and_evaluate` on a 2 x 2 mesh into argv[1] (the one-process
-run of multiprocess_check.py), and evaluates every suite of multiprocess_check.SUITES on
-the tests' trained digits workdir argv[3] on one device and split over all 8 (reports in
-argv[1]/suites_1 and suites_8). Prints one line `RESULT {json}`:
-per method and mesh, the largest parameter difference from one device after each step, the
+`python multidevice_check.py steps`: trains K = 4 members for two steps on digits on one
+device and on ('member', 'data') meshes of 8 devices (`MESHES`: LPD, whose keep rates
+couple the members and the batch, with the members split 2 ways and the batch 4), with
+`train.make_train_step` and `sharding.place_*`. Prints one line `RESULT {json}`: per method
+and mesh, the largest parameter difference from one device after each step, the
 computation's own float sensitivity after each step (the largest difference a one-ulp
 change of the initial parameters, or another member strategy, makes on one device), the
 devices the state lives on and its partition specs.
+
+`python multidevice_check.py suites OUT WORKDIR`: evaluates every suite of
+multiprocess_check.SUITES on the trained WORKDIR on one device and split over all 8
+(reports in OUT/suites_1 and OUT/suites_8).
 """
 
 import json
@@ -35,11 +35,11 @@ NUM_STEPS = 2  # the second step reads the optimizer state the first one wrote
 ULP = 2.0**-23  # float32's relative spacing
 
 
-def steps(config, mesh, ds, num_steps=NUM_STEPS, nudge=0.0, compiled=None, gather=np.asarray):
+def steps(config, mesh, ds, num_steps=NUM_STEPS, nudge=0.0, compiled=None):
   """The variables (numpy) after each of `num_steps` training steps, and the jitted step
   (pass it back as `compiled` to run the same computation again without a recompile);
   `nudge` scales the initial parameters by (1 + nudge): a float32-rounding-sized change
-  of the start; `gather` reads an array back (`sharding.to_host` across processes)."""
+  of the start."""
   members = ensemble.create(config, ds.num_classes)
   tx, _ = train.make_optimizer(config, num_steps)
   state = train.init_state(config, members, tx, ds.input_shape)
@@ -52,7 +52,7 @@ def steps(config, mesh, ds, num_steps=NUM_STEPS, nudge=0.0, compiled=None, gathe
   for i in range(num_steps):
     x, y = sharding.place_batch(next(batches), mesh)
     state, _ = step(state, x, y, jax.random.key(i))
-    out.append(jax.tree.map(gather, state.variables))  # the state is donated
+    out.append(jax.tree.map(np.asarray, state.variables))  # the state is donated
   return out, state, step
 
 
@@ -60,20 +60,22 @@ def max_diff(a, b):
   return max(jax.tree.leaves(jax.tree.map(lambda p, q: float(np.max(np.abs(p - q))), a, b)))
 
 
-def main(workdir, npz_path, suites_workdir):
+def main():
   assert jax.device_count() == 8, jax.device_count()
   result = {}
   for method in MESHES:
     settings = dict(method=method, num_members=4, batch_size=64)
-    config = tiny_config(member_strategy='unroll', **settings)
+    # vmap: one member traced (unroll's compile is twice as long); `map`, the members one by
+    # one, is the other reduction order of the sensitivity.
+    config = tiny_config(member_strategy='vmap', **settings)
     ds = data.load_dataset(config)
     base, _, compiled = steps(config, None, ds)
     # The computation's own float sensitivity, on this machine: the same steps on one device
-    # from parameters moved by one ulp, and with the members vmapped (another reduction
+    # from parameters moved by one ulp, and with the members mapped (another reduction
     # order). A mesh may differ from one device by about that much and no more.
     others = [
       steps(config, None, ds, nudge=ULP, compiled=compiled)[0],
-      steps(tiny_config(member_strategy='vmap', **settings), None, ds)[0],
+      steps(tiny_config(member_strategy='map', **settings), None, ds)[0],
     ]
     sensitivity = [max(max_diff(b, o[t]) for o in others) for t, b in enumerate(base)]
     for member, size in MESHES[method]:
@@ -98,21 +100,16 @@ def main(workdir, npz_path, suites_workdir):
     max_abs_diff=float(np.max(np.abs(np.asarray(split) - np.asarray(one)))),
     num_devices=len(split.sharding.device_set),
   )
-  # The one-process run of the two-process test (multiprocess_check.py): the same config on
-  # a (2, 2) mesh of 4 of the 8 devices, one epoch of the small npz.
-  config = multiprocess_check.config_of(npz_path)
-  ens = multiprocess_check.train_and_save(config, workdir)
-  result['train_and_evaluate 2x2'] = dict(
-    num_devices=len(jax.tree.leaves(ens.variables)[0].sharding.device_set)
-  )
-  # Every suite on the tests' trained digits ensemble, on one device and split over all 8.
-  saved = loading.read_config(suites_workdir).config
-  for devices in (1, 8):
-    evaluate.evaluate(
-      multiprocess_check.suites_config(saved, devices, suites_workdir, workdir), suites_workdir
-    )
   print('RESULT ' + json.dumps(result))
 
 
+def suites(out, workdir):
+  """Every suite of multiprocess_check.SUITES on `workdir`, on 1 and on 8 devices."""
+  assert jax.device_count() == 8, jax.device_count()
+  saved = loading.read_config(workdir).config
+  for devices in (1, 8):
+    evaluate.evaluate(multiprocess_check.suites_config(saved, devices, workdir, out), workdir)
+
+
 if __name__ == '__main__':
-  main(*sys.argv[1:4])
+  main() if sys.argv[1] == 'steps' else suites(*sys.argv[2:4])

@@ -162,8 +162,11 @@ def test_the_readme_example_attack_runs_through_paper_robust_and_compare(
   robust_correct = np.asarray(jnp.argmax(ens.log_predict(x_adv), -1) == y)
   clean = np.asarray(jnp.argmax(ens.log_predict(x), -1) == y)
   assert robust['robust_accuracy']['0.04'] == (clean & robust_correct).mean()
+  # Without `point_keys` the cascade attacks whole batches: the points still robust got the
+  # examples of the run over all points (the check above), only those were attacked.
+  assert not attack.point_keys and robust['rows'][0]['attacked'] == clean.sum()
 
   result, markdown, _ = compare.compare([workdir])
   labels = {t['name']: [r['label'] for r in t['rows']] for t in result['tables']}
   assert {'Corners 0.02 (all)', 'Corners 0.04 (clean-correct)'} <= set(labels['table4'])
-  assert '  corners, eps 0.04' in labels['robust']
+  assert '  after corners (cascade), eps 0.04' in labels['robust']

@@ -66,13 +66,27 @@ def free_port():
     return s.getsockname()[1]
 
 
-def two_processes(npz, workdir, suite_workdir):
+def run_script(script, args, devices):
+  """tests/<script> with `devices` simulated devices -> its stdout (asserting success)."""
+  path = os.path.join(os.path.dirname(__file__), script)
+  proc = subprocess.run(
+    [sys.executable, path, *args],
+    env=child_env(devices),
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def two_processes(args):
   """multiprocess_check.py as processes 0 and 1 of a jax.distributed run on localhost."""
   script = os.path.join(os.path.dirname(__file__), 'multiprocess_check.py')
   port = str(free_port())
   procs = [
     subprocess.Popen(
-      [sys.executable, script, npz, workdir, port, str(i), suite_workdir],
+      [sys.executable, script, 'process', *args, port, str(i)],
       env=child_env(2),
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,
@@ -88,6 +102,14 @@ def two_processes(npz, workdir, suite_workdir):
 
 def saved_variables(workdir):
   return dict(np.load(os.path.join(workdir, 'trained_variables.npz')))
+
+
+def assert_restores_here(workdir, saved):
+  """The checkpoint in `workdir` restores in this process, on one device, as `saved`."""
+  ens = lpd_jax.load(workdir)
+  assert len(jax.tree.leaves(ens.variables)[0].sharding.device_set) == 1
+  for path, leaf in jax.tree_util.tree_leaves_with_path(ens.variables):
+    np.testing.assert_array_equal(np.asarray(leaf), saved[jax.tree_util.keystr(path)])
 
 
 def assert_same_reports(one, other, what):
@@ -113,23 +135,10 @@ def assert_same_reports(one, other, what):
         assert m['value'] == t['value'], (what, name, m, t)
 
 
-def test_sharded_and_multiprocess_runs_match_one_device_and_restore_on_one(
-  tmp_path, trained_workdir
-):
-  """8 simulated devices in one process (tests/multidevice_check.py), then a real
-  2-process run of 2 devices each (tests/multiprocess_check.py), against one device."""
-  npz = small_npz(tmp_path / 'small.npz')
-  workdir = str(tmp_path / 'one_process')
-  script = os.path.join(os.path.dirname(__file__), 'multidevice_check.py')
-  proc = subprocess.run(
-    [sys.executable, script, workdir, npz, trained_workdir],
-    env=child_env(8),
-    capture_output=True,
-    text=True,
-    timeout=900,
-  )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = next(s for s in proc.stdout.splitlines() if s.startswith('RESULT '))
+def test_sharded_training_matches_one_device():
+  """K = 4 on 8 simulated devices (tests/multidevice_check.py steps) against one device."""
+  out = run_script('multidevice_check.py', ['steps'], 8)
+  line = next(s for s in out.splitlines() if s.startswith('RESULT '))
   result = json.loads(line[len('RESULT ') :])
   assert result['keep rates 2x4'] == dict(max_abs_diff=0.0, num_devices=8)
   for name in ('lpd 2x4',):
@@ -147,35 +156,44 @@ def test_sharded_and_multiprocess_runs_match_one_device_and_restore_on_one(
       assert diff <= 4 * sensitivity + 8 * 2.0**-23 * run['scale'], (name, step, run)
     if member > 1:
       assert "P('member',)" in run['specs'], name
-  assert result['train_and_evaluate 2x2']['num_devices'] == 4
-  # The checkpoint written in the 2 x 2 layout restores here, on one device.
-  ens = lpd_jax.load(workdir)
-  assert len(jax.tree.leaves(ens.variables)[0].sharding.device_set) == 1
-  saved = saved_variables(workdir)
-  for path, leaf in jax.tree_util.tree_leaves_with_path(ens.variables):
-    np.testing.assert_array_equal(np.asarray(leaf), saved[jax.tree_util.keystr(path)])
-  # Every suite split over 8 devices: the per-sample outcomes of one device.
-  one, eight = (os.path.join(workdir, f'suites_{d}') for d in (1, 8))
+
+
+@pytest.mark.xdist_group('multidevice_suites')
+def test_every_suite_split_over_8_devices_gives_the_one_device_outcomes(tmp_path, trained_workdir):
+  """Every suite on the trained digits ensemble, on one device and with each batch split
+  over 8 simulated devices (tests/multidevice_check.py suites): the same per-sample
+  outcomes (attacks exactly: their keys depend on the test index and the global batch
+  only; bounds and probes to float32 rounding) and the same metrics."""
+  run_script('multidevice_check.py', ['suites', str(tmp_path), trained_workdir], 8)
+  one, eight = (os.path.join(tmp_path, f'suites_{d}') for d in (1, 8))
   assert sorted(os.listdir(one)) == sorted(os.listdir(eight))
   assert {f'eval_{s}.json' for s in SUITES} <= set(os.listdir(one))
+  with open(os.path.join(eight, 'eval_paper.json')) as f:
+    assert json.load(f)['test_examples'] == 16
   assert_same_reports(one, eight, '1 vs 8 devices')
 
-  # The same training on 2 processes of 2 devices: the one-process run's parameters (an
-  # all-reduce over 2 shards adds two numbers, in either order the same), a checkpoint
-  # that restores here, and the robust suite across both processes (on the trained digits
-  # ensemble) = on one device.
-  two = str(tmp_path / 'two_processes')
-  outs = two_processes(npz, two, trained_workdir)
+
+@pytest.mark.xdist_group('multiprocess')
+def test_two_processes_train_as_one_and_evaluate_across_both(tmp_path, trained_workdir):
+  """A real jax.distributed run: 2 processes of 2 simulated devices each (CPU collectives)
+  train on a (2, 2) mesh as one process on 4 devices does; the checkpoint both wrote
+  restores here on one device; the robust suite split over both gives one device's
+  outcomes (tests/multiprocess_check.py)."""
+  npz = small_npz(tmp_path / 'small.npz')
+  one, two = str(tmp_path / 'one_process'), str(tmp_path / 'two_processes')
+  run_script('multiprocess_check.py', ['reference', npz, one, trained_workdir], 4)
+  outs = two_processes([npz, two, trained_workdir])
   assert 'each batch split over 4 devices of 2 process(es)' in outs[0]
-  theirs = saved_variables(two)
-  assert sorted(theirs) == sorted(saved)
-  for key, value in saved.items():
+  mine, theirs = saved_variables(one), saved_variables(two)
+  assert sorted(theirs) == sorted(mine)
+  # The same parameters: the data axis's all-reduce adds two shards, in either order the
+  # same sum; float32 rounding elsewhere (gloo's reductions) is the tolerance.
+  for key, value in mine.items():
     np.testing.assert_allclose(theirs[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
-  restored = lpd_jax.load(two)
-  for path, leaf in jax.tree_util.tree_leaves_with_path(restored.variables):
-    np.testing.assert_array_equal(np.asarray(leaf), theirs[jax.tree_util.keystr(path)])
+  assert_restores_here(one, mine)
+  assert_restores_here(two, theirs)
   robust = np.load(os.path.join(two, 'suites_-1', 'robust_per_sample.npz'))
-  for key, value in np.load(os.path.join(one, 'robust_per_sample.npz')).items():
+  for key, value in np.load(os.path.join(one, 'suites_1', 'robust_per_sample.npz')).items():
     np.testing.assert_array_equal(robust[key], value, err_msg=key)
 
 

@@ -27,31 +27,36 @@ from lpd_jax.attacks.saliency_map import jsma, random_targets
 from lpd_jax.attacks.square_attack import square
 from lpd_jax.attacks.transfer import transfer_accuracy
 
+
+def _ours(*args, **kwargs):
+  """An attack of this package: its randomness comes through sample_keys / fold_keys, so it
+  takes per-point keys (`Attack.point_keys`: the robust suite's cascade packs points)."""
+  return Attack(*args, point_keys=True, **kwargs)
+
+
 # fmt: off
-# Every attack of this package draws its randomness through sample_keys / fold_keys, so it
-# takes per-point keys (`Attack.point_keys`: the robust suite's cascade packs points).
 REGISTRY = {
-  a.name: a._replace(point_keys=True)
+  a.name: a
   for a in (
-    Attack('fgsm', 'FGSM', fgsm),
-    Attack('bim', 'BIM', bim, params={'steps': 10}, grids=LINF_GRIDS),
-    Attack('pgd', 'PGD', pgd, params={'steps': 10}, grids=LINF_GRIDS),
-    Attack('jsma', 'JSMA', jsma, 'gamma', (0.05, 0.1), {'theta': 0.1, 'variant': 'art'}, 'l0'),
-    Attack('cw', 'C&W', cw_l2, 'c', (0.1,), dict(
+    _ours('fgsm', 'FGSM', fgsm),
+    _ours('bim', 'BIM', bim, params={'steps': 10}, grids=LINF_GRIDS),
+    _ours('pgd', 'PGD', pgd, params={'steps': 10}, grids=LINF_GRIDS),
+    _ours('jsma', 'JSMA', jsma, 'gamma', (0.05, 0.1), {'theta': 0.1, 'variant': 'art'}, 'l0'),
+    _ours('cw', 'C&W', cw_l2, 'c', (0.1,), dict(
       confidence=0.01, steps=1000, binary_search_steps=5, learning_rate=0.01,
       margin='probability'), 'minimal_l2'),
-    Attack('apgd-ce', 'APGD-CE', apgd, params={'steps': 100, 'loss': 'ce'}, grids=LINF_GRIDS),
-    Attack('apgd-t', 'APGD-T', apgd, params=dict(
+    _ours('apgd-ce', 'APGD-CE', apgd, params={'steps': 100, 'loss': 'ce'}, grids=LINF_GRIDS),
+    _ours('apgd-t', 'APGD-T', apgd, params=dict(
       steps=100, loss='dlr', targeted=True, num_targets=9), grids=LINF_GRIDS),
-    Attack('apgd-dlr', 'APGD-DLR', apgd, params={'steps': 100, 'loss': 'dlr'},
+    _ours('apgd-dlr', 'APGD-DLR', apgd, params={'steps': 100, 'loss': 'dlr'},
       grids=LINF_GRIDS),
-    Attack('fab-t', 'FAB-T', fab, params=dict(steps=100, num_targets=9, restarts=1),
+    _ours('fab-t', 'FAB-T', fab, params=dict(steps=100, num_targets=9, restarts=1),
       grids=LINF_GRIDS),
-    Attack('square', 'Square', square, params={'queries': 1000, 'schedule': 'rescaled'},
+    _ours('square', 'Square', square, params={'queries': 1000, 'schedule': 'rescaled'},
       grids=LINF_GRIDS),
-    Attack('pgd-margin', 'PGD-margin', pgd, params=dict(
+    _ours('pgd-margin', 'PGD-margin', pgd, params=dict(
       steps=100, restarts=1, loss='margin'), grids=LINF_GRIDS),
-    Attack('pgd-member-margin', 'PGD-member-margin', pgd, params=dict(
+    _ours('pgd-member-margin', 'PGD-member-margin', pgd, params=dict(
       steps=100, restarts=1, loss='member_margin'), target='members', grids=LINF_GRIDS),
   )
 }

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax.attacks.common import as_partial, cross_entropy, fold_keys, sample_keys
+from lpd_jax.attacks.common import as_partial, cross_entropy, fold_keys, over_targets, sample_keys
 
 LOSSES = ('ce', 'dlr')
 
@@ -141,11 +141,6 @@ def _apgd(model, x, y, target, key, eps, *, steps, loss, rho=0.75):
   return jnp.where(per_sample(s['correct']), s['x_best'], s['x_adv'])
 
 
-@jax.jit
-def _ranked_classes(model, x):
-  return jnp.argsort(-model(x), axis=-1)
-
-
 def apgd(
   model_fn: Callable,
   x: jax.Array,
@@ -185,12 +180,9 @@ def apgd(
   model = as_partial(model_fn)
   if not targeted:
     return _apgd(model, x, y, None, key, eps, steps=steps, loss=loss)
-  ranked = _ranked_classes(model, x)
-  x_out, fooled = x, jnp.zeros(y.shape, bool)
-  for rank in range(1, min(num_targets, ranked.shape[-1] - 1) + 1):
-    x_t = _apgd(model, x, y, ranked[:, rank], fold_keys(key, rank), eps, steps=steps, loss='dlr')
-    fooled_t = jnp.argmax(model(x_t), -1) != y
-    take = ~fooled
-    x_out = jnp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), x_t, x_out)
-    fooled = fooled | fooled_t
-  return x_out
+
+  def toward(rank, target):
+    x_t = _apgd(model, x, y, target, fold_keys(key, rank), eps, steps=steps, loss='dlr')
+    return x_t, jnp.argmax(model(x_t), -1) != y
+
+  return over_targets(model, x, y, num_targets, toward, keep_last=True)

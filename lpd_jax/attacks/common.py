@@ -103,6 +103,27 @@ def sample_keys(key, n):
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
 
 
+@jax.jit
+def ranked_classes(model, x):
+  """Classes by decreasing model output on x: int [B, C] (column 0 the prediction)."""
+  return jnp.argsort(-model(x), axis=-1)
+
+
+def over_targets(model, x, y, num_targets, attack_target, keep_last):
+  """The targeted runs of APGD-T and FAB-T: `attack_target(rank, target [B]) -> (x_t, fooled
+  [B])` toward the classes ranked 2nd to (num_targets + 1)th by `model` on x (at most C - 1
+  of them) -> per sample the examples of the first run that fooled it; where none did, the
+  last run's (`keep_last`) or x."""
+  ranked = ranked_classes(model, x)
+  x_out, fooled = x, jnp.zeros(y.shape, bool)
+  for rank in range(1, min(num_targets, ranked.shape[-1] - 1) + 1):
+    x_t, fooled_t = attack_target(rank, ranked[:, rank])
+    take = ~fooled if keep_last else fooled_t & ~fooled
+    x_out = jnp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), x_t, x_out)
+    fooled = fooled | fooled_t
+  return x_out
+
+
 # The paper's L-inf grid of BIM and PGD on CIFAR, and where a dataset's differs (Table 4).
 LINF_GRID = (0.02, 0.04)
 LINF_GRIDS = {'tiny_imagenet': (0.01, 0.02)}

@@ -36,7 +36,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from lpd_jax.attacks.common import as_partial, fold_keys, sample_keys
+from lpd_jax.attacks.common import as_partial, fold_keys, over_targets, sample_keys
 
 
 def project_linf(t, w, b):
@@ -169,11 +169,6 @@ def fab_minimal(
   return _fab(model, x, y, target, key, eps, alpha_max, eta, beta, steps=steps, restarts=restarts)
 
 
-@jax.jit
-def _ranked_classes(model, x):
-  return jnp.argsort(-model(x), axis=-1)
-
-
 def fab(
   model_fn: Callable,
   x: jax.Array,
@@ -207,14 +202,11 @@ def fab(
     misclassified, else x.
   """
   model = as_partial(model_fn)
-  ranked = _ranked_classes(model, x)
   params = dict(eps=eps, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta)
-  x_out, fooled = x, jnp.zeros(y.shape, bool)
-  for rank in range(1, min(num_targets, ranked.shape[-1] - 1) + 1):
-    x_t, norm = fab_minimal(model, x, y, key=fold_keys(key, rank), target=ranked[:, rank], **params)
+
+  def toward(rank, target):
+    x_t, norm = fab_minimal(model, x, y, key=fold_keys(key, rank), target=target, **params)
     # As AutoAttack, a fresh prediction confirms the point (it lies near the boundary).
-    fooled_t = (norm <= eps) & (jnp.argmax(model(x_t), axis=-1) != y)
-    take = fooled_t & ~fooled
-    x_out = jnp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), x_t, x_out)
-    fooled = fooled | fooled_t
-  return x_out
+    return x_t, (norm <= eps) & (jnp.argmax(model(x_t), axis=-1) != y)
+
+  return over_targets(model, x, y, num_targets, toward, keep_last=False)
