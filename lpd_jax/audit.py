@@ -37,8 +37,13 @@ from lpd_jax.progress import StageBar
 TOLERANCE = 0.05  # accuracy points a check may be off before it fails
 
 
+@jax.jit
+def _predicted_right(model, x, y):
+  return jnp.argmax(model(x), -1) == y
+
+
 def _correct(model, x, y):
-  return sharding.to_host(jnp.argmax(model(x), -1) == y)
+  return sharding.to_host(_predicted_right(model, x, y))
 
 
 def zero_gradient_share(model_fn, x, y):

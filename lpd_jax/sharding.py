@@ -8,6 +8,7 @@ and batches over 'data'. Nothing else in lpd-jax calls `jax.devices()`.
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 
 def default_device():
@@ -161,8 +162,6 @@ def to_host(a):
   """A (possibly split) array -> numpy, the global value on every process (gathered from
   the other processes where this one does not hold all of it)."""
   if isinstance(a, jax.Array) and not a.is_fully_addressable:
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(a, tiled=True))
   return np.asarray(a)
 
