@@ -8,6 +8,7 @@ suite with and without the cascade (eval.robust.cascade): seconds and attacked p
 
   python benchmarks/eval_throughput.py                         # 1 and 8 simulated devices
   python benchmarks/eval_throughput.py --workdir DIR --devices 1 8 --num_examples 256
+  python benchmarks/eval_throughput.py --suites= --robust_eps 0.2   # the cascade alone
 
 Simulated devices share the machine's cores: on a 2-core CPU 8 devices cannot be faster
 than 1 (the numbers show what splitting costs); on a machine with 8 accelerators they are
@@ -82,8 +83,11 @@ def child(args):
 
   devices = jax.device_count()
   rows = []
+  chosen = [s for s in args.suites.split(',') if s]
+  robust = dict(SUITES['robust'], eps=(args.robust_eps,))
   with tempfile.TemporaryDirectory() as reports:
-    for suite, settings in SUITES.items():
+    for suite, settings in ((s, SUITES[s]) for s in chosen):
+      settings = robust if suite == 'robust' else settings
       config = suite_config(args.workdir, suite, settings, args, devices, reports)
       first, _ = timed(config, args.workdir)
       seconds, result = timed(config, args.workdir)
@@ -99,7 +103,7 @@ def child(args):
         )
       )
     for cascade in (True, False):
-      config = suite_config(args.workdir, 'robust', SUITES['robust'], args, devices, reports)
+      config = suite_config(args.workdir, 'robust', robust, args, devices, reports)
       config.eval.robust.cascade = cascade
       timed(config, args.workdir)
       seconds, result = timed(config, args.workdir)
@@ -124,6 +128,7 @@ def run_child(args, devices):
     env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' ' + flag).strip()
   command = [sys.executable, __file__, '--child', '--workdir', args.workdir]
   command += ['--num_examples', str(args.num_examples), '--batch', str(args.batch)]
+  command += ['--suites', args.suites, '--robust_eps', str(args.robust_eps)]
   proc = subprocess.run(command, env=env, capture_output=True, text=True)
   if proc.returncode:
     sys.exit(f'the run on {devices} devices failed:\n{proc.stderr[-3000:]}')
@@ -137,6 +142,8 @@ def main():
   parser.add_argument('--devices', type=int, nargs='+', default=[1, 8])
   parser.add_argument('--num_examples', type=int, default=256)
   parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--suites', default=','.join(SUITES), help='comma-separated; empty: none')
+  parser.add_argument('--robust_eps', type=float, default=0.05, help="the robust suite's eps")
   parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--out', default='', help='JSON path; default benchmarks/out/...')
   args = parser.parse_args()
