@@ -188,8 +188,8 @@ def run_eps(ens, ctx, steps, eps, clean, cascade, bar):
         attack_at(ens, ctx, name, params, eps, bar, points) if attacked else np.ones(0, bool)
       )
       broken = points[~correct]
-    else:
-      own[name] = attack_at(ens, ctx, name, params, eps, bar)
+    else:  # all points, as the cascade passes them (one compiled program serves both)
+      own[name] = attack_at(ens, ctx, name, params, eps, bar, np.arange(len(worst)))
       broken = np.flatnonzero(worst & ~own[name])
       row['accuracy'] = float(own[name].mean())
     worst[broken], broken_by[broken] = False, i
