@@ -32,13 +32,13 @@ SUITES = dict(
   num_examples=16,
   batch_size=8,
   paper=dict(attacks='fgsm,pgd', pgd=dict(steps=2)),
-  sweep=dict(norms='linf,l2', linf_eps=(0.05,), l2_eps=(0.5,), steps=2),
-  robust=dict(attacks='apgd-ce,square', eps=(0.05,), apgd_ce=dict(steps=2), square=dict(queries=5)),
+  sweep=dict(norms='linf', linf_eps=(0.05,), steps=2),
+  robust=dict(attacks='apgd-ce', eps=(0.05,), apgd_ce=dict(steps=2)),
   audit=dict(num_examples=16, steps=2, strong_steps=2, restarts=1, square_queries=5),
   transfer=dict(attacks='fgsm'),
   probes=dict(num_examples=16),
   certify=dict(
-    methods='ibp,crown', num_examples=4, batch_size=8, eps=0.001, curve_points=0, pgd_steps=2
+    methods='crown', num_examples=4, batch_size=8, eps=0.001, curve_points=0, pgd_steps=2
   ),
 )
 
