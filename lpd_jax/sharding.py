@@ -101,11 +101,7 @@ def place_batch(batch, mesh):
   Every process passes the whole global batch (each loads the same data in the same seeded
   order) and gives its own devices their rows.
   """
-  if mesh is None:
-    return batch
-  if jax.process_count() > 1:
-    return jax.tree.map(lambda a: _global(a, mesh, jax.sharding.PartitionSpec('data')), batch)
-  return jax.device_put(batch, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data')))
+  return batch if mesh is None else split_batch(batch, mesh)
 
 
 # ---------------------------------------------------------------------------------------
@@ -131,13 +127,15 @@ def _global(a, mesh, spec):
   global value on every process."""
   if not isinstance(a, (jax.Array, np.ndarray)):
     return a
+  named = jax.sharding.NamedSharding(mesh, spec)
+  if jax.process_count() == 1:
+    return jax.device_put(a, named)
   if isinstance(a, jax.Array) and not a.is_fully_addressable:  # held by several processes
     a = to_host(a) if not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a
   if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
     data = _global(jax.random.key_data(a), mesh, spec)
     return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
   a = np.asarray(a)
-  named = jax.sharding.NamedSharding(mesh, spec)
   return jax.make_array_from_callback(a.shape, named, lambda index: a[index])
 
 
