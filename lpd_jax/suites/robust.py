@@ -48,7 +48,7 @@ from lpd_jax.suites.common import (
   names,
   npz_bytes,
 )
-from lpd_jax.suites.robust_report import metrics, params_text, robust_table
+from lpd_jax.suites.robust_report import metrics, robust_table
 
 # AutoAttack's versions (fra31/auto-attack, autoattack.py: version='standard' and 'rand'):
 # the attacks in their order and the budgets they run with.
@@ -269,6 +269,6 @@ def validate(config, cfg):
     raise ConfigError(f'eval.robust.eot_draws must be >= 1, got {cfg.eot_draws}')
 
 
-__all__ = ['PRESETS', 'SUITE', 'params_text']
+__all__ = ['PRESETS', 'SUITE']
 
 SUITE = Suite('robust', run, defaults, validate, metrics)
