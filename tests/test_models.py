@@ -8,6 +8,8 @@ import pytest
 from lpd_jax import models
 from lpd_jax.models import VGG16, ResNet18, ResNet34
 
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
 
 def count_params(model, input_shape):
   """Leaves of the 'params' collection only (not 'batch_stats'); nothing is allocated."""
@@ -94,3 +96,40 @@ def test_vgg16_skips_only_the_pools_that_would_leave_a_side_of_0(side, channels,
   (last,) = state['intermediates']['bns_12']['__call__']
   assert last.shape == (3, last_side, last_side, 16)
   np.testing.assert_allclose(h, jnp.max(jax.nn.relu(last), axis=(1, 2)), rtol=1e-6)
+
+
+# The models' convolution (`models.conv`): lax's values and derivatives to first and second
+# order, in float64, over the geometries a ResNet or VGG uses and a few it does not.
+@pytest.mark.parametrize(
+  'size, kernel, stride, padding, lhs_dilation',
+  [
+    (8, 3, 1, ((1, 1), (1, 1)), 1),  # a ResNet 3x3
+    (8, 3, 2, ((1, 1), (1, 1)), 1),  # its strided first block
+    (8, 1, 2, 'SAME', 1),  # the 1x1 shortcut
+    (7, 3, 2, 'SAME', 1),  # odd size: asymmetric SAME pads
+    (8, 3, 1, 'VALID', 1),
+    (6, 3, 1, ((1, 1), (1, 1)), 2),  # input dilation (the transposed convolution's own form)
+    (8, 3, 2, ((0, 1), (1, 0)), 1),
+  ],
+)
+def test_conv_matches_lax_to_second_order_in_float64(size, kernel, stride, padding, lhs_dilation):
+  from jax import lax
+
+  from lpd_jax.models.conv import conv_general_dilated
+
+  rng = np.random.default_rng(size + 10 * kernel + stride)
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.normal(size=(2, size, size, 3)))
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)))
+    geometry = ((stride, stride), padding, (lhs_dilation, lhs_dilation), None, NHWC)
+
+    def outputs(conv):
+      loss = lambda x, w: jnp.sum(jnp.tanh(conv(x, w, *geometry)) ** 2)
+      grads = jax.grad(loss, (0, 1))
+      squared = lambda x, w: sum(jnp.sum(g**2) for g in grads(x, w))
+      return conv(x, w, *geometry), grads(x, w), jax.grad(squared, (0, 1))(x, w)
+
+    ours, reference = outputs(conv_general_dilated), outputs(lax.conv_general_dilated)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+      assert a.dtype == jnp.float64
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -1,9 +1,16 @@
 """What every model of `models.REGISTRY` shares: its fields and the features/head split."""
 
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from lpd_jax.models import conv
+
+# Every model's convolution: flax's, computed by `conv.conv_general_dilated` (the same
+# values; its input gradient stays fast inside XLA:CPU loops, see that module).
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv.conv_general_dilated)
 
 
 class FeatureClassifier(nn.Module):

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lpd_jax.models.common import FeatureClassifier
+from lpd_jax.models.common import Conv, FeatureClassifier
 
 
 class BasicBlock(nn.Module):
@@ -30,16 +30,14 @@ class BasicBlock(nn.Module):
     norm = lambda name: nn.BatchNorm(
       use_running_average=not train, momentum=0.9, dtype=self.dtype, name=name
     )
-    y = nn.Conv(
+    y = Conv(
       self.filters, (3, 3), self.strides, padding=1, use_bias=False, dtype=self.dtype, name='conv1'
     )(x)
     y = nn.relu(norm('bn1')(y))
-    y = nn.Conv(self.filters, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype, name='conv2')(
-      y
-    )
+    y = Conv(self.filters, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype, name='conv2')(y)
     y = norm('bn2')(y)
     if self.strides != 1 or x.shape[-1] != self.filters:
-      x = nn.Conv(
+      x = Conv(
         self.filters, (1, 1), self.strides, use_bias=False, dtype=self.dtype, name='shortcut_conv'
       )(x)
       x = norm('shortcut_bn')(x)
@@ -60,7 +58,7 @@ class ResNet(FeatureClassifier):
   blocks_per_stage: ClassVar[Tuple[int, ...]] = (2, 2, 2, 2)
 
   def setup(self):
-    self.stem_conv = nn.Conv(self.width, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype)
+    self.stem_conv = Conv(self.width, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype)
     self.stem_bn = nn.BatchNorm(momentum=0.9, dtype=self.dtype)
     blocks = []
     for stage, (mult, num_blocks) in enumerate(zip((1, 2, 4, 8), self.blocks_per_stage)):

@@ -15,7 +15,7 @@ dropout methods that act on h (LPD, PDD) apply unchanged.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lpd_jax.models.common import FeatureClassifier
+from lpd_jax.models.common import Conv, FeatureClassifier
 
 # Output channels at width 64 of each 3x3 conv; 'M' is a 2x2 max-pool with stride 2.
 VGG16_LAYERS = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M')
@@ -48,9 +48,7 @@ class VGG16(FeatureClassifier):
 
   def setup(self):
     channels = [c // 64 * self.width for c in VGG16_LAYERS if c != 'M']
-    self.convs = [
-      nn.Conv(c, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype) for c in channels
-    ]
+    self.convs = [Conv(c, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype) for c in channels]
     self.bns = [nn.BatchNorm(momentum=0.9, dtype=self.dtype) for _ in channels]
     self.head = nn.Dense(self.num_classes)
 

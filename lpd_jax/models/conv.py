@@ -1,0 +1,146 @@
+"""A convolution whose input gradient is an ordinary convolution: fast inside XLA:CPU loops.
+
+`lax.conv_general_dilated`'s input gradient (its transpose w.r.t. the input) is a convolution
+with the kernel's input and output feature axes swapped *in the dimension labels*
+(`b01f_01oi->b01f`). Outside a loop XLA:CPU lays the kernel out for it; inside a `while`
+body (every attack's `fori_loop`, TRS's smoothness PGD) it does not, and that convolution
+runs 8-40x slower (measured, jax 0.10, 2 CPU cores: a 3x3 16-channel input gradient at
+32x32, batch 32, 26 ms in a loop vs 3 ms outside; `benchmarks/conv_loop.py`).
+
+`conv_general_dilated` here has lax's signature and value; its custom VJP computes the
+input gradient from an explicitly flipped and transposed kernel [kh, kw, O, I] laid out as
+an ordinary HWIO kernel, by calling itself, so the input gradient of the input gradient
+(TRS, GAL, DEG: double backprop) is one too. The kernel gradient is lax's. Used by every
+convolution of `models.REGISTRY` (flax `nn.Conv(conv_general_dilated=...)`); cases it does
+not cover (other layouts, groups, kernel dilation) go to lax unchanged.
+
+Reverse mode only: `jax.jvp` through it raises (a `custom_vjp`); nothing in lpd-jax uses
+forward mode through a model.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ['conv_general_dilated']
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _pads(padding, in_spatial, kernel, strides, lhs_dilation):
+  """Explicit ((lo, hi), ...) pads for a padding string or sequence."""
+  if isinstance(padding, str):
+    dilated = [(n - 1) * d + 1 for n, d in zip(in_spatial, lhs_dilation)]
+    return tuple(lax.padtype_to_pads(dilated, kernel, strides, padding))
+  return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def _input_gradient_pads(in_spatial, kernel, strides, out_spatial, pads, lhs_dilation):
+  """The pads of the transposed convolution that maps an output cotangent to the input's
+  (the transpose of a strided, lhs-dilated convolution; kernel dilation 1)."""
+  result = []
+  for n, k, s, m, (lo, _), d in zip(in_spatial, kernel, strides, out_spatial, pads, lhs_dilation):
+    before = k - lo - 1
+    after = ((n - 1) * d + 1) + k - 1 - ((m - 1) * s + 1) - before
+    result.append((before, after))
+  return tuple(result)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv(x, w, strides, pads, lhs_dilation, precision):
+  """x [B, H, W, I], w [kh, kw, I, O] -> [B, H', W', O] (lax's NHWC/HWIO convolution)."""
+  return lax.conv_general_dilated(
+    x, w, strides, pads, lhs_dilation, None, _NHWC, precision=precision
+  )
+
+
+def _conv_fwd(x, w, strides, pads, lhs_dilation, precision):
+  return _conv(x, w, strides, pads, lhs_dilation, precision), (x, w)
+
+
+def _conv_bwd(strides, pads, lhs_dilation, precision, residuals, g):
+  x, w = residuals
+  kernel = w.shape[:2]
+  # The transposed convolution: kernel flipped in space, its I and O axes swapped as data
+  # (a copy in HWIO order), strides and lhs dilation exchanged.
+  w_t = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3)
+  t_pads = _input_gradient_pads(x.shape[1:3], kernel, strides, g.shape[1:3], pads, lhs_dilation)
+  dx = _conv(g, w_t, lhs_dilation, t_pads, strides, precision)
+  _, kernel_vjp = jax.vjp(
+    lambda w: lax.conv_general_dilated(
+      x, w, strides, pads, lhs_dilation, None, _NHWC, precision=precision
+    ),
+    w,
+  )
+  return dx.astype(x.dtype), kernel_vjp(g)[0]
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _is_nhwc(dimension_numbers):
+  if dimension_numbers is None:
+    return False
+  if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+    return tuple(dimension_numbers) == ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+  return tuple(dimension_numbers) == _NHWC
+
+
+def conv_general_dilated(
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count=1,
+  batch_group_count=1,
+  precision=None,
+  preferred_element_type=None,
+):
+  """`lax.conv_general_dilated` (same arguments, same value) with the loop-fast VJP above
+  for 2-D NHWC/HWIO convolutions without groups or kernel dilation; lax itself otherwise.
+
+  lhs [B, H, W, I], rhs [kh, kw, I, O] -> [B, H', W', O].
+  """
+  ndim = lhs.ndim - 2
+  lhs_dilation = tuple(lhs_dilation or (1,) * ndim)
+  plain = (
+    ndim == 2
+    and _is_nhwc(dimension_numbers)
+    and feature_group_count == 1
+    and batch_group_count == 1
+    and all(d == 1 for d in (rhs_dilation or (1,) * ndim))
+    and preferred_element_type is None
+    and lhs.dtype == rhs.dtype
+  )
+  if not plain:
+    return lax.conv_general_dilated(
+      lhs,
+      rhs,
+      window_strides,
+      padding,
+      lhs_dilation,
+      rhs_dilation,
+      dimension_numbers,
+      feature_group_count,
+      batch_group_count,
+      precision,
+      preferred_element_type,
+    )
+  strides = tuple(int(s) for s in window_strides)
+  pads = _pads(padding, lhs.shape[1:3], rhs.shape[:2], strides, lhs_dilation)
+  if any(lo < 0 or hi < 0 for lo, hi in pads):  # negative pads (crops): lax's own rule
+    return lax.conv_general_dilated(
+      lhs, rhs, strides, pads, lhs_dilation, None, _NHWC, precision=precision
+    )
+  return _conv(lhs, rhs, strides, pads, tuple(int(d) for d in lhs_dilation), _hashable(precision))
+
+
+def _hashable(precision):
+  if isinstance(precision, (list, tuple)):
+    return tuple(precision)
+  return precision
