@@ -1,8 +1,9 @@
 """Host-side datasets and batches: scikit-learn digits, .npz arrays, TFDS, Tiny-ImageNet.
 
 Images are NHWC with pixels in [0, 1] (the paper's scale); uint8 sources stay uint8
-in memory and are scaled per batch. No download ever happens here: a dataset that
-is not on disk raises one `DataError` saying how to prepare it.
+in memory and in training batches (scaled on the device: `input_pipeline`). No download
+ever happens here: a dataset that is not on disk raises one `DataError` saying how to
+prepare it.
 """
 
 import dataclasses
@@ -300,34 +301,19 @@ def validate(ds, num_classes=0):
   )
 
 
-def crop_and_flip(images, rng, pad=4):
-  """Random `pad`-pixel-padded crops and horizontal flips: [B, H, W, c] -> same shape."""
-  b, h, w, _ = images.shape
-  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='constant')
-  dy = rng.integers(0, 2 * pad + 1, b)
-  dx = rng.integers(0, 2 * pad + 1, b)
-  rows = dy[:, None] + np.arange(h)[None]  # [B, H]
-  cols = dx[:, None] + np.arange(w)[None]  # [B, W]
-  out = padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
-  flip = rng.random(b) < 0.5
-  out[flip] = out[flip, :, ::-1]
-  return out
+def train_batches(ds, batch_size, *, seed, epoch):
+  """Yields (x [B, H, W, c] as stored: uint8 or float32, y int32 [B]) for one epoch; drops
+  the last partial batch.
 
-
-def train_batches(ds, batch_size, *, seed, epoch, augment=False):
-  """Yields (x float32 [B, H, W, c], y int32 [B]) for one epoch; drops the last partial batch.
-
-  The order and the augmentation depend only on (seed, epoch), so a resumed run
-  sees exactly the batches an uninterrupted one would.
+  The order depends only on (seed, epoch), so a resumed run sees exactly the batches an
+  uninterrupted one would. Scaling to float and the augmentation happen on the device, in
+  the training step (`input_pipeline.device_batch`).
   """
   rng = np.random.default_rng([seed, epoch])
   order = rng.permutation(len(ds.train_labels))
   for i in range(len(order) // batch_size):
     idx = order[i * batch_size : (i + 1) * batch_size]
-    x = ds.train_images[idx]
-    if augment:
-      x = crop_and_flip(x, rng)
-    yield to_float(x), ds.train_labels[idx]
+    yield ds.train_images[idx], ds.train_labels[idx]
 
 
 def num_train_steps(ds, batch_size):

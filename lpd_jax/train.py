@@ -21,6 +21,7 @@ from lpd_jax import (
   compilation_cache,
   data,
   ensemble,
+  input_pipeline,
   loading,
   predict,
   provenance,
@@ -255,15 +256,15 @@ def train_epoch(run, train_step, state, epoch):
   """One epoch of steps, its test evaluation and its checkpoint -> (state, metrics line)."""
   config = run.config
   start, sums, seen = time.perf_counter(), None, 0
-  batches = data.train_batches(
-    run.ds, config.batch_size, seed=config.seed, epoch=epoch, augment=config.augment
+  # The next batches cross to the devices (as stored: uint8 for CIFAR) while a step runs.
+  batches = input_pipeline.prefetch(
+    data.train_batches(run.ds, config.batch_size, seed=config.seed, epoch=epoch), run.mesh
   )
   bar = tqdm(
     batches, total=run.steps_per_epoch, desc=f'epoch {epoch + 1}/{config.num_epochs}', leave=False
   )
   for i, (x, y) in enumerate(bar):
     step = epoch * run.steps_per_epoch + i  # host-side: no device sync per step
-    x, y = sharding.place_batch((x, y), run.mesh)
     state, m = train_step(state, x, y, jax.random.fold_in(run.dropout_key, step))
     sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
     seen += 1

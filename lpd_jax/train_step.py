@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from lpd_jax import ensemble, methods, sharding
+from lpd_jax import ensemble, input_pipeline, methods, sharding
 
 
 def make_optimizer(config, steps_per_epoch, restarts=()):
@@ -73,6 +73,10 @@ def train_step_fn(config, members, tx, steps_per_epoch=1, mesh=None):
   """-> (state, x [B, H, W, c], y [B], key) -> (state, metrics), not jitted yet (tests wrap
   it in `chex.assert_max_traces`).
 
+  x as stored (uint8 0..255 or float in [0, 1]): the step scales it to float32 and, with
+  config.augment, crops and flips it from `key` (`input_pipeline.device_batch`); the
+  method's loss sees the float batch and the same `key`.
+
   The method's loss is `methods.adversarial.wrap`ped when config.adv_train.attack is set
   (examples made against the current ensemble each step). `steps_per_epoch` sets the
   training progress the loss sees (step / (steps_per_epoch * num_epochs)).
@@ -87,6 +91,7 @@ def train_step_fn(config, members, tx, steps_per_epoch=1, mesh=None):
   total_steps = steps_per_epoch * config.num_epochs
 
   def train_step(state, x, y, key):
+    x = input_pipeline.device_batch(x, key, config.augment)
     variables = state.variables
     progress = state.step.astype(jnp.float32) / total_steps
     grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)

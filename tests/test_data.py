@@ -2,12 +2,14 @@
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from conftest import tiny_config
 
-from lpd_jax import data, predict
+from lpd_jax import data, input_pipeline, predict
 
 SHARED_SUBSET = os.path.join(
   os.path.dirname(__file__), '..', '..', 'shared', 'data', 'cifar10_subset.npz'
@@ -119,22 +121,62 @@ def test_tiny_imagenet_from_a_local_folder_and_its_cache(tmp_path):
     data.load_dataset(tiny_config(dataset='tiny_imagenet', data_dir=str(tmp_path / 'empty')))
 
 
-def test_crop_and_flip_equals_a_loop_over_pad_crop_flip():
-  images = np.random.default_rng(0).integers(0, 255, (16, 6, 5, 3)).astype(np.uint8)
-  out = data.crop_and_flip(images, np.random.default_rng(1), pad=2)
-  rng = np.random.default_rng(1)  # replay the same draws
-  dy, dx, flip = rng.integers(0, 5, 16), rng.integers(0, 5, 16), rng.random(16) < 0.5
-  for i in range(16):
+def test_device_crop_and_flip_equals_a_numpy_loop_over_pad_crop_flip():
+  images = np.random.default_rng(0).integers(0, 255, (64, 6, 5, 3)).astype(np.uint8)
+  key = jax.random.key(7)
+  out = np.asarray(jax.jit(input_pipeline.crop_and_flip, static_argnums=2)(key, images, 2))
+  assert out.dtype == np.uint8
+  offsets, flip = map(np.asarray, input_pipeline.draw_crops(key, 64, 2))
+  for i in range(64):
     padded = np.pad(images[i], ((2, 2), (2, 2), (0, 0)))
-    crop = padded[dy[i] : dy[i] + 6, dx[i] : dx[i] + 5]
+    crop = padded[offsets[i, 0] : offsets[i, 0] + 6, offsets[i, 1] : offsets[i, 1] + 5]
     np.testing.assert_array_equal(out[i], crop[:, ::-1] if flip[i] else crop)
+  # Every offset 0..2*pad and both flips occur; a few draws land on padding (zeros).
+  assert set(offsets.ravel()) == set(range(5)) and 0 < flip.sum() < 64
+
+
+def test_device_batch_scales_uint8_and_augments_from_the_step_key():
+  images = np.random.default_rng(0).integers(0, 256, (8, 4, 4, 3)).astype(np.uint8)
+  key = jax.random.key(3)
+  plain = np.asarray(input_pipeline.device_batch(images, key, augment=False))
+  np.testing.assert_allclose(plain, images.astype(np.float32) / 255, rtol=1e-6)
+  floats = np.asarray(input_pipeline.device_batch(plain, key, augment=False))
+  np.testing.assert_array_equal(floats, plain)  # float data passes through
+  augmented = np.asarray(input_pipeline.device_batch(images, key, augment=True))
+  again = np.asarray(input_pipeline.device_batch(images, key, augment=True))
+  np.testing.assert_array_equal(augmented, again)  # the step key decides: resumable
+  expected = input_pipeline.crop_and_flip(
+    jax.random.fold_in(key, input_pipeline.AUGMENT_STREAM), images
+  )
+  np.testing.assert_allclose(augmented, np.asarray(expected).astype(np.float32) / 255, rtol=1e-6)
+  other = np.asarray(input_pipeline.device_batch(images, jax.random.key(4), augment=True))
+  assert not np.array_equal(augmented, other)
+
+
+def test_prefetch_yields_the_batches_in_order_on_the_device_and_raises_their_errors():
+  batches = [(np.full((2, 3), i, np.uint8), np.full((2,), i, np.int32)) for i in range(5)]
+  got = list(input_pipeline.prefetch(iter(batches)))
+  assert [int(y[0]) for _, y in got] == list(range(5))
+  assert all(isinstance(x, jax.Array) and x.dtype == jnp.uint8 for x, _ in got)
+
+  def failing():
+    yield batches[0]
+    raise data.DataError('disk went away')
+
+  stream = input_pipeline.prefetch(failing())
+  assert int(next(stream)[1][0]) == 0
+  with pytest.raises(data.DataError, match='disk went away'):
+    next(stream)
+  endless = input_pipeline.prefetch(iter(lambda: batches[0], None), size=1)
+  next(endless)
+  endless.close()  # the thread stops instead of filling a queue forever
 
 
 def test_train_batches_depend_only_on_seed_and_epoch():
   ds = data.load_dataset(tiny_config())
-  first = [y for _, y in data.train_batches(ds, 64, seed=0, epoch=3, augment=False)]
-  again = [y for _, y in data.train_batches(ds, 64, seed=0, epoch=3, augment=False)]
-  other = [y for _, y in data.train_batches(ds, 64, seed=0, epoch=4, augment=False)]
+  first = [y for _, y in data.train_batches(ds, 64, seed=0, epoch=3)]
+  again = [y for _, y in data.train_batches(ds, 64, seed=0, epoch=3)]
+  other = [y for _, y in data.train_batches(ds, 64, seed=0, epoch=4)]
   assert len(first) == data.num_train_steps(ds, 64) == 1438 // 64
   np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
   assert not np.array_equal(np.concatenate(first), np.concatenate(other))

@@ -22,6 +22,7 @@ FLOORS = (
       'lpd_jax.models',
       'lpd_jax.dropout',
       'lpd_jax.data',
+      'lpd_jax.input_pipeline',
       'lpd_jax.checkpoint',
       'lpd_jax.workdir',
       'lpd_jax.progress',
