@@ -361,8 +361,8 @@ def test_a_second_trainer_of_a_workdir_exits_at_once_naming_the_first(trained_wo
   pid) while the first trains on and ends with the parameters of a run alone."""
   workdir = str(tmp_path / 'w')
   first = start_cli('train.py', *TINY_CLI, f'--workdir={workdir}')
-  for line in first.stdout:
-    if line.startswith('epoch   1'):
+  for line in first.stdout:  # its first line: it holds the lock, with all 3 epochs to go
+    if line.startswith('loading'):
       break
   second = run_cli('train.py', *TINY_CLI, f'--workdir={workdir}', timeout=60)
   _, err = first.communicate(timeout=300)
