@@ -135,9 +135,18 @@ class Members:
 
 
 def create(config, num_classes):
-  """The one model factory: config.model, width, dtype and member_strategy -> Members."""
+  """The one model factory: config.model, width, dtype and member_strategy -> Members.
+
+  Unrolled members use the models' own convolution (fast input gradients in XLA:CPU loops:
+  `models.conv`), vmapped or mapped ones lax's (`models.common.CONVOLUTIONS`)."""
   model_cls = models.REGISTRY[config.model]
-  model = model_cls(num_classes=num_classes, width=config.width, dtype=jnp.dtype(config.dtype))
+  unrolled = resolve_strategy(config.member_strategy) == 'unroll'
+  model = model_cls(
+    num_classes=num_classes,
+    width=config.width,
+    dtype=jnp.dtype(config.dtype),
+    conv_impl='lpd_jax' if unrolled else 'lax',
+  )
   return Members(model, config.member_strategy)
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from lpd_jax.models import conv
 from lpd_jax.models.resnet import ResNet
 
 # Flax's BatchNorm default (nn.BatchNorm(epsilon=1e-5)); the models do not change it.
@@ -97,8 +98,8 @@ class Builder:
 
 
 def _conv(kernel, strides, padding):
-  def apply(z):
-    return jax.lax.conv_general_dilated(
+  def apply(z):  # the models' convolution: its transpose stays fast inside loops
+    return conv.conv_general_dilated(
       z, kernel, (strides, strides), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
     )
 

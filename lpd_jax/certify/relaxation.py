@@ -37,9 +37,14 @@ def relu_relaxation(lo, hi):
 
 def linear_backward(apply, a, in_shape):
   """A·apply(z) as coefficients on z: A [N, S, *out] of a linear map `apply` (z [M, *in_shape]
-  -> [M, *out]) -> [N, S, *in_shape] (its transpose)."""
+  -> [M, *out]) -> [N, S, *in_shape] (its transpose).
+
+  The transpose is `apply`'s VJP at 0 (for a linear map, the same map as
+  `jax.linear_transpose`'s): a VJP goes through a model convolution's own rule
+  (`models.conv`, fast inside the `lax.map` loops the bounds run in on XLA:CPU), which
+  `linear_transpose` would bypass; the forward pass at 0 is dead code XLA removes."""
   n, s = a.shape[:2]
-  transpose = jax.linear_transpose(apply, jax.ShapeDtypeStruct((n * s, *in_shape), a.dtype))
+  _, transpose = jax.vjp(apply, jnp.zeros((n * s, *in_shape), a.dtype))
   (prev,) = transpose(a.reshape(n * s, *a.shape[2:]))
   return prev.reshape(n, s, *in_shape)
 

@@ -1,16 +1,24 @@
 """What every model of `models.REGISTRY` shares: its fields and the features/head split."""
 
-import functools
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 from lpd_jax.models import conv
 
-# Every model's convolution: flax's, computed by `conv.conv_general_dilated` (the same
-# values; its input gradient stays fast inside XLA:CPU loops, see that module).
-Conv = functools.partial(nn.Conv, conv_general_dilated=conv.conv_general_dilated)
+# A model's convolutions: flax's, computed by one of these (`FeatureClassifier.conv`).
+# 'lpd_jax' (`conv.conv_general_dilated`): lax's values, an input gradient that stays fast
+# inside XLA:CPU loops (see that module); 'lax': lax's own, which `ensemble.create` picks
+# for the vmap and map member strategies (vmapped, the custom VJP's grouped convolutions
+# trained differently across processes than in one: tests/test_sharding.py).
+CONVOLUTIONS = {'lpd_jax': conv.conv_general_dilated, 'lax': lax.conv_general_dilated}
+
+
+def Conv(*args, conv_impl='lpd_jax', **kwargs):  # noqa: N802 (a layer, named as flax's)
+  """`flax.linen.Conv` computed by CONVOLUTIONS[conv_impl]."""
+  return nn.Conv(*args, conv_general_dilated=CONVOLUTIONS[conv_impl], **kwargs)
 
 
 class FeatureClassifier(nn.Module):
@@ -25,11 +33,13 @@ class FeatureClassifier(nn.Module):
     num_classes: C.
     width: w; the feature size is D = 8 * w.
     dtype: the activations' and matmuls' dtype (jnp.float32 or jnp.bfloat16).
+    conv_impl: 'lpd_jax' | 'lax', the convolution (CONVOLUTIONS); the same values.
   """
 
   num_classes: int
   width: int = 64
   dtype: Any = jnp.float32
+  conv_impl: str = 'lpd_jax'
 
   def classify(self, h):
     """h [B, D] -> logits [B, C]."""

@@ -23,6 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 __all__ = ['conv_general_dilated']
 
@@ -57,27 +58,41 @@ def _conv(x, w, strides, pads, lhs_dilation, precision):
 
 
 def _conv_fwd(x, w, strides, pads, lhs_dilation, precision):
-  return _conv(x, w, strides, pads, lhs_dilation, precision), (x, w)
+  # Symbolic zeros: x and w come as CustomVJPPrimal (.value, .perturbed); which gradients
+  # are wanted travels in the residuals' structure (() wanted, None not), so the backward
+  # pass builds no gradient nobody asked for: input gradients of a model with constant
+  # parameters (the attacks', the probes') never build the kernel's, which lax cannot
+  # batch under vmap on a sharded batch.
+  out = _conv(x.value, w.value, strides, pads, lhs_dilation, precision)
+  wanted = (() if x.perturbed else None, () if w.perturbed else None)
+  return out, (x.value, w.value, wanted)
 
 
 def _conv_bwd(strides, pads, lhs_dilation, precision, residuals, g):
-  x, w = residuals
-  kernel = w.shape[:2]
-  # The transposed convolution: kernel flipped in space, its I and O axes swapped as data
-  # (a copy in HWIO order), strides and lhs dilation exchanged.
-  w_t = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3)
-  t_pads = _input_gradient_pads(x.shape[1:3], kernel, strides, g.shape[1:3], pads, lhs_dilation)
-  dx = _conv(g, w_t, lhs_dilation, t_pads, strides, precision)
-  _, kernel_vjp = jax.vjp(
-    lambda w: lax.conv_general_dilated(
-      x, w, strides, pads, lhs_dilation, None, _NHWC, precision=precision
-    ),
-    w,
-  )
-  return dx.astype(x.dtype), kernel_vjp(g)[0]
+  x, w, (input_wanted, kernel_wanted) = residuals
+  if isinstance(g, SymbolicZero):
+    return None, None
+  dx = dw = None
+  if input_wanted is not None:
+    # The transposed convolution: kernel flipped in space, its I and O axes swapped as
+    # data (a copy in HWIO order), strides and lhs dilation exchanged.
+    w_t = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3)
+    t_pads = _input_gradient_pads(
+      x.shape[1:3], w.shape[:2], strides, g.shape[1:3], pads, lhs_dilation
+    )
+    dx = _conv(g, w_t, lhs_dilation, t_pads, strides, precision).astype(x.dtype)
+  if kernel_wanted is not None:
+    _, kernel_vjp = jax.vjp(
+      lambda w: lax.conv_general_dilated(
+        x, w, strides, pads, lhs_dilation, None, _NHWC, precision=precision
+      ),
+      w,
+    )
+    dw = kernel_vjp(g)[0]
+  return dx, dw
 
 
-_conv.defvjp(_conv_fwd, _conv_bwd)
+_conv.defvjp(_conv_fwd, _conv_bwd, symbolic_zeros=True)
 
 
 def _is_nhwc(dimension_numbers):

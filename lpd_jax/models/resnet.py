@@ -24,6 +24,7 @@ class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
   dtype: Any = jnp.float32
+  conv_impl: str = 'lpd_jax'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -31,14 +32,36 @@ class BasicBlock(nn.Module):
       use_running_average=not train, momentum=0.9, dtype=self.dtype, name=name
     )
     y = Conv(
-      self.filters, (3, 3), self.strides, padding=1, use_bias=False, dtype=self.dtype, name='conv1'
+      self.filters,
+      (3, 3),
+      self.strides,
+      padding=1,
+      use_bias=False,
+      dtype=self.dtype,
+      conv_impl=self.conv_impl,
+      name='conv1',
     )(x)
     y = nn.relu(norm('bn1')(y))
-    y = Conv(self.filters, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype, name='conv2')(y)
+    y = Conv(
+      self.filters,
+      (3, 3),
+      1,
+      padding=1,
+      use_bias=False,
+      dtype=self.dtype,
+      conv_impl=self.conv_impl,
+      name='conv2',
+    )(y)
     y = norm('bn2')(y)
     if self.strides != 1 or x.shape[-1] != self.filters:
       x = Conv(
-        self.filters, (1, 1), self.strides, use_bias=False, dtype=self.dtype, name='shortcut_conv'
+        self.filters,
+        (1, 1),
+        self.strides,
+        use_bias=False,
+        dtype=self.dtype,
+        conv_impl=self.conv_impl,
+        name='shortcut_conv',
       )(x)
       x = norm('shortcut_bn')(x)
     return nn.relu(y + x)
@@ -58,13 +81,15 @@ class ResNet(FeatureClassifier):
   blocks_per_stage: ClassVar[Tuple[int, ...]] = (2, 2, 2, 2)
 
   def setup(self):
-    self.stem_conv = Conv(self.width, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype)
+    self.stem_conv = Conv(
+      self.width, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype, conv_impl=self.conv_impl
+    )
     self.stem_bn = nn.BatchNorm(momentum=0.9, dtype=self.dtype)
     blocks = []
     for stage, (mult, num_blocks) in enumerate(zip((1, 2, 4, 8), self.blocks_per_stage)):
       for i in range(num_blocks):
         strides = 2 if (stage > 0 and i == 0) else 1
-        blocks.append(BasicBlock(self.width * mult, strides, self.dtype))
+        blocks.append(BasicBlock(self.width * mult, strides, self.dtype, self.conv_impl))
     self.blocks = blocks
     self.head = nn.Dense(self.num_classes)
 

@@ -48,7 +48,10 @@ class VGG16(FeatureClassifier):
 
   def setup(self):
     channels = [c // 64 * self.width for c in VGG16_LAYERS if c != 'M']
-    self.convs = [Conv(c, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype) for c in channels]
+    self.convs = [
+      Conv(c, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype, conv_impl=self.conv_impl)
+      for c in channels
+    ]
     self.bns = [nn.BatchNorm(momentum=0.9, dtype=self.dtype) for _ in channels]
     self.head = nn.Dense(self.num_classes)
 
