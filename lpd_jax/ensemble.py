@@ -89,6 +89,12 @@ class Members:
   model: Any
   strategy: str = 'auto'
 
+  def with_strategy(self, strategy):
+    """These members run with `strategy`, their model's convolution the one that goes with
+    it: the models' own (`models.conv`) when unrolled, lax's when vmapped or mapped."""
+    unrolled = resolve_strategy(strategy) == 'unroll'
+    return Members(self.model.clone(conv_impl='lpd_jax' if unrolled else 'lax'), strategy)
+
   def init(self, key, num_members, input_shape):
     """Independent inits of K members -> {'params', 'batch_stats'} stacked [K, ...]."""
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
@@ -140,14 +146,8 @@ def create(config, num_classes):
   Unrolled members use the models' own convolution (fast input gradients in XLA:CPU loops:
   `models.conv`), vmapped or mapped ones lax's (`models.common.CONVOLUTIONS`)."""
   model_cls = models.REGISTRY[config.model]
-  unrolled = resolve_strategy(config.member_strategy) == 'unroll'
-  model = model_cls(
-    num_classes=num_classes,
-    width=config.width,
-    dtype=jnp.dtype(config.dtype),
-    conv_impl='lpd_jax' if unrolled else 'lax',
-  )
-  return Members(model, config.member_strategy)
+  model = model_cls(num_classes=num_classes, width=config.width, dtype=jnp.dtype(config.dtype))
+  return Members(model).with_strategy(config.member_strategy)
 
 
 class _Attached:

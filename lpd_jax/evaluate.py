@@ -11,7 +11,6 @@ under 'expected' inference (`eval_robust_expected.json`, `eval_sweep_expected.pn
 reports of both modes live side by side.
 """
 
-import dataclasses
 import json
 import os
 import shutil
@@ -93,9 +92,7 @@ def evaluate(config, workdir):
           )
       other_ens = loading.load(other, inference=inference)
       # How members execute is this run's choice, not the other training run's.
-      return other_ens.replace(
-        members=dataclasses.replace(other_ens.members, strategy=ens.members.strategy)
-      )
+      return other_ens.replace(members=other_ens.members.with_strategy(ens.members.strategy))
 
     return load_other
 
