@@ -2,7 +2,9 @@
 
 import json
 import os
+import platform
 import statistics
+import sys
 import time
 
 
@@ -32,3 +34,24 @@ def time_calls(call, repeats):
     call()
     times.append(time.perf_counter() - start)
   return out, first, times, statistics.median(times)
+
+
+def machine(args, **fields):
+  """The record's header: what ran where (backend, device, cores, versions) and with which
+  arguments, then `fields` (results, table, ...)."""
+  import jax
+
+  from lpd_jax import sharding
+
+  device = sharding.describe()
+  return dict(
+    backend=device['backend'],
+    device=device['device_kind'],
+    num_devices=device['num_devices'],
+    cpu_count=os.cpu_count(),
+    machine=platform.machine(),
+    python=sys.version.split()[0],
+    jax=jax.__version__,
+    args=vars(args),
+    **fields,
+  )

@@ -19,9 +19,7 @@ Writes JSON to benchmarks/out/conv_loop_<backend>.json (or --out).
 import argparse
 import json
 import os
-import platform
 import subprocess
-import sys
 import textwrap
 
 import _results
@@ -171,17 +169,7 @@ def main():
       f'{r["loop_speedup"]:.1f}x |'
     )
   print('\n'.join(lines))
-  out = dict(
-    backend=device['backend'],
-    device=device['device_kind'],
-    cpu_count=os.cpu_count(),
-    machine=platform.machine(),
-    python=sys.version.split()[0],
-    jax=jax.__version__,
-    args=vars(args),
-    results=rows,
-    table='\n'.join(lines),
-  )
+  out = _results.machine(args, results=rows, table='\n'.join(lines))
   _results.write(out, 'conv_loop', device['backend'], args.out)
 
 

@@ -22,7 +22,6 @@ strategy.
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -191,19 +190,7 @@ def main(argv=None):
   s = SIZES['tiny' if args.tiny else 'full']
   begin = time.perf_counter()
   device = sharding.describe()
-  result = dict(
-    backend=device['backend'],
-    device=device['device_kind'],
-    num_devices=device['num_devices'],
-    cpu_count=os.cpu_count(),
-    machine=platform.machine(),
-    python=sys.version.split()[0],
-    jax=jax.__version__,
-    args=vars(args),
-    sizes=s,
-    sections={},
-    skipped=[],
-  )
+  result = _results.machine(args, sizes=s, sections={}, skipped=[])
   out = args.out or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), 'results', f'device_{device["backend"]}.json'
   )

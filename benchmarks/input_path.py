@@ -16,9 +16,6 @@ Writes JSON to benchmarks/out/input_path_<backend>.json (or --out).
 """
 
 import argparse
-import os
-import platform
-import sys
 import time
 
 import _results
@@ -153,17 +150,7 @@ def main():
       f'| Baseline step, K = 3, width {args.step_width} | {result["step_images_per_second"]:,.0f} |'
     )
   print('\n'.join(lines))
-  out = dict(
-    backend=device['backend'],
-    device=device['device_kind'],
-    cpu_count=os.cpu_count(),
-    machine=platform.machine(),
-    python=sys.version.split()[0],
-    jax=jax.__version__,
-    args=vars(args),
-    results=result,
-    table='\n'.join(lines),
-  )
+  out = _results.machine(args, results=result, table='\n'.join(lines))
   _results.write(out, 'input_path', device['backend'], args.out)
 
 
