@@ -20,7 +20,6 @@ strategy.
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import train_step  # noqa: E402
 
-from lpd_jax import certify, ensemble, sharding  # noqa: E402
+from lpd_jax import certify, ensemble, sharding, workdir  # noqa: E402
 from lpd_jax.models import ResNet18  # noqa: E402
 from lpd_jax.names import split_names  # noqa: E402
 
@@ -160,8 +159,7 @@ def section_epoch(s):
     start = time.perf_counter()
     train.train_and_evaluate(config, os.path.join(tmp, 'workdir'))
     wall = time.perf_counter() - start
-    with open(os.path.join(tmp, 'workdir', 'metrics.jsonl')) as f:
-      record = json.loads(f.readlines()[-1])
+    record = workdir.read_metrics(os.path.join(tmp, 'workdir'))[-1]
   r = dict(
     images=n,
     batch=s['batch'],

@@ -40,7 +40,8 @@ class Dataset:
 
 
 def to_float(images):
-  """uint8 [0, 255] or float [0, 1] images -> float32 [0, 1]."""
+  """uint8 [0, 255] or float [0, 1] images -> float32 [0, 1] (NumPy arrays, or JAX arrays
+  inside the training step: `input_pipeline.device_batch`)."""
   if images.dtype == np.uint8:
     return images.astype(np.float32) / 255.0
   return images.astype(np.float32)

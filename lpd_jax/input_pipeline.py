@@ -15,7 +15,7 @@ import threading
 import jax
 import jax.numpy as jnp
 
-from lpd_jax import sharding
+from lpd_jax import data, sharding
 
 __all__ = ['AUGMENT_STREAM', 'crop_and_flip', 'device_batch', 'draw_crops', 'prefetch']
 
@@ -49,9 +49,7 @@ def device_batch(x, step_key, augment):
   `augment`."""
   if augment:
     x = crop_and_flip(jax.random.fold_in(step_key, AUGMENT_STREAM), x)
-  if x.dtype == jnp.uint8:
-    return x.astype(jnp.float32) / 255.0
-  return x.astype(jnp.float32)
+  return data.to_float(x)
 
 
 _DONE = object()

@@ -8,7 +8,7 @@ from jax import lax
 
 from lpd_jax.models import conv
 
-# A model's convolutions: flax's, computed by one of these (`FeatureClassifier.conv`).
+# A model's convolutions: flax's, computed by one of these (`FeatureClassifier.conv_impl`).
 # 'lpd_jax' (`conv.conv_general_dilated`): lax's values, an input gradient that stays fast
 # inside XLA:CPU loops (see that module); 'lax': lax's own, which `ensemble.create` picks
 # for the vmap and map member strategies (vmapped, the custom VJP's grouped convolutions

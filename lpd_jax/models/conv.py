@@ -4,15 +4,17 @@
 with the kernel's input and output feature axes swapped *in the dimension labels*
 (`b01f_01oi->b01f`). Outside a loop XLA:CPU lays the kernel out for it; inside a `while`
 body (every attack's `fori_loop`, TRS's smoothness PGD) it does not, and that convolution
-runs 8-40x slower (measured, jax 0.10, 2 CPU cores: a 3x3 16-channel input gradient at
-32x32, batch 32, 26 ms in a loop vs 3 ms outside; `benchmarks/conv_loop.py`).
+runs slower (measured, jax 0.10, 2 CPU cores, `benchmarks/conv_loop.py`: four input
+gradients of ResNet-18's 3x3 layers at batch 64 in a `fori_loop`, 7.8x at 32x32x16 and 10.2x
+at 16x16x32, 1.8-2.3x at 8x8x64 and 4x4x128).
 
 `conv_general_dilated` here has lax's signature and value; its custom VJP computes the
 input gradient from an explicitly flipped and transposed kernel [kh, kw, O, I] laid out as
 an ordinary HWIO kernel, by calling itself, so the input gradient of the input gradient
-(TRS, GAL, DEG: double backprop) is one too. The kernel gradient is lax's. Used by every
-convolution of `models.REGISTRY` (flax `nn.Conv(conv_general_dilated=...)`); cases it does
-not cover (other layouts, groups, kernel dilation) go to lax unchanged.
+(TRS, GAL, DEG: double backprop) is one too. The kernel gradient is lax's. The models of
+`models.REGISTRY` use it with `conv_impl='lpd_jax'` (flax `nn.Conv(conv_general_dilated=...)`,
+what `ensemble.create` gives unrolled members); cases it does not cover (other layouts,
+groups, kernel dilation, negative pads) go to lax unchanged.
 
 Reverse mode only: `jax.jvp` through it raises (a `custom_vjp`); nothing in lpd-jax uses
 forward mode through a model.
@@ -49,12 +51,17 @@ def _input_gradient_pads(in_spatial, kernel, strides, out_spatial, pads, lhs_dil
   return tuple(result)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv(x, w, strides, pads, lhs_dilation, precision):
-  """x [B, H, W, I], w [kh, kw, I, O] -> [B, H', W', O] (lax's NHWC/HWIO convolution)."""
+def _lax_conv(x, w, strides, pads, lhs_dilation, precision):
+  """x [B, H, W, I], w [kh, kw, I, O] -> [B, H', W', O]: lax's NHWC/HWIO convolution."""
   return lax.conv_general_dilated(
     x, w, strides, pads, lhs_dilation, None, _NHWC, precision=precision
   )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv(x, w, strides, pads, lhs_dilation, precision):
+  """`_lax_conv` with the VJP below."""
+  return _lax_conv(x, w, strides, pads, lhs_dilation, precision)
 
 
 def _conv_fwd(x, w, strides, pads, lhs_dilation, precision):
@@ -82,12 +89,7 @@ def _conv_bwd(strides, pads, lhs_dilation, precision, residuals, g):
     )
     dx = _conv(g, w_t, lhs_dilation, t_pads, strides, precision).astype(x.dtype)
   if kernel_wanted is not None:
-    _, kernel_vjp = jax.vjp(
-      lambda w: lax.conv_general_dilated(
-        x, w, strides, pads, lhs_dilation, None, _NHWC, precision=precision
-      ),
-      w,
-    )
+    _, kernel_vjp = jax.vjp(lambda w: _lax_conv(x, w, strides, pads, lhs_dilation, precision), w)
     dw = kernel_vjp(g)[0]
   return dx, dw
 
@@ -149,9 +151,7 @@ def conv_general_dilated(
   strides = tuple(int(s) for s in window_strides)
   pads = _pads(padding, lhs.shape[1:3], rhs.shape[:2], strides, lhs_dilation)
   if any(lo < 0 or hi < 0 for lo, hi in pads):  # negative pads (crops): lax's own rule
-    return lax.conv_general_dilated(
-      lhs, rhs, strides, pads, lhs_dilation, None, _NHWC, precision=precision
-    )
+    return _lax_conv(lhs, rhs, strides, pads, lhs_dilation, precision)
   return _conv(lhs, rhs, strides, pads, tuple(int(d) for d in lhs_dilation), _hashable(precision))
 
 
