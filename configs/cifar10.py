@@ -1,6 +1,6 @@
 """Any method on CIFAR-10, K = 3 ResNet-18s (width 64), 150 epochs: the paper's Table 4 setting.
 
-Needs CIFAR-10 prepared for TFDS in array_record format (see README, "Data").
+Needs CIFAR-10 fetched once: python -m lpd_jax.datasets fetch cifar10 (README, "Data").
 python train.py --config=configs/cifar10.py:deg --workdir=workdirs/deg_cifar10
 python eval.py --workdir=workdirs/deg_cifar10 --config.eval.suite=paper
 Variants (configs/_variants.py): :baseline :lpd :pdd :deg :adp :gal :trs, then ,k5 and

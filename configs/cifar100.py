@@ -1,6 +1,6 @@
 """Any method on CIFAR-100, K = 3 ResNet-18s (width 64), 150 epochs (METHODS.md defaults).
 
-Needs CIFAR-100 prepared for TFDS in array_record format (see README, "Data").
+Needs CIFAR-100 fetched once: python -m lpd_jax.datasets fetch cifar100 (README, "Data").
 python train.py --config=configs/cifar100.py:adp --workdir=workdirs/adp_cifar100
 Table 1 (K = 5): --config=configs/cifar100.py:deg,k5 (PDD masks with 20 bins).
 Table 6 (adversarial training, eps 8/255, 7 PGD steps of 2/255): the six rows are

@@ -1,6 +1,6 @@
 """LPD ensemble of K = 3 ResNet-18s (width 64) on CIFAR-10, the paper's Table 4 setting.
 
-Needs CIFAR-10 prepared for TFDS in array_record format (see README, "Data").
+Needs CIFAR-10 fetched once: python -m lpd_jax.datasets fetch cifar10 (README, "Data").
 python train.py --config=configs/lpd_cifar10.py --workdir=workdirs/lpd_cifar10
 python eval.py --config=configs/lpd_cifar10.py --workdir=workdirs/lpd_cifar10
 

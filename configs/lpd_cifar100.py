@@ -1,6 +1,6 @@
 """LPD ensemble of K = 3 ResNet-18s (width 64) on CIFAR-100, 150 epochs (METHODS.md defaults).
 
-Needs CIFAR-100 prepared for TFDS in array_record format (see README, "Data").
+Needs CIFAR-100 fetched once: python -m lpd_jax.datasets fetch cifar100 (README, "Data").
 python train.py --config=configs/lpd_cifar100.py --workdir=workdirs/lpd_cifar100
 python eval.py --config=configs/lpd_cifar100.py --workdir=workdirs/lpd_cifar100
 K = 5 (Table 1): --config=configs/cifar100.py:lpd,k5

@@ -1,8 +1,7 @@
 """Any method on Tiny-ImageNet (64x64, 200 classes), K = 3 ResNet-18s (width 64), 100 epochs.
 
-Needs the unzipped tiny-imagenet-200 folder under data_dir (see README, "Data").
-python train.py --config=configs/tinyimagenet.py:deg --workdir=workdirs/deg_tiny \
-    --config.data_dir=/path/holding/tiny-imagenet-200
+Needs Tiny-ImageNet fetched once: python -m lpd_jax.datasets fetch tiny_imagenet (README, "Data").
+python train.py --config=configs/tinyimagenet.py:deg --workdir=workdirs/deg_tiny
 Variants as configs/cifar10.py (configs/_variants.py).
 """
 

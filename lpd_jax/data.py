@@ -1,9 +1,10 @@
-"""Host-side datasets and batches: scikit-learn digits, .npz arrays, TFDS, Tiny-ImageNet.
+"""Host-side datasets and batches: scikit-learn digits, .npz arrays, the fetched CIFAR-10/100
+and Tiny-ImageNet (`lpd_jax.datasets`), TFDS.
 
 Images are NHWC with pixels in [0, 1] (the paper's scale); uint8 sources stay uint8
 in memory and in training batches (scaled on the device: `input_pipeline`). No download
-ever happens here: a dataset that is not on disk raises one `DataError` saying how to
-prepare it.
+ever happens here: a dataset that is not on disk raises one `DataError` giving the command
+that fetches it.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import zipfile
 import numpy as np
 from tqdm.auto import tqdm
 
+from lpd_jax import datasets
 from lpd_jax.errors import DataError
 
 __all__ = ['LOADERS', 'DataError', 'Dataset', 'load_dataset', 'train_batches', 'to_float']
@@ -119,11 +121,12 @@ def _tfds_split(name, split, data_dir):
   except Exception as e:  # TFDS raises several types for "not prepared"
     where = data_dir or '~/tensorflow_datasets (the TFDS default)'
     raise DataError(
-      f'dataset {name!r} is not prepared in data_dir {where}. On a machine with internet run\n'
-      f'  tfds build {name} --file_format=array_record'
-      f'{" --data_dir=" + data_dir if data_dir else ""}\n'
-      f'and copy the folder there (random access needs array_record, not tfrecord).\n'
-      f'TFDS said: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+      f'dataset {name!r} is not prepared for TFDS in data_dir {where} '
+      f'(TFDS said: {type(e).__name__}). Either read it without TFDS: drop '
+      f"--config.data_source='tfds' and run python -m lpd_jax.datasets fetch {name}; or, "
+      f'where TensorFlow is installed (tfds build needs it), run tfds build {name} '
+      f'--file_format=array_record{" --data_dir=" + data_dir if data_dir else ""} '
+      '(random access needs array_record, not tfrecord)'
     ) from None
   examples = [source[i] for i in tqdm(range(len(source)), desc=f'{name}:{split}', leave=False)]
   if examples and 'id' in examples[0]:
@@ -136,7 +139,7 @@ def _tfds_split(name, split, data_dir):
 
 
 def _tfds(config):
-  """CIFAR-10/100 from TFDS random-access data sources (no TensorFlow needed)."""
+  """CIFAR-10/100 from TFDS random-access data sources (config.data_source='tfds')."""
   name, data_dir = config.dataset, config.data_dir
   train = _tfds_split(name, 'train', data_dir)
   test = _tfds_split(name, 'test', data_dir)
@@ -144,64 +147,22 @@ def _tfds(config):
   return Dataset(name, *train, *test, {'cifar10': 10, 'cifar100': 100}[name], source=where)
 
 
-def _tiny_imagenet(config):
-  """Tiny-ImageNet from a local `tiny-imagenet-200` folder (train/ and val/ as distributed).
-
-  The labelled `val` split is the test set. Decoded arrays are cached beside the
-  folder's files in `lpd_jax_cache.npz`.
-  """
-  data_dir = config.data_dir
-  root = os.path.join(data_dir or '.', 'tiny-imagenet-200')
-  if not os.path.isfile(os.path.join(root, 'wnids.txt')):
-    raise DataError(
-      f"dataset 'tiny_imagenet': no tiny-imagenet-200/wnids.txt under data_dir "
-      f'{os.path.abspath(data_dir or ".")}. Download tiny-imagenet-200.zip from the CS231n site, '
-      'unzip it there, and pass --config.data_dir=THAT_FOLDER.'
-    )
-  cache = os.path.join(root, 'lpd_jax_cache.npz')
-  if os.path.isfile(cache):
-    with np.load(cache) as f:
-      return Dataset(
-        'tiny_imagenet',
-        f['train_images'],
-        f['train_labels'],
-        f['test_images'],
-        f['test_labels'],
-        int(f['num_classes']),
-        source=cache,
-      )
-  from PIL import Image
-
-  def read(path):
-    return np.asarray(Image.open(path).convert('RGB'), np.uint8)
-
-  with open(os.path.join(root, 'wnids.txt')) as f:
-    wnids = [w.strip() for w in f if w.strip()]
-  index = {w: i for i, w in enumerate(wnids)}
-  train = [
-    (os.path.join(root, 'train', w, 'images', fn), index[w])
-    for w in wnids
-    for fn in sorted(os.listdir(os.path.join(root, 'train', w, 'images')))
-  ]
-  with open(os.path.join(root, 'val', 'val_annotations.txt')) as f:
-    val = [
-      (os.path.join(root, 'val', 'images', line.split('\t')[0]), index[line.split('\t')[1]])
-      for line in f
-      if line.strip()
-    ]
-  arrays = {}
-  for split, items in (('train', train), ('test', val)):
-    arrays[f'{split}_images'] = np.stack([read(p) for p, _ in tqdm(items, desc=split, leave=False)])
-    arrays[f'{split}_labels'] = np.asarray([y for _, y in items], np.int32)
-  np.savez(cache, num_classes=len(wnids), **arrays)
+def _fetched(config):
+  """CIFAR-10/100 and Tiny-ImageNet as `python -m lpd_jax.datasets fetch` converted them
+  into config.data_dir ('' = `datasets.default_data_dir()`): memory-mapped uint8 images,
+  verified against their manifest. config.data_source='tfds' reads TFDS's instead."""
+  if config.get('data_source', 'fetched') == 'tfds':
+    return _tfds(config)
+  data_dir = config.data_dir or datasets.default_data_dir()
+  arrays, manifest = datasets.load(config.dataset, data_dir)
   return Dataset(
-    'tiny_imagenet',
+    config.dataset,
     arrays['train_images'],
     arrays['train_labels'],
     arrays['test_images'],
     arrays['test_labels'],
-    len(wnids),
-    source=root,
+    len(manifest['class_names']),
+    source=os.path.join(data_dir, config.dataset),
   )
 
 
@@ -209,9 +170,9 @@ def _tiny_imagenet(config):
 LOADERS = {
   'digits': _digits,
   'npz': _npz,
-  'cifar10': _tfds,
-  'cifar100': _tfds,
-  'tiny_imagenet': _tiny_imagenet,
+  'cifar10': _fetched,
+  'cifar100': _fetched,
+  'tiny_imagenet': _fetched,
 }
 
 

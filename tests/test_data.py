@@ -55,7 +55,7 @@ def test_npz_missing_file_and_missing_arrays_are_clear_errors(tmp_path):
 @pytest.mark.parametrize('name, classes', [('cifar10', 10), ('cifar100', 100)])
 def test_tfds_datasets_through_mock_data(name, classes):
   with tfds.testing.mock_data(num_examples=12):
-    ds = data.load_dataset(tiny_config(dataset=name))
+    ds = data.load_dataset(tiny_config(dataset=name, data_source='tfds'))
   assert ds.train_images.shape == (12, 32, 32, 3) and ds.train_images.dtype == np.uint8
   assert ds.test_images.shape == (12, 32, 32, 3) and ds.num_classes == classes
   assert ds.train_labels.dtype == np.int32 and ds.train_labels.max() < classes
@@ -68,7 +68,7 @@ def test_tfds_test_records_are_put_in_their_canonical_id_order():
   with tfds.testing.mock_data(num_examples=12):
     source = tfds.data_source('cifar10', split='test')
     records = [source[i] for i in range(len(source))]
-    ds = data.load_dataset(tiny_config(dataset='cifar10'))
+    ds = data.load_dataset(tiny_config(dataset='cifar10', data_source='tfds'))
   order = data.canonical_order([r['id'] for r in records])
   assert order != list(range(12))  # the mock's ids are not already sorted
   np.testing.assert_array_equal(ds.test_images, np.stack([records[i]['image'] for i in order]))
@@ -77,48 +77,13 @@ def test_tfds_test_records_are_put_in_their_canonical_id_order():
 
 def test_tfds_dataset_not_on_disk_names_dataset_dir_and_the_fix(tmp_path):
   with pytest.raises(data.DataError) as err:
-    data.load_dataset(tiny_config(dataset='cifar100', data_dir=str(tmp_path)))
+    data.load_dataset(tiny_config(dataset='cifar100', data_dir=str(tmp_path), data_source='tfds'))
   message = str(err.value)
-  assert "'cifar100'" in message and str(tmp_path) in message
+  assert "'cifar100'" in message and str(tmp_path) in message and '\n' not in message
   assert 'tfds build cifar100 --file_format=array_record' in message
+  assert 'tfds build needs it' in message  # TensorFlow, which lpd-jax never installs
+  assert 'python -m lpd_jax.datasets fetch cifar100' in message  # the way without it
   assert not any(tmp_path.iterdir()) or not (tmp_path / 'downloads').exists()  # never downloads
-
-
-def _write_tiny_imagenet(root, wnids, per_class, val):
-  from PIL import Image
-
-  rng = np.random.default_rng(0)
-  base = root / 'tiny-imagenet-200'
-  (base / 'val' / 'images').mkdir(parents=True)
-  (base / 'wnids.txt').write_text('\n'.join(wnids) + '\n')
-  for w in wnids:
-    (base / 'train' / w / 'images').mkdir(parents=True)
-    for i in range(per_class):
-      Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(
-        base / 'train' / w / 'images' / f'{w}_{i}.JPEG'
-      )
-  lines = []
-  for i, w in enumerate(val):
-    Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(
-      base / 'val' / 'images' / f'val_{i}.JPEG'
-    )
-    lines.append(f'val_{i}.JPEG\t{w}\t0\t0\t63\t63')
-  (base / 'val' / 'val_annotations.txt').write_text('\n'.join(lines) + '\n')
-
-
-def test_tiny_imagenet_from_a_local_folder_and_its_cache(tmp_path):
-  _write_tiny_imagenet(tmp_path, ['n01', 'n02', 'n03'], per_class=2, val=['n03', 'n01'])
-  config = tiny_config(dataset='tiny_imagenet', data_dir=str(tmp_path))
-  ds = data.load_dataset(config)
-  assert ds.train_images.shape == (6, 64, 64, 3) and ds.num_classes == 3
-  np.testing.assert_array_equal(ds.train_labels, [0, 0, 1, 1, 2, 2])
-  np.testing.assert_array_equal(ds.test_labels, [2, 0])
-  assert (tmp_path / 'tiny-imagenet-200' / 'lpd_jax_cache.npz').exists()
-  cached = data.load_dataset(config)
-  np.testing.assert_array_equal(cached.train_images, ds.train_images)
-  assert cached.num_classes == 3
-  with pytest.raises(data.DataError, match='tiny-imagenet-200/wnids.txt'):
-    data.load_dataset(tiny_config(dataset='tiny_imagenet', data_dir=str(tmp_path / 'empty')))
 
 
 def test_device_crop_and_flip_equals_a_numpy_loop_over_pad_crop_flip():

@@ -135,7 +135,8 @@ def test_load_of_an_empty_workdir_says_train_first(tmp_path):
     (['--config.method=dropconnect'], "error: unknown method 'dropconnect'"),
     (
       ['--config.dataset=cifar10', '--config.data_dir=/nonexistent'],
-      "error: dataset 'cifar10' is not prepared in data_dir /nonexistent",
+      "error: dataset 'cifar10' is not in data_dir /nonexistent (no cifar10/manifest.json); "
+      'fetch it first: python -m lpd_jax.datasets fetch cifar10 --data_dir=/nonexistent',
     ),
     (['--config.num_members=0'], 'error: num_members (K) must be an integer >= 1, got 0'),
     (['--config.num_memberz=3'], 'Did you mean "num_members" instead of "num_memberz"?'),

@@ -1,4 +1,4 @@
-"""The paper's whole study on CIFAR-10 or CIFAR-100 (a GPU and TFDS data: README, "Data").
+"""The paper's whole study on CIFAR-10 or CIFAR-100 (a GPU and the fetched data: README, "Data").
 
 python -m lpd_jax.study --config=configs/study/paper.py:cifar10 --root=workdirs/study_cifar10
 python -m lpd_jax.study --config=configs/study/paper.py:cifar100 --root=workdirs/study_cifar100

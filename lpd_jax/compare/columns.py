@@ -16,6 +16,7 @@ NOT_CONFIGURATION = (
   'eval',
   'compilation_cache',
   'log_every_steps',
+  'tensorboard',
   'keep_checkpoints',
   'member_strategy',
   'sharding',
@@ -24,6 +25,7 @@ NOT_CONFIGURATION = (
   'num_processes',
   'process_id',
   'data_dir',
+  'data_source',
   'continue_training',
 )
 
