@@ -44,6 +44,7 @@ def base_config():
   # statistics, heads and losses stay float32).
   c.dtype = 'float32'
   c.log_every_steps = 50
+  c.tensorboard = True  # event files in WORKDIR/tensorboard (tensorboard --logdir=WORKDIR)
   c.keep_checkpoints = 2
   # Continue a finished run past its num_epochs with a new cosine schedule over the extra
   # epochs (from learning_rate); without it a larger num_epochs on a finished run is refused.

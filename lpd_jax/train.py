@@ -23,6 +23,7 @@ from lpd_jax import (
   ensemble,
   input_pipeline,
   loading,
+  metric_writers,
   predict,
   provenance,
   sharding,
@@ -153,6 +154,7 @@ class Training:
   mesh: Any  # jax.sharding.Mesh or None
   mgr: Any  # the workdir's orbax CheckpointManager
   steps_per_epoch: int
+  writer: Any = dataclasses.field(default_factory=metric_writers.MetricWriter)  # TensorBoard
 
   @property
   def dropout_key(self):
@@ -272,6 +274,7 @@ def train_epoch(run, train_step, state, epoch):
       loss = float(m['loss'])
       _check_finite(loss, step, epoch)
       bar.set_postfix(loss=f'{loss:.4f}')
+      run.writer.write_step(step, loss, m['terms'])
   means = jax.tree.map(lambda v: sharding.to_host(v) / seen, sums)
   _check_finite(float(means['loss']), int(state.step), epoch)
   train_seconds = time.perf_counter() - start
@@ -280,6 +283,7 @@ def train_epoch(run, train_step, state, epoch):
   checkpoint.save(run.mgr, epoch + 1, state, record)
   if sharding.is_main_process():  # one writer when several hosts train together
     workdir_lib.append_metrics(run.workdir, record)
+    run.writer.write_epoch(record)
   print(
     f'epoch {epoch + 1:3d}  loss {record["train_loss"]:.4f}  '
     f'train acc {record["train_ensemble_accuracy"]:.4f}  '
@@ -344,6 +348,11 @@ def _train_and_evaluate(config, workdir, cache):
   start_epoch, state = resume_or_init(run, meta, latest, restarts, continuing)
   train_step = compile_step(run, state, start_epoch, cache)
   epoch, record = start_epoch, None
+  # Event files continue the curves from this checkpoint's step (what a killed run wrote
+  # after it is purged); only process 0 writes, as for metrics.jsonl.
+  run.writer = metric_writers.open_writer(
+    workdir, int(state.step), start_epoch, config.tensorboard and sharding.is_main_process()
+  )
   try:
     for epoch in range(start_epoch, config.num_epochs):
       state, record = train_epoch(run, train_step, state, epoch)
@@ -357,6 +366,8 @@ def _train_and_evaluate(config, workdir, cache):
         else 'no checkpoint was saved yet'
       )
     ) from None
+  finally:
+    run.writer.close()
   if record is not None:
     members = ' / '.join(f'{100 * a:.2f}' for a in record['test_member_accuracy'])
     accuracy = 100 * record['test_ensemble_accuracy']

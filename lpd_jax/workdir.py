@@ -7,6 +7,8 @@ metrics.jsonl, atomic writes, and the writability and compatibility checks.
   checkpoints/              orbax checkpoints and their manifests (`lpd_jax.checkpoint`)
   damaged_checkpoints/      checkpoints that failed verification, moved aside
   train.lock                the OS lock the training process holds (`training_lock`)
+  tensorboard/              TensorBoard event files of the training curves
+                            (`lpd_jax.metric_writers`)
   eval_<name>.json / .md    each evaluation's report (`report_path`, `report_paths`)
 
 Knows no model, method or suite: files, JSON and configs only.
@@ -35,6 +37,7 @@ METRICS_FILE = 'metrics.jsonl'
 CHECKPOINTS_DIR = 'checkpoints'
 LOCK_FILE = 'train.lock'  # held by the one process that trains the workdir (`training_lock`)
 DAMAGED_DIR = 'damaged_checkpoints'  # where training moves damaged checkpoints (never deleted)
+TENSORBOARD_DIR = 'tensorboard'  # training's event files (`lpd_jax.metric_writers`)
 
 # Fields that fix the shapes and meaning of the saved parameters, with the value a
 # workdir saved before the field existed is taken to have.

@@ -64,6 +64,7 @@ def tiny_config(**overrides):
       num_epochs=3,
       batch_size=64,
       learning_rate=0.05,
+      log_every_steps=10,  # as configs/quickstart.py: 2 step scalars an epoch of 22 steps
       eval=dict(batch_size=128, suite='clean', num_examples=-1),
     )
   )

@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import TINY_CLI, cli_env, lines, run_cli, start_cli, tiny_config
+from test_tensorboard import assert_events_equal_metrics
 
 import lpd_jax
 from lpd_jax import checkpoint, data, predict, train
@@ -285,8 +286,8 @@ KILLS = (
 
 def test_sigkill_at_each_moment_of_a_save_then_rerun_ends_bit_identical(trained_workdir, tmp_path):
   """Three SIGKILLs, at two moments of a save and mid-epoch, each followed by a rerun
-  of the same command: the last rerun ends with the uninterrupted run's parameters, and
-  metrics.jsonl has exactly one line per epoch."""
+  of the same command: the last rerun ends with the uninterrupted run's parameters,
+  metrics.jsonl has exactly one line per epoch, and the event files equal it."""
   workdir = str(tmp_path / 'killed')
   ckpt = os.path.join(workdir, 'checkpoints')
   moments = []
@@ -314,6 +315,7 @@ def test_sigkill_at_each_moment_of_a_save_then_rerun_ends_bit_identical(trained_
   assert same_variables(lpd_jax.load(workdir).variables, lpd_jax.load(trained_workdir).variables)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     assert [json.loads(line)['epoch'] for line in f] == [1, 2, 3], moments
+  assert_events_equal_metrics(workdir)  # the event files too, after the purges of the reruns
 
 
 def test_config_validation_of_new_fields():
