@@ -21,7 +21,11 @@ def base_config():
   """Defaults from METHODS.md (training defaults of the PDD authors' code)."""
   c = ml_collections.ConfigDict()
   c.dataset = 'digits'
-  c.data_dir = ''  # TFDS data dir / folder holding tiny-imagenet-200; '' = the library default
+  # cifar10 / cifar100 / tiny_imagenet: 'fetched' reads what `python -m lpd_jax.datasets fetch`
+  # converted into data_dir ('' = $LPD_JAX_DATA_DIR or ~/lpd_jax_data); 'tfds' reads TFDS's
+  # array_record data sources (cifar only; data_dir '' = ~/tensorflow_datasets).
+  c.data_source = 'fetched'
+  c.data_dir = ''
   c.npz_path = ''  # for dataset='npz': arrays train_images, train_labels, test_images, test_labels
   c.num_classes = (
     0  # C; 0 = from the data (TFDS, Tiny-ImageNet, an npz's label_names, max label + 1)
@@ -126,6 +130,15 @@ def validate(config):
   need(
     config.dataset != 'npz' or config.npz_path,
     "dataset='npz' needs --config.npz_path=PATH/TO/arrays.npz",
+  )
+  need(
+    config.data_source in ('fetched', 'tfds'),
+    f"data_source={config.data_source!r}: choose 'fetched' (python -m lpd_jax.datasets fetch) "
+    "or 'tfds' (TFDS's prepared data)",
+  )
+  need(
+    config.data_source != 'tfds' or config.dataset in ('cifar10', 'cifar100'),
+    f"data_source='tfds' reads cifar10 and cifar100 only, not {config.dataset!r}",
   )
   method = methods.REGISTRY[config.method]
   if method.validate is not None:

@@ -19,17 +19,11 @@ import dataclasses
 import glob
 import json
 import os
-import socket
-import time
 from typing import Optional
-
-try:
-  import fcntl
-except ImportError:  # Windows: no flock
-  fcntl = None
 
 import ml_collections
 
+from lpd_jax import locks
 from lpd_jax.errors import CheckpointError
 
 META_FILE = 'ensemble.json'
@@ -207,7 +201,8 @@ def check_compatible(workdir: str, config, saved_config) -> None:
 
 @contextlib.contextmanager
 def training_lock(workdir: str, hold: bool = True):
-  """Holds an exclusive OS file lock (flock) on <workdir>/train.lock while a run trains.
+  """Holds an exclusive OS file lock (flock, `lpd_jax.locks`) on <workdir>/train.lock while a
+  run trains.
 
   The kernel drops the lock when the holding process ends, however it ends (SIGKILL
   included), so a lock is never stale. A second trainer of the same workdir gets a
@@ -216,28 +211,15 @@ def training_lock(workdir: str, hold: bool = True):
   CheckpointError if it cannot be written (`check_writable`).
   """
   check_writable(workdir)
-  if not hold or fcntl is None:  # no flock on this OS: unguarded, as before
+  if not hold:
     yield
     return
-  f = open(path(workdir, LOCK_FILE), 'a+')
-  try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError:
-    f.seek(0)
-    holder = f.read().strip() or 'a process that has not written its name yet'
-    f.close()
-    raise CheckpointError(
+
+  def busy(holder):
+    return CheckpointError(
       f'workdir {workdir} is being trained by another process ({holder}); wait for it to '
       'finish (rerun the command then: it resumes), or train into another --workdir'
-    ) from None
-  try:
-    f.seek(0)
-    f.truncate()
-    f.write(
-      f'pid {os.getpid()} on {socket.gethostname()} since {time.strftime("%Y-%m-%d %H:%M:%S")}\n'
     )
-    f.flush()
+
+  with locks.exclusive(path(workdir, LOCK_FILE), busy):
     yield
-  finally:
-    fcntl.flock(f, fcntl.LOCK_UN)
-    f.close()
