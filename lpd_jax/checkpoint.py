@@ -17,6 +17,7 @@ checkpoint without one is accepted as orbax reads it.
 """
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
-from lpd_jax import sharding
+from lpd_jax import progress, sharding
 from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import CheckpointError
 
@@ -60,6 +61,21 @@ def digest(tree):
       shape=list(a.shape), dtype=str(a.dtype), crc32=zlib.crc32(a.tobytes())
     )
   return out
+
+
+def identity(mgr, epoch, variables):
+  """What a report says it evaluated: {'epoch', 'step' (the training steps behind it: its
+  manifest's metrics line; None for a checkpoint from before manifests), 'digest' (16 hex
+  digits of a SHA-256 over every variable's shape, dtype and CRC-32: equal digests, equal
+  weights), 'newest_epoch' (the newest checkpoint in the workdir, damaged ones included)}."""
+  manifest = read_manifest(mgr, epoch) or {}
+  table = json.dumps(digest(variables), sort_keys=True).encode()
+  return dict(
+    epoch=int(epoch),
+    step=(manifest.get('record') or {}).get('step'),
+    digest=hashlib.sha256(table).hexdigest()[:16],
+    newest_epoch=max(mgr.all_steps(), default=epoch),
+  )
 
 
 def manifest_path(mgr, epoch):
@@ -255,7 +271,9 @@ def _looks_like_mismatch(e):
 
 
 def warn(message):
-  """One `warning:` line on stderr."""
+  """One `warning:` line on stderr, on a line of its own (an open `progress.phase` line is
+  ended first)."""
+  progress.break_line()
   print(f'warning: {message}', file=sys.stderr, flush=True)
 
 

@@ -69,7 +69,8 @@ def _npz(config):
     raise DataError(
       f"dataset 'npz': no file at npz_path={path!r}. Give --config.npz_path=FILE.npz "
       'holding train_images, train_labels, test_images, test_labels '
-      '(e.g. ../shared/data/cifar10_subset.npz).'
+      '(configs/cifar10_subset.py builds the CIFAR-10 subset of docs/results.md from the '
+      'fetched CIFAR-10: python -m configs.cifar10_subset).'
     )
   try:
     with np.load(path) as f:
@@ -80,9 +81,12 @@ def _npz(config):
       # C: the file's label_names if it has them, else config.num_classes or the labels' max + 1.
       num_classes = len(f['label_names']) if 'label_names' in f.files else None
   except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # not an npz of arrays
+    with open(path, 'rb') as f:
+      zip_magic = f.read(4) == b'PK\x03\x04'
+    # numpy calls any file that is not an .npy/.npz one "pickled data": say what it is.
+    reason = str(e).splitlines()[0].split('. ')[0] if zip_magic else 'not a zip archive at all'
     raise DataError(
-      f'{path} is not an .npz archive of arrays (np.savez writes one; numpy says: '
-      f'{str(e).splitlines()[0].split(". ")[0]})'
+      f'{path} is not an .npz archive of arrays (np.savez writes one; this file: {reason})'
     ) from None
   for k in ('train_images', 'test_images'):
     if arrays[k].ndim == 3:

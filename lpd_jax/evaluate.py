@@ -66,6 +66,7 @@ def evaluate(config, workdir):
   with phase(f'loading the checkpoint of {workdir}'):
     ens = loading.load(workdir, config)
     print(f' epoch {ens.meta["epoch"]};', end='')
+  say_which_checkpoint(workdir, ens.meta['checkpoint'], ens.config.num_epochs)
   out = config.eval.reports_dir or workdir
   writer = sharding.is_main_process()  # one writer when several processes evaluate together
   if writer:
@@ -111,28 +112,102 @@ def evaluate(config, workdir):
     )
     report = suites.REGISTRY[evaluation.type].run(ens.with_inference(evaluation.inference), ctx)
     name_of = lambda file_name: report_file(file_name, evaluation.name, evaluation.type)
+    settings = evaluations.settings_of(evaluation, len(labels))
     result = dict(
       report.json,
       evaluation=evaluation.name,
       suite=evaluation.type,
       inference=evaluation.inference,
       test_examples=len(labels),
+      checkpoint=ens.meta['checkpoint'],
+      settings=settings,
+      evaluation_key=evaluations.settings_key(settings),
       files=sorted(map(name_of, report.files)),
       metrics=[m.to_json() for m in report.metrics],
       provenance=evaluated_under,
     )
     results[evaluation.name] = result
-    if not writer:
-      continue
-    with open(workdir_lib.report_path(out, evaluation.name), 'w') as f:
-      json.dump(result, f, indent=2)
-    with open(os.path.join(out, f'eval_{evaluation.name}.md'), 'w') as f:
-      f.write(report.markdown + '\n')
-    for file_name, content in report.files.items():
-      with open(os.path.join(out, name_of(file_name)), 'wb') as f:
-        f.write(content)
-    print(report.markdown, flush=True)
+    if writer:
+      write_report(out, evaluation.name, result, report, name_of)
   return results
+
+
+def say_which_checkpoint(workdir, identity, num_epochs):
+  """A line, before any evaluation runs, when the checkpoint evaluated is not the run's
+  last word: an older one because the newest did not verify, or one of a run still
+  training. (Each report records `identity`, and compare marks it.)"""
+  epoch, newest = identity['epoch'], identity['newest_epoch']
+  if epoch < newest:
+    print(
+      f'note: evaluating the checkpoint of epoch {epoch}, not the newest (epoch {newest}, '
+      'which did not verify: the warning above); the reports say so',
+      flush=True,
+    )
+  holder = workdir_lib.training_holder(workdir)
+  if holder:
+    print(
+      f'note: {workdir} is being trained right now ({holder}): this evaluates epoch {epoch} '
+      f'of {num_epochs}, its newest committed checkpoint; evaluate again when training ends',
+      flush=True,
+    )
+
+
+def _described(report):
+  ckpt = report.get('checkpoint') or {}
+  n = report.get('test_examples', report.get('num_examples'))
+  where = f'epoch {ckpt["epoch"]}' if 'epoch' in ckpt else 'an unrecorded checkpoint'
+  return f'{n} test images, {where}, settings {report.get("evaluation_key", "unrecorded")}'
+
+
+def _differences(old, new):
+  """What differs between two reports of one evaluation name (points, checkpoint,
+  settings fields), or [] when they are the same evaluation of the same weights."""
+  out = []
+  if old.get('test_examples', old.get('num_examples')) != new['test_examples']:
+    out.append('test images')
+  if (old.get('checkpoint') or {}).get('digest') != new['checkpoint']['digest']:
+    out.append('checkpoint')
+  if old.get('evaluation_key') != new['evaluation_key']:
+    before, after = old.get('settings') or {}, new['settings']
+    fields = sorted(
+      k
+      for k in {*before.get('settings', {}), *after['settings']}
+      if before.get('settings', {}).get(k) != after['settings'].get(k)
+    )
+    fields += [k for k in ('inference', 'batch_size') if before.get(k) != after.get(k)]
+    if fields or not before:  # (other points alone are said above)
+      out.append('settings' + (f' ({", ".join(fields)})' if fields else ''))
+  return out
+
+
+def write_report(out, name, result, report, name_of):
+  """Writes eval_<name>.json / .md and the suite's files into `out`. An earlier report of
+  `name` on other points, settings or weights is first moved, with its files, into
+  reports_history/ (`workdir.keep_in_history`), and one line says what replaced what."""
+  path = workdir_lib.report_path(out, name)
+  if os.path.isfile(path):
+    try:
+      with open(path) as f:
+        old = json.load(f)
+    except (OSError, ValueError):
+      old = {}
+    changed = _differences(old, result) if isinstance(old, dict) else ['unreadable']
+    if changed:
+      files = [os.path.basename(path), f'eval_{name}.md', *old.get('files', [])]
+      kept = workdir_lib.keep_in_history(out, name, old.get('evaluation_key', 'unrecorded'), files)
+      print(
+        f'eval_{name}.json: the earlier report ({_described(old)}) moved to {kept}; replaced '
+        f'by this one ({_described(result)}): other {", ".join(changed)}',
+        flush=True,
+      )
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+  with open(os.path.join(out, f'eval_{name}.md'), 'w') as f:
+    f.write(report.markdown + '\n')
+  for file_name, content in report.files.items():
+    with open(os.path.join(out, name_of(file_name)), 'wb') as f:
+      f.write(content)
+  print(report.markdown, flush=True)
 
 
 def evaluation_mesh(config):

@@ -18,6 +18,8 @@ own test-set prefix instead of `config.eval.num_examples`) and `batch_size` (ins
 """
 
 import dataclasses
+import hashlib
+import json
 from typing import Any
 
 import ml_collections
@@ -131,3 +133,24 @@ def validate(config, evaluation: Evaluation) -> None:
   suite = suites.REGISTRY[evaluation.type]
   if suite.validate is not None:
     suite.validate(config, evaluation.settings)
+
+
+def settings_of(evaluation: Evaluation, test_examples: int) -> dict:
+  """Everything that decides an evaluation's numbers on a given checkpoint: its type,
+  inference mode, settings group, the test images it ran on and its batch size (the
+  attacks' keys depend on it). Reports record it; compare averages only equal ones."""
+  settings = evaluation.settings
+  settings = settings.to_dict() if hasattr(settings, 'to_dict') else dict(settings)
+  return dict(
+    type=evaluation.type,
+    inference=evaluation.inference,
+    settings=settings,
+    test_examples=int(test_examples),
+    batch_size=int(evaluation.batch_size),
+  )
+
+
+def settings_key(settings: dict) -> str:
+  """12 hex digits naming `settings_of(...)`: equal keys, equal evaluations."""
+  text = json.dumps(settings, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:12]

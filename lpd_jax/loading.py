@@ -40,14 +40,16 @@ def load(
     workdir: a directory written by `lpd_jax.train.train_and_evaluate`.
     config: if given, must describe the same model (workdir.MODEL_FIELDS); its
       `member_strategy` and `eval` settings are used. Default: the workdir's own.
-    inference: 'raw' | 'expected' (METHODS.md "Evaluation of dropout-trained members");
+    inference: 'raw' | 'expected' (docs/methods.md, "Evaluation of dropout-trained
+      members");
       default config.eval.inference ('raw').
     epoch: which checkpoint (CheckpointError if it fails verification); default the
       newest that verifies: a newer damaged one is reported in a one-line warning.
 
   Returns:
     Ensemble with variables [K, ...], the config (frozen) and `meta` {'workdir', 'epoch',
-    'num_classes', 'input_shape'}.
+    'num_classes', 'input_shape', 'checkpoint' (`checkpoint.identity`: epoch, step, digest,
+    the workdir's newest epoch)}.
   """
   saved = read_config(workdir)
   mgr = checkpoint.manager(workdir) if saved else None
@@ -76,6 +78,7 @@ def load(
     epoch=epoch,
     num_classes=num_classes,
     input_shape=tuple(input_shape),
+    checkpoint=checkpoint.identity(mgr, epoch, variables),
   )
   return assemble(variables, members, config, meta, inference or config.eval.inference)
 

@@ -47,3 +47,17 @@ def exclusive(lock_path, busy):
   finally:
     fcntl.flock(f, fcntl.LOCK_UN)
     f.close()
+
+
+def holder(lock_path):
+  """Who holds the lock at `lock_path` ('pid P on HOST since TIME'), or None when nobody
+  does (or there is no such file). Takes the lock for an instant when it is free."""
+  if fcntl is None or not os.path.isfile(lock_path):
+    return None
+  with open(lock_path, 'r') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      return f.read().strip() or 'a process that has not written its name yet'
+    fcntl.flock(f, fcntl.LOCK_UN)
+  return None

@@ -7,6 +7,16 @@ import time
 
 from tqdm.auto import tqdm
 
+_LINE = {'open': False}  # a `phase` line printed up to its '...' and not yet ended
+
+
+def break_line():
+  """Ends an open `phase` line, so that what is printed next (a warning) has a line of its
+  own; the phase's time then follows on the next line."""
+  if _LINE['open']:
+    print(flush=True)
+    _LINE['open'] = False
+
 
 @contextlib.contextmanager
 def phase(message):
@@ -15,13 +25,16 @@ def phase(message):
   Yields a dict: a block that sets its 'outcome' ('compiled') gets it printed before the
   time ('... compiled, 8.9 s')."""
   print(f'{message} ...', end='', flush=True)
+  _LINE['open'] = True
   start = time.perf_counter()
   said = {}
   try:
     yield said
   except BaseException:
+    _LINE['open'] = False
     print(' failed', flush=True)
     raise
+  _LINE['open'] = False
   outcome = f' {said["outcome"]},' if said.get('outcome') else ''
   print(f'{outcome} {time.perf_counter() - start:.1f} s', flush=True)
 
@@ -52,3 +65,21 @@ class StageBar(tqdm):
       print(f'{self._stage_desc}: {s} (started after {elapsed:.1f} s)', file=sys.stdout, flush=True)
       return None
     return super().set_postfix_str(s, refresh)
+
+
+class Heartbeat:
+  """Where no bar is drawn (stderr is no terminal: a log, a pipe), a line every `every_s`
+  seconds saying how far a long loop is, instead of a bar's carriage-return redraws."""
+
+  def __init__(self, desc, total, every_s=30.0):
+    self.desc, self.total, self.every_s = desc, total, every_s
+    self.start = self.last = time.perf_counter()
+    self.quiet = sys.stderr.isatty()  # a terminal has the bar
+
+  def beat(self, done, text=''):
+    """Prints '<desc>: <done>/<total> <text> (<elapsed> s)' if `every_s` passed since the last."""
+    now = time.perf_counter()
+    if self.quiet or now - self.last < self.every_s:
+      return
+    self.last = now
+    print(f'{self.desc}: {done}/{self.total} {text} ({now - self.start:.0f} s)', flush=True)

@@ -25,6 +25,7 @@ from lpd_jax import (
   loading,
   metric_writers,
   predict,
+  progress,
   provenance,
   sharding,
 )
@@ -76,7 +77,7 @@ def evaluate_epoch(ens, ds, batch_size, warm_up=False):
   """Test metrics logged every epoch: accuracies (raw inference, the report default) and
   the median member logit margin z_y - max_{j != y} z_j over members and test images, raw
   and, for a method with keep rates, expected: their ratio is the train/test scale drift
-  of METHODS.md "Evaluation of dropout-trained members"."""
+  of docs/methods.md, "Evaluation of dropout-trained members"."""
   if warm_up:  # compile what the epochs' evaluation runs: one batch of the same shape
     ds = dataclasses.replace(
       ds, test_images=ds.test_images[:batch_size], test_labels=ds.test_labels[:batch_size]
@@ -262,9 +263,10 @@ def train_epoch(run, train_step, state, epoch):
   batches = input_pipeline.prefetch(
     data.train_batches(run.ds, config.batch_size, seed=config.seed, epoch=epoch), run.mesh
   )
-  bar = tqdm(
-    batches, total=run.steps_per_epoch, desc=f'epoch {epoch + 1}/{config.num_epochs}', leave=False
-  )
+  desc = f'epoch {epoch + 1}/{config.num_epochs}'
+  # No bar in a log (carriage-return redraws): a line every 30 s there instead.
+  bar = tqdm(batches, total=run.steps_per_epoch, desc=desc, leave=False, disable=None)
+  heartbeat = progress.Heartbeat(desc, run.steps_per_epoch)
   for i, (x, y) in enumerate(bar):
     step = epoch * run.steps_per_epoch + i  # host-side: no device sync per step
     state, m = train_step(state, x, y, jax.random.fold_in(run.dropout_key, step))
@@ -274,6 +276,7 @@ def train_epoch(run, train_step, state, epoch):
       loss = float(m['loss'])
       _check_finite(loss, step, epoch)
       bar.set_postfix(loss=f'{loss:.4f}')
+      heartbeat.beat(seen, f'steps, loss {loss:.4f}')
       run.writer.write_step(step, loss, m['terms'])
   means = jax.tree.map(lambda v: sharding.to_host(v) / seen, sums)
   _check_finite(float(means['loss']), int(state.step), epoch)
@@ -310,8 +313,14 @@ def train_and_evaluate(config, workdir):
   cache = compilation_cache.enable(config.compilation_cache)
   # One trainer per workdir: a second one exits at once naming the first (process 0 of a
   # multi-host run holds the lock for all).
-  with workdir_lib.training_lock(workdir, hold=jax.process_index() == 0):
-    return _train_and_evaluate(config, workdir, cache)
+  new = not os.path.exists(workdir)
+  try:
+    with workdir_lib.training_lock(workdir, hold=jax.process_index() == 0):
+      return _train_and_evaluate(config, workdir, cache)
+  except BaseException:
+    if new:  # failed before writing anything but its lock (missing data, a bad config)
+      workdir_lib.remove_if_only_lock(workdir)
+    raise
 
 
 def _train_and_evaluate(config, workdir, cache):

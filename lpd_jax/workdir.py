@@ -10,6 +10,8 @@ metrics.jsonl, atomic writes, and the writability and compatibility checks.
   tensorboard/              TensorBoard event files of the training curves
                             (`lpd_jax.metric_writers`)
   eval_<name>.json / .md    each evaluation's report (`report_path`, `report_paths`)
+  reports_history/          earlier reports an evaluation on other points, settings or
+                            weights replaced, with their files (`keep_in_history`)
 
 Knows no model, method or suite: files, JSON and configs only.
 """
@@ -31,6 +33,7 @@ METRICS_FILE = 'metrics.jsonl'
 CHECKPOINTS_DIR = 'checkpoints'
 LOCK_FILE = 'train.lock'  # held by the one process that trains the workdir (`training_lock`)
 DAMAGED_DIR = 'damaged_checkpoints'  # where training moves damaged checkpoints (never deleted)
+HISTORY_DIR = 'reports_history'  # earlier reports replaced by other evaluations (`keep_in_history`)
 TENSORBOARD_DIR = 'tensorboard'  # training's event files (`lpd_jax.metric_writers`)
 
 # Fields that fix the shapes and meaning of the saved parameters, with the value a
@@ -170,6 +173,33 @@ def report_paths(workdir: str) -> list:
   return sorted(glob.glob(path(glob.escape(workdir), 'eval_*.json')))
 
 
+def keep_in_history(workdir: str, name: str, key: str, files) -> str:
+  """Moves the report files `files` of evaluation `name` into
+  reports_history/<name>-<key>-<n>/ (n counts earlier ones) -> that folder, relative to
+  the workdir. Files that are not there are skipped; nothing is deleted."""
+  root = path(workdir, HISTORY_DIR)
+  n = len(glob.glob(os.path.join(glob.escape(root), f'{glob.escape(name)}-*')))
+  folder = os.path.join(root, f'{name}-{key}-{n + 1}')
+  os.makedirs(folder, exist_ok=True)
+  for file_name in files:
+    if os.path.isfile(path(workdir, file_name)):
+      os.replace(path(workdir, file_name), os.path.join(folder, file_name))
+  return os.path.relpath(folder, workdir)
+
+
+def report_history(workdir: str) -> list:
+  """[(folder, its eval_*.json report as a dict)] of reports_history/, oldest first."""
+  out = []
+  for folder in sorted(glob.glob(path(glob.escape(workdir), os.path.join(HISTORY_DIR, '*')))):
+    for file_path in glob.glob(os.path.join(glob.escape(folder), 'eval_*.json')):
+      try:
+        with open(file_path) as f:
+          out.append((os.path.relpath(folder, workdir), json.load(f)))
+      except (OSError, ValueError):
+        continue
+  return sorted(out, key=lambda item: os.path.getmtime(path(workdir, item[0])))
+
+
 def check_writable(workdir: str) -> None:
   """CheckpointError in one line if `workdir` cannot be created or written."""
   try:
@@ -197,6 +227,23 @@ def check_compatible(workdir: str, config, saved_config) -> None:
       f'workdir {workdir} holds a checkpoint of another ensemble ({"; ".join(diffs)}). '
       'Use a new --workdir, or the config it was trained with.'
     )
+
+
+def training_holder(workdir: str) -> Optional[str]:
+  """Which process is training `workdir` right now ('pid P on HOST since TIME'), or None."""
+  return locks.holder(path(workdir, LOCK_FILE))
+
+
+def remove_if_only_lock(workdir: str) -> None:
+  """Removes `workdir` if it holds nothing but the training lock (a run that stopped before
+  writing anything), so that a failed first command leaves no half-made workdir."""
+  try:
+    if set(os.listdir(workdir)) <= {LOCK_FILE}:
+      for name in os.listdir(workdir):
+        os.remove(path(workdir, name))
+      os.rmdir(workdir)
+  except OSError:
+    pass
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import pytest
 from conftest import run_cli, run_module
 
 from lpd_jax import compare, evaluate, loading, provenance, study
-from lpd_jax.compare.tables import MIXED_NOTE
+from lpd_jax.compare.marks import MIXED_NOTE
 from lpd_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -597,3 +597,33 @@ def test_only_refuses_an_unknown_run_when_printing_commands_too(tmp_path):
   with pytest.raises(ConfigError, match=r"--only names runs the study does not have: \['lpdd'\]"):
     study.commands(digits.get_config(), str(tmp_path), only=('lpdd',))
   assert len(study.commands(digits.get_config(), str(tmp_path), only=('surrogate',))) == 2
+
+
+
+@pytest.mark.parametrize('study_file', ['digits', 'cifar10_subset'])
+def test_no_printed_command_gives_a_field_twice_and_the_winner_is_kept(study_file):
+  """The study's train and eval overrides and a run's own (width 2 of the digits surrogate,
+  the clean evaluation's own prefix and batch of the subset study) meet on one command line:
+  each field once, with the value the study itself uses."""
+  import importlib
+  import shlex
+
+  sys.path.insert(0, REPO)
+  config = importlib.import_module(f'configs.study.{study_file}').get_config()
+  printed = {}
+  for line in study.commands(config, '/r'):
+    if line.startswith('#'):
+      continue
+    words = shlex.split(line)
+    fields = [w.split('=', 1) for w in words if w.startswith('--config.')]
+    assert len({f for f, _ in fields}) == len(fields), line
+    suite = dict(fields).pop('--config.eval.suite', 'train')
+    workdir = next(w for w in words if w.startswith('--workdir=')).split('=')[1]
+    printed[os.path.basename(workdir), suite] = dict(fields)
+  if study_file == 'digits':
+    assert printed['surrogate', 'train']['--config.width'] == '2'  # the run's, not the study's 4
+    assert printed['lpd', 'train']['--config.width'] == '4'
+  else:
+    clean = printed['lpd', 'clean']
+    assert (clean['--config.eval.num_examples'], clean['--config.eval.batch_size']) == ('-1', '250')
+    assert printed['lpd', 'robust']['--config.eval.num_examples'] == '100'

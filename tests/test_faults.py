@@ -117,6 +117,8 @@ def test_eval_command_warns_once_and_reports_the_older_checkpoint(trained_copy):
   result = run_cli('eval.py', f'--workdir={trained_copy}', '--config.eval.num_examples=100')
   assert result.returncode == 0, result.stderr
   assert len(lines(result.stderr, 'warning:')) == 1 and 'Traceback' not in result.stderr
+  # The phase line was ended before the warning (on a terminal both share): its own line.
+  assert f'loading the checkpoint of {trained_copy} ...' in result.stdout.splitlines()
   ens = lpd_jax.load(trained_copy, epoch=2)
   ds = data.load_dataset(ens.config)
   expected = predict.clean_accuracy(ens, ds.test_images[:100], ds.test_labels[:100], 100)
@@ -221,6 +223,7 @@ def test_a_file_that_is_no_npz_archive_is_one_clear_error(tmp_path):
   with pytest.raises(DataError, match='is not an .npz archive of arrays') as err:
     data.load_dataset(tiny_config(dataset='npz', npz_path=str(path)))
   assert str(err.value).startswith(str(path)) and '\n' not in str(err.value)
+  assert 'not a zip archive at all' in str(err.value) and 'pickle' not in str(err.value)
 
 
 def test_classes_come_from_the_data_or_the_config(tmp_path):

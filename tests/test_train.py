@@ -143,9 +143,11 @@ def test_load_of_an_empty_workdir_says_train_first(tmp_path):
   ],
 )
 def test_train_command_prints_one_error_line_and_no_traceback(tmp_path, args, message):
-  result = run_cli('train.py', '--config=configs/quickstart.py', f'--workdir={tmp_path}', *args)
+  workdir = tmp_path / 'new_workdir'
+  result = run_cli('train.py', '--config=configs/quickstart.py', f'--workdir={workdir}', *args)
   assert result.returncode == 1
   assert message in result.stderr and 'Traceback' not in result.stderr
+  assert not workdir.exists()  # a run that failed before its first step leaves nothing behind
 
 
 @pytest.mark.parametrize(

@@ -72,10 +72,11 @@ def compare(workdirs, *, run_missing_evaluations=()):
     "'-': no report in the workdir, never 0):",
     '',
     *(
-      f'- {d["label"]}: {", ".join(d["workdirs"])} (seeds {", ".join(map(str, d["seeds"]))})'
-      + provenance_mark(d['provenance_differs'])
+      f'- {d["label"]}: {", ".join(d["workdirs"])} (seeds {", ".join(map(str, d["seeds"]))}; '
+      f'{checkpoints(d)})' + provenance_mark(d['provenance_differs'])
       for d in described
     ),
+    *(['', *(f'Not averaged as seeds: {note}.' for note in columns[0].notes)] if columns else []),
   ]
   if not any(t['name'] == 'table6' for t in built):
     header += ['', 'Table 6: no adversarially trained column.']
@@ -84,6 +85,14 @@ def compare(workdirs, *, run_missing_evaluations=()):
     markdown += '\n\nPlots: ' + ', '.join(files)
   result = dict(dataset=dataset, columns=described, tables=built, plots=sorted(files))
   return result, markdown, files
+
+
+def checkpoints(described):
+  """'trained 15 epochs, reports at epoch 14' for a column's line."""
+  trained = sorted({e for e in described['trained_epochs'] if e is not None})
+  text = f'trained {"/".join(map(str, trained)) or "?"} epochs'
+  evaluated = described['evaluated_epochs']
+  return text + (f', reports at epoch {"/".join(map(str, evaluated))}' if evaluated else '')
 
 
 def provenance_mark(fields):

@@ -1,5 +1,5 @@
-"""Runs grouped into columns (seeds of one configuration share one), and a column's cell:
-the mean and sample standard deviation over its seeds."""
+"""Runs grouped into columns (seeds of one configuration, evaluated alike, share one), and a
+column's cell: the mean and sample standard deviation over its seeds."""
 
 import dataclasses
 import json
@@ -45,6 +45,7 @@ class Column:
 
   label: str
   runs: list
+  notes: list = dataclasses.field(default_factory=list)  # why runs were kept apart
 
   @property
   def config(self):
@@ -62,6 +63,10 @@ class Column:
       num_epochs=c.num_epochs,
       seeds=[r.config.seed for r in self.runs],
       workdirs=[os.path.abspath(r.workdir) for r in self.runs],
+      trained_epochs=[r.trained_epochs for r in self.runs],
+      evaluated_epochs=sorted(
+        {e for r in self.runs for (s, v) in r.evaluations() if (e := r.evaluated_epoch(s, v))}
+      ),
     )
 
 
@@ -71,13 +76,58 @@ def configuration(config):
   return json.dumps({k: v for k, v in d.items() if k not in NOT_CONFIGURATION}, sort_keys=True)
 
 
-def columns_of(runs):
-  """Runs grouped into columns (one per configuration, in order of first appearance),
-  each labelled by its method plus the LABEL_FIELDS (and seed) where columns differ."""
-  groups = {}
+def why_not_seeds(run, other):
+  """Why two runs of one configuration cannot be seeds of one column, or None if they can:
+  the same seed (copies of one run), or a shared evaluation made with other settings
+  (points, preset, budgets: `evaluations.settings_key`) or on another checkpoint epoch."""
+  if run.config.seed == other.config.seed:
+    return (
+      f'{run.name} and {other.name} are both seed {run.config.seed} (copies of one run, not '
+      'seeds): shown as separate columns'
+    )
+  mine, theirs = run.evaluations(), other.evaluations()
+  for suite_type, variant in sorted(mine.keys() & theirs.keys()):
+    (key, epoch), (other_key, other_epoch) = mine[suite_type, variant], theirs[suite_type, variant]
+    name = suite_type if variant == 'raw' else f'{suite_type} ({variant})'
+    if key != other_key:
+      return (
+        f'{run.name} and {other.name} ran {name} with other settings (points, preset or '
+        'budgets): shown as separate columns, not averaged'
+      )
+    if epoch != other_epoch:
+      return (
+        f'{run.name} and {other.name} ran {name} on checkpoints of other epochs ({epoch} and '
+        f'{other_epoch}): shown as separate columns, not averaged'
+      )
+  return None
+
+
+def group_seeds(runs):
+  """-> ([[run, ...] per column], notes): runs join a column when their configurations
+  agree and `why_not_seeds` finds nothing against any run in it; each time a run of an
+  existing configuration starts a column of its own, a note says why."""
+  groups, notes = [], []
   for run in runs:
-    groups.setdefault(configuration(run.config), []).append(run)
-  grouped = list(groups.values())
+    reasons = []
+    for group in groups:
+      if configuration(group[0].config) != configuration(run.config):
+        continue
+      why = next(filter(None, (why_not_seeds(run, other) for other in group)), None)
+      if why is None:
+        group.append(run)
+        break
+      reasons.append(why)
+    else:
+      groups.append([run])
+      notes += reasons[:1]
+  return groups, notes
+
+
+def columns_of(runs):
+  """Runs grouped into columns (`group_seeds`: seeds of one configuration evaluated alike, in
+  order of first appearance), each labelled by its method plus the LABEL_FIELDS (and seed)
+  where columns differ; the first column's `notes` say why runs were kept apart."""
+  grouped, notes = group_seeds(runs)
   firsts = [g[0].config for g in grouped]
   differ = [(field, form) for field, form in LABEL_FIELDS if len({c[field] for c in firsts}) > 1]
   seeds_differ = len({r.config.seed for r in runs}) > 1
@@ -95,6 +145,8 @@ def columns_of(runs):
   for col in columns:
     if labels.count(col.label) > 1:  # still ambiguous: name the workdirs
       col.label += f' [{", ".join(r.name for r in col.runs)}]'
+  if columns:
+    columns[0].notes = notes
   return columns
 
 

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from lpd_jax.compare import marks
 from lpd_jax.compare.columns import cell
 from lpd_jax.compare.workdirs import EXPECTED, RAW
 from lpd_jax.suites.common import markdown_table
@@ -97,39 +98,18 @@ class Row:
   format: str
   value: Callable  # run -> value or None
   test_images: Optional[Callable] = None  # run -> int or None
-
-
-MIXED_NOTE = (
-  'A cell marked [n=...] is computed over another number of test images than other cells of '
-  'its row: compare such cells with care (rerun the evaluations on one prefix of the test set).'
-)
-
-
-def _mark_mixed(row, columns, pairs):
-  """Appends [n=...] to the cells of a row whose evaluations ran on different numbers of
-  test images (a Baseline on 32 images beside an LPD on 359); -> whether it did."""
-  if row.test_images is None:
-    return False
-  per_column = [[row.test_images(r) for r in col.runs] for col in columns]
-  if len({n for ns in per_column for n in ns if n is not None}) < 2:
-    return False
-  for (json_cell, _), ns, i in zip(pairs, per_column, range(len(pairs))):
-    json_cell['test_images'] = ns
-    present = [n for n in dict.fromkeys(ns) if n is not None]
-    if present:
-      pairs[i] = (json_cell, f'{pairs[i][1]} [n={"/".join(map(str, present))}]')
-  return True
+  epochs: Optional[Callable] = None  # run -> (evaluated epoch, newest trained epoch) or None
 
 
 def build(name, caption, rows, columns, notes=()):
   """-> {'name', 'caption', 'columns', 'rows': [{'label', 'cells'}], 'markdown'}."""
-  json_rows, cells, mixed = [], [], False
+  json_rows, cells, marked = [], [], set()
   for row in rows:
     pairs = [cell([row.value(r) for r in col.runs], row.format) for col in columns]
-    mixed |= _mark_mixed(row, columns, pairs)
+    marked |= marks.mark_cells(row, columns, pairs)
     json_rows.append(dict(label=row.label, cells=[p[0] for p in pairs]))
     cells.append((row.label, *(p[1] for p in pairs)))
-  notes = [*notes, '', MIXED_NOTE] if mixed else list(notes)
+  notes = [*notes, *marks.notes(marked)]
   if all(c['n'] == 0 for r in json_rows for c in r['cells']):
     lines = [caption, '', f'No column has a report for this table ({name}).']
   else:
@@ -172,6 +152,7 @@ def pivot(table, columns):
           metric.format,
           lambda run, v=variant, k=key: run.value(table.suite, v, k),
           lambda run, v=variant, k=key: run.test_images(table.suite, v, k),
+          lambda run, v=variant, k=key: run.epochs(table.suite, v, k),
         )
       )
     selected += [
