@@ -2,8 +2,9 @@
 
 Both functions map the stop-gradient features h [K, B, D] of all K members (the
 512-d input of each member's last Dense layer) to keep rates p [K, B, D]. The
-statistics are per sample: one input activates D units in each member. Constants
-and the settled ambiguities are in `shared/design/METHODS.md`.
+statistics are per sample: one input activates D units in each member. The defaults,
+where they come from and the settled ambiguities: docs/methods.md, "LPD keep rates" and
+"PDD keep rates".
 """
 
 import dataclasses
@@ -96,9 +97,8 @@ def pdd_keep_rates(
 
   Args:
     h: features [K, B, D].
-    num_bins: M, static; must be >= K. Features above M * s share the last bin; the
-      default 1024 (102.4 at s = 0.1) merges none of a trained ResNet-18's features, and
-      the bin counts cost the same for any M (`_bin_counts`).
+    num_bins: M, static; must be >= K. The bins split each sample's range [min, max] of
+      all K * D features into M equal parts (the authors' code: 10 for K = 3, 20 for K = 5).
 
   Returns:
     keep rates p [K, B, D], float32.

@@ -270,6 +270,19 @@ def _flat(overrides, prefix):
   return out
 
 
+def once(flags):
+  """Command-line flags with each field once: a later flag of a field replaces an earlier
+  one (the run's overrides beat the study's, an evaluation's own prefix and batch beat the
+  study's eval ones, as `run_config` and `evaluations.resolve` apply them) and takes its
+  place at the end."""
+  out = {}
+  for flag in flags:
+    field = flag.split('=', 1)[0]
+    out.pop(field, None)
+    out[field] = flag
+  return list(out.values())
+
+
 def own_fields(evaluation):
   """An evaluation's own fields that are not its type's settings (`INSTANCE_FIELDS`)."""
   defaults = suites.REGISTRY[evaluation.type].default_settings()
@@ -315,7 +328,7 @@ def commands(study, root, only=()):
     train_flags = [*_flat(study.train, ''), *eval_flags, *_flat(run.overrides, '')]
     lines.append(
       f'python train.py --config={study.dataset_config}{spec} --workdir={workdir} '
-      + ' '.join(train_flags)
+      + ' '.join(once(train_flags))
     )
     for evaluation in evaluations_of(study, run, config):
       own = own_fields(evaluation)
@@ -330,7 +343,7 @@ def commands(study, root, only=()):
       flags_ = [*eval_flags, *_flat(call, 'eval.')]
       lines.append(
         f'python eval.py --workdir={workdir} --config.eval.suite={evaluation.name} '
-        + ' '.join(flags_)
+        + ' '.join(once(flags_))
       )
   return lines
 

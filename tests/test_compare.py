@@ -599,7 +599,6 @@ def test_only_refuses_an_unknown_run_when_printing_commands_too(tmp_path):
   assert len(study.commands(digits.get_config(), str(tmp_path), only=('surrogate',))) == 2
 
 
-
 @pytest.mark.parametrize('study_file', ['digits', 'cifar10_subset'])
 def test_no_printed_command_gives_a_field_twice_and_the_winner_is_kept(study_file):
   """The study's train and eval overrides and a run's own (width 2 of the digits surrogate,

@@ -36,8 +36,8 @@ def label(config):
 
 def has_expected_inference(config):
   """Whether 'expected' inference differs from 'raw' for config's method: it has keep
-  rates and was trained without 1/p rescaling (METHODS.md, "Evaluation of dropout-trained
-  members"). For the others an 'expected' report would repeat the raw one."""
+  rates and was trained without 1/p rescaling (docs/methods.md, "Evaluation of
+  dropout-trained members"). For the others an 'expected' report would repeat the raw one."""
   method = get(config.method)
   return method.keep_rates is not None and method.keep_rates(config) is not None
 

@@ -1,6 +1,6 @@
 """ADP, Adaptive Diversity Promoting (Pang et al. 2019), as in the PDD authors' `train_adp.py`.
 
-METHODS.md "Regularizers and other methods":
+docs/methods.md, "Regularizers and other methods":
 
   loss = mean_k CE_k - a * mean_b H(mean_k p_k) - b * mean_b log det(M M^T + 1e-6 I)
 

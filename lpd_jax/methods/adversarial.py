@@ -1,4 +1,4 @@
-"""Adversarial training as a wrapper over any method (paper Table 6; METHODS.md).
+"""Adversarial training over any method (paper Table 6; docs/methods.md, "Adversarial training").
 
 `config.adv_train.attack` = 'none' | 'fgsm' | 'pgd'. Each step, the first
 round(mix * B) samples of the batch are replaced by examples made by that attack of the
@@ -6,11 +6,13 @@ attacks library against the current ensemble, and the method's own loss (Baselin
 PDD, DEG, ...) is taken on the result: mix = 1 replaces the whole batch (Madry et al. 2018),
 mix = 0.5 is Goodfellow et al. 2015's half-and-half.
 
-The attack sees the ensemble in evaluation mode (BatchNorm running statistics, no
-dropout, raw features: the deployed model) with the parameters of this step held
-constant, and maximises its loss on eq. 1 (`adv_train.loss`: 'ce', the paper's, or
-'margin'). The paper does not give its training eps; the defaults are Madry et al.'s
-CIFAR ones: eps 8/255, 7 PGD steps of 2/255 from a random start.
+The attack sees the ensemble with the parameters of this step held constant and
+maximises its loss on eq. 1 (`adv_train.loss`: 'ce', the paper's, or 'margin'), in
+`adv_train.mode`: 'train' (the default) is the training-mode forward without dropout
+(BatchNorm statistics of the batch being attacked, not kept: the network the loss trains);
+'eval' the deployed model (BatchNorm running statistics, no dropout, raw features). The
+paper does not give its training eps; the defaults are Madry et al.'s CIFAR ones: eps
+8/255, 7 PGD steps of 2/255 from a random start.
 """
 
 import functools

@@ -1,7 +1,7 @@
 """The method object and the pieces every objective shares.
 
-Loss convention (METHODS.md "Regularizers and other methods"): the data term of every
-method is mean_k CE_k, the members' cross-entropies averaged (the PDD authors' code).
+Loss convention (docs/methods.md, "Regularizers and other methods"): the data term of
+every method is mean_k CE_k, the members' cross-entropies averaged (the PDD authors' code).
 """
 
 from typing import Callable, NamedTuple, Optional
@@ -19,7 +19,7 @@ class Method(NamedTuple):
   Attributes:
     name: the `config.method` value, also the name of its config group.
     display: the column label of reports (the paper's name where the method is the paper's).
-    defaults: the config group `config.<name>` (METHODS.md defaults); {} for none.
+    defaults: the config group `config.<name>` (defaults: docs/methods.md); {} for none.
     loss: `loss(members, params, batch_stats, x, y, key, progress, config) -> (scalar, aux)`:
       members an `ensemble.Members`, params and batch_stats stacked [K, ...], x [B, ...],
       y [B], key a PRNG key for this step, progress the fraction of the configured

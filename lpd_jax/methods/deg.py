@@ -1,6 +1,6 @@
 """PDD + DEG, the paper's "PDD" column: PDD masks plus the second-order gradient term.
 
-METHODS.md "Regularizers and other methods" (the PDD authors' `train_pdd_deg.py`):
+docs/methods.md, "Regularizers and other methods" (the PDD authors' `train_pdd_deg.py`):
 
   loss = alpha * mean_k CE_k + beta * sum_{i<j} mean_b cos(g_i[b], g_j[b])
 

@@ -1,6 +1,6 @@
 """GAL, Gradient Alignment Loss (Kariyappa & Qureshi 2019), as in the TRS authors' code.
 
-METHODS.md "Regularizers and other methods":
+docs/methods.md, "Regularizers and other methods":
 
   loss = mean_k CE_k + (c / K) * mean_b log(sum_{i<j} exp cos(g_i[b], g_j[b]) + 1e-20)
 

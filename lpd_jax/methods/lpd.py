@@ -3,7 +3,7 @@
 from lpd_jax import dropout
 from lpd_jax.methods.common import dropout_method, need
 
-# METHODS.md "LPD keep rates"; gamma is not given by the paper (a config field, default 10).
+# docs/methods.md, "LPD keep rates"; gamma is not given by the paper (default 10, our choice).
 DEFAULTS = dict(
   s=0.1, eps=0.0, gamma=10.0, lam=0.5, alpha=0.85, beta=0.127, num_bins=1024, rescale=False
 )

@@ -1,13 +1,13 @@
 """Priority Diversified Dropout masks (paper eq. 2, the PDD authors' code), without DEG.
 
-The paper's "PDD" column is these masks plus the second-order DEG term; until DEG is
-here this method is labelled "PDD (no DEG)" in every report.
+The paper's "PDD" column is these masks plus the second-order DEG term: method `deg`
+(`methods/deg.py`); this one is labelled "PDD (no DEG)" in every report.
 """
 
 from lpd_jax import dropout
 from lpd_jax.methods.common import dropout_method, need
 
-# METHODS.md "PDD keep rates": M = 10 bins for K = 3 (the authors use 20 for K = 5).
+# docs/methods.md, "PDD keep rates": M = 10 bins for K = 3 (the authors use 20 for K = 5).
 DEFAULTS = dict(num_bins=10, alpha=0.9, beta=0.1, rescale=False)
 
 

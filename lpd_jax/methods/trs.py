@@ -1,7 +1,7 @@
 """TRS, Transferability Reduced Smooth ensembles (Yang et al. 2021), for any K.
 
-METHODS.md "Regularizers and other methods" (the TRS authors' `train/Empirical/trainer.py`,
-paper coefficients from its issue #1):
+docs/methods.md, "Regularizers and other methods" (the TRS authors'
+`train/Empirical/trainer.py`, paper coefficients from its issue #1):
 
   loss = mean_k CE_k + (l_a / K) * mean_{i<j} mean_b |cos(g_i[b], g_j[b])|
                      + (l_b / K) * smoothness(g(x~))
