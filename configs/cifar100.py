@@ -1,4 +1,4 @@
-"""Any method on CIFAR-100, K = 3 ResNet-18s (width 64), 150 epochs (METHODS.md defaults).
+"""Any method on CIFAR-100, K = 3 ResNet-18s (width 64), 150 epochs (docs/methods.md defaults).
 
 Needs CIFAR-100 fetched once: python -m lpd_jax.datasets fetch cifar100 (README, "Data").
 python train.py --config=configs/cifar100.py:adp --workdir=workdirs/adp_cifar100

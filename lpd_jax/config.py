@@ -4,9 +4,8 @@ Each file in `configs/` starts from `base_config()` and overrides what it needs.
 config groups of the methods (`config.<method>`) and of the eval suites
 (`config.eval.<suite>`) come from the `defaults` of `methods.REGISTRY` and
 `suites.REGISTRY`, so adding a method or a suite adds its group here without an edit.
-That is why this module sits above methods and suites (ARCHITECTURE.md lists it on the
-base floor; its registry reading needs it higher). `validate` and `validate_eval` turn a
-bad config into one `ConfigError` that names the field.
+That is why this module sits above methods and suites (docs/architecture.md, "Floors").
+`validate` and `validate_eval` turn a bad config into one `ConfigError` that names the field.
 """
 
 import ml_collections
@@ -18,7 +17,7 @@ __all__ = ['ConfigError', 'base_config', 'validate', 'validate_eval']
 
 
 def base_config():
-  """Defaults from METHODS.md (training defaults of the PDD authors' code)."""
+  """The defaults of docs/methods.md (training: "Training defaults", the PDD authors' code)."""
   c = ml_collections.ConfigDict()
   c.dataset = 'digits'
   # cifar10 / cifar100 / tiny_imagenet: 'fetched' reads what `python -m lpd_jax.datasets fetch`
@@ -77,7 +76,8 @@ def base_config():
   c.eval.suite = 'clean'  # comma-separated evaluation names (lpd_jax/evaluations.py)
   c.eval.batch_size = 256
   c.eval.num_examples = -1  # evaluate a prefix of the test set; -1 = all
-  c.eval.inference = 'raw'  # raw | expected (METHODS.md "Evaluation of dropout-trained members")
+  # raw | expected (docs/methods.md, "Evaluation of dropout-trained members")
+  c.eval.inference = 'raw'
   c.eval.reports_dir = ''  # where reports go; '' = the workdir (a read-only one: another folder)
   # Devices every suite splits its batches over (data parallel, the ensemble replicated), of
   # all processes; -1 = all. eval.batch_size is the global batch: a multiple of them.

@@ -174,7 +174,7 @@ class Ensemble:
   A pytree: `variables` are leaves, so an Ensemble can be passed into jitted functions
   (attacks, probes) without baking the parameters in as constants.
 
-  Inference modes (METHODS.md "Evaluation of dropout-trained members"):
+  Inference modes (docs/methods.md, "Evaluation of dropout-trained members"):
     'raw': each head sees its raw features h (the authors' convention, the default);
     'expected': each head sees h * p(h), p the method's keep rates computed over all
       members' features of this input as in training (the dropout weight-scaling rule):

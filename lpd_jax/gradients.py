@@ -1,7 +1,7 @@
 """Input gradients of each member's own loss: the one helper for probes, DEG, GAL, TRS and audits.
 
-g_k = d CE(f_k(x), y) / dx (METHODS.md "Regularizers and other methods", "Probes"). The
-cross-entropy is written so that a confident member's gradient does not cancel to 0
+g_k = d CE(f_k(x), y) / dx (docs/methods.md, "Regularizers and other methods" and
+"Probes"). The cross-entropy is written so that a confident member's gradient does not cancel to 0
 in float32 (`cross_entropy`), and the whole computation can run in float64.
 """
 

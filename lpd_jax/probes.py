@@ -1,4 +1,4 @@
-"""Diversity and smoothness probes of an ensemble (paper section 4, METHODS.md "Probes").
+"""Diversity and smoothness probes of an ensemble (paper section 4, docs/methods.md, "Probes").
 
 - `ambiguity_entropy`: output ambiguity E of the members' correctness (eq. 7, Table 1).
 - `gradient_cosine`: gradient diversity L_d = sum_{i<j} cos<g_i, g_j> (section 4.2, Table 2).

@@ -456,7 +456,7 @@ def test_square_needs_no_gradient_and_beats_masked_gradients(digits):
 
 
 def numpy_jsma_art(w, b, x, target, theta, gamma):
-  """ART 1.1 `SaliencyMapMethod` (theta > 0) as METHODS.md settles it, one sample at a
+  """ART 1.1 `SaliencyMapMethod` (theta > 0) as docs/methods.md settles it, one sample at a
   time, on log_softmax(W x + b): raise the two most salient features of the search space
   (d log p_t / dx = W_t - sum_j p_j W_j) by theta, clip to 1; a feature leaves the search
   space when it reaches 1; stop at argmax = t or after int(gamma * D / 2) iterations."""

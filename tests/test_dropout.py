@@ -1,4 +1,4 @@
-"""LPD and PDD keep rates against plain NumPy loops of METHODS.md, and mask sampling."""
+"""LPD and PDD keep rates against plain NumPy loops of docs/methods.md, and mask sampling."""
 
 import math
 

@@ -120,7 +120,7 @@ def test_train_step_is_the_same_under_unroll_and_vmap():
   results = [_one_step(tiny_config(width=2, member_strategy=s), x, y) for s in ('unroll', 'vmap')]
   (a, ma), (b, mb) = results
   np.testing.assert_allclose(ma['stats']['member_ce'], mb['stats']['member_ce'], rtol=1e-5)
-  # The loss convention of METHODS.md: the data term is the mean of the members' CE.
+  # The loss convention of docs/methods.md: the data term is the mean of the members' CE.
   np.testing.assert_allclose(ma['loss'], np.mean(ma['stats']['member_ce']), rtol=1e-6)
   for leaf_a, leaf_b in zip(jax.tree.leaves(a.variables), jax.tree.leaves(b.variables)):
     np.testing.assert_allclose(leaf_a, leaf_b, rtol=1e-4, atol=1e-6)

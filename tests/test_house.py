@@ -1,5 +1,5 @@
-"""The house of ARCHITECTURE.md, read from the source with `ast`: floors, no circles, pure
-modules that import no driver, one place that names devices."""
+"""The house of docs/architecture.md, "Floors" and "Import rules", read from the source with
+`ast`: floors, no circles, pure modules that import no driver, one place that names devices."""
 
 import ast
 import os

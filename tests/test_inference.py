@@ -1,5 +1,5 @@
-"""Inference modes of METHODS.md "Evaluation of dropout-trained members", the method objects'
-keep rates behind them, and the train/test scale logged per epoch."""
+"""Inference modes of docs/methods.md, "Evaluation of dropout-trained members", the method
+objects' keep rates behind them, and the train/test scale logged per epoch."""
 
 import json
 import os

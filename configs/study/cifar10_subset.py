@@ -1,5 +1,6 @@
-"""The reproduction study of docs/results.md: the real CIFAR-10 subset of ../shared/data
-(5,085 train / 500 test images), K = 3 ResNet-18s of width 4, 10 epochs, on 2 CPU cores.
+"""The reproduction study of docs/results.md: the real CIFAR-10 subset of
+configs/cifar10_subset.py (5,085 train / 500 test images; that file says how to build it),
+K = 3 ResNet-18s of width 4, 10 epochs, on 2 CPU cores.
 
 python -m lpd_jax.study --config=configs/study/cifar10_subset.py --root=workdirs/study_subset
 

@@ -2,7 +2,7 @@
 
 Every attack is `attack(model_fn, x, y, *, key=None, **params) -> x_adv`, with
 `model_fn(x) -> [B, C]` log-probabilities, x [B, ...] in [0, 1] and y int labels [B];
-x_adv lies in [0, 1] (and in the attack's norm ball). See METHODS.md "Attacks".
+x_adv lies in [0, 1] (and in the attack's norm ball). See docs/methods.md, "Attacks".
 
 `REGISTRY` (name -> `Attack`, `lpd_jax.attacks.common`: each with its parameters, grid
 and threat model) is the catalogue the suites and the config validation read: adding an

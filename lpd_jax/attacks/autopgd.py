@@ -1,8 +1,8 @@
 """Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
 ensemble of diverse parameter-free attacks"): APGD-CE and APGD-DLR, untargeted or targeted.
 
-A strong attack of METHODS.md "Attacks": PGD with a step size that starts at 2 eps and is
-halved at checkpoints where the loss stopped improving (and the iterate restarted from
+A strong attack (docs/methods.md, "Strong attacks"): PGD with a step size that starts at
+2 eps and is halved at checkpoints where the loss stopped improving (and the iterate restarted from
 the best point), plus momentum 0.75 after the first step. The schedule, the checkpoint
 rules and the DLR losses follow the authors' reference code (fra31/auto-attack,
 autopgd_base.py), read for the facts; this implementation is written for JAX: one jitted

@@ -1,7 +1,7 @@
 """Pieces shared by the white-box attacks: the attack loss, norms, keys, and `Attack`, the
 registry's record of an attack with its parameters, grids and threat model.
 
-Conventions (METHODS.md "Attacks"): `model(x) -> [B, C]` log-probabilities (for an
+Conventions (docs/methods.md, "Attacks"): `model(x) -> [B, C]` log-probabilities (for an
 ensemble, log of the mean member softmax, eq. 1); x is float32 in [0, 1] with any
 shape [B, ...]; y int labels [B]. Samples are independent (evaluation mode), so the
 gradient of the batch-summed loss is each sample's own input gradient.
@@ -57,7 +57,7 @@ def member_margin(member_logits, y):
 def margin(log_probs, y):
   """Per-sample margin loss max_{j != y} log p_j - log p_y [B] from log-probabilities [B, C].
 
-  METHODS.md "Attacks" (strong attacks): a difference of log-probabilities, whose gradient
+  docs/methods.md, "Strong attacks": a difference of log-probabilities, whose gradient
   does not underflow when the model is confident. The cross-entropy's float32 gradient is
   exactly 0 there (1 - p_y rounds to 0), which makes gradient attacks return their input.
   """

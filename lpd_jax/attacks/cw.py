@@ -1,11 +1,11 @@
 """Carlini & Wagner L2 attack (Carlini and Wagner 2017), untargeted.
 
-Paper section 5, METHODS.md "Attacks": c = 0.1, confidence 0.01, 1000 steps, 5
-binary-search steps. Two margins (`MARGINS`): 'log_probability', the Carlini-Wagner form
-(log-probabilities differ from logits by a per-sample constant, so the margins are the
-logits'), and 'probability', the authors' cw.py run on the ensemble's output, the mean
-member probabilities: a margin bounded by 1 that vanishes when the softmax saturates,
-a weaker attack (the paper's Table 4 numbers).
+Paper section 5, docs/methods.md, "Attacks as the paper ran them": c = 0.1, confidence
+0.01, 1000 steps, 5 binary-search steps. Two margins (`MARGINS`): 'log_probability', the
+Carlini-Wagner form (log-probabilities differ from logits by a per-sample constant, so the
+margins are the logits'), and 'probability', the authors' cw.py run on the ensemble's
+output, the mean member probabilities: a margin bounded by 1 that vanishes when the softmax
+saturates, a weaker attack (the paper's Table 4 numbers).
 """
 
 import functools

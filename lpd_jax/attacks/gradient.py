@@ -1,6 +1,6 @@
 """Gradient-sign and projected-gradient attacks: FGSM, BIM, PGD (L-inf and L2).
 
-Paper section 5, METHODS.md "Attacks": FGSM (Goodfellow et al. 2015), BIM (Kurakin
+Paper section 5, docs/methods.md, "Attacks": FGSM (Goodfellow et al. 2015), BIM (Kurakin
 et al. 2017) and PGD (Madry et al. 2018) maximise the cross-entropy -log p_y of the
 model's log-probabilities (the paper's loss), or with loss='margin' the margin
 max_{j != y} log p_j - log p_y (a strong attack's loss: its gradient does not vanish on

@@ -1,7 +1,7 @@
 """Jacobian-based saliency map attack (Papernot et al. 2016) in the variant of ART v1.1.
 
-Paper section 5, METHODS.md "Attacks": theta = 0.1, gamma in {0.05, 0.1}; the paper
-ran ART v1.1's `SaliencyMapMethod`.
+Paper section 5, docs/methods.md, "Attacks as the paper ran them": theta = 0.1, gamma in
+{0.05, 0.1}; the paper ran ART v1.1's `SaliencyMapMethod`.
 """
 
 import functools
@@ -67,12 +67,12 @@ def jsma(
 ) -> jax.Array:
   """Targeted JSMA with feature increases, after ART v1.1 `SaliencyMapMethod(theta > 0)`.
 
-  variant='art' is the attack as the paper ran it (METHODS.md "Attacks"; the `paper`
-  suite's default): each iteration raises the two most salient features of the search
-  space by theta (clipped to 1); a feature leaves the search space only when it reaches
-  1, so a pixel can be raised repeatedly; the loop stops at success, with an empty
-  search space, or after int(gamma * D / 2) iterations. variant='once' (the default
-  here, a weaker attack) is the stricter reading described next.
+  variant='art' is the attack as the paper ran it (docs/methods.md, "Attacks as the paper
+  ran them"; the `paper` suite's default): each iteration raises the two most salient
+  features of the search space by theta (clipped to 1); a feature leaves the search space
+  only when it reaches 1, so a pixel can be raised repeatedly; the loop stops at success,
+  with an empty search space, or after int(gamma * D / 2) iterations. variant='once' (the
+  default here, a weaker attack) is the stricter reading described next.
 
   Per iteration and per sample still active: the saliency of feature i is
   d log p_t(x) / d x_i for the target class t (one gradient of the batch-summed

@@ -1,4 +1,4 @@
-"""Black-box transfer attacks (paper Table 5, METHODS.md "Attacks"): adversarial
+"""Black-box transfer attacks (paper Table 5, docs/methods.md, "Black-box transfer"): adversarial
 examples made on a surrogate (Type I: a Baseline ensemble; Type II: one trained with
 the same defence), evaluated on the target model."""
 

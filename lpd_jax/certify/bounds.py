@@ -289,7 +289,8 @@ def combine(a, const, interval, x_lo, x_hi, method):
 def ensemble_margin_bounds(graphs, x, y, eps, method, max_unstable=None, chunk=64):
   """Lower bounds of the ensemble's C - 1 margins over the eps box (eqs. 8-9).
 
-  The ensemble output is the mean of the member logits F = (1/K) sum_k z_k (METHODS.md);
+  The ensemble output is the mean of the member logits F = (1/K) sum_k z_k
+  (docs/methods.md, "Ensemble");
   margin j is F_y - F_j (`member_margin_terms`, `combine`). For member graphs in a list
   (toys, tests); `lpd_jax.certify.margins` maps over an Ensemble's stacked members.
 

@@ -1,5 +1,5 @@
-"""CIFAR-style ResNets (He et al. 2016): ResNet-18 as used by the paper and METHODS.md,
-and ResNet-34 as a surrogate architecture for black-box transfer attacks.
+"""CIFAR-style ResNets (He et al. 2016): ResNet-18 as used by the paper (docs/methods.md,
+"Ensemble"), and ResNet-34 as a surrogate architecture for black-box transfer attacks.
 
 3x3 stem with stride 1 and no max-pool; four stages of BasicBlocks with widths
 w, 2w, 4w, 8w (strides 1, 2, 2, 2): 2, 2, 2, 2 blocks for ResNet-18 and 3, 4, 6, 3

@@ -1,8 +1,8 @@
 """Suite 'paper': accuracy under the white-box attacks of Table 4 (paper section 5).
 
-FGSM, BIM and PGD (L-inf) at two eps, JSMA at two gamma, C&W L2 (METHODS.md "Attacks"),
-on all evaluated test points and on those the ensemble classifies right clean. Any
-registered attack (`attacks.REGISTRY`) can be a row: each runs at its grid with the
+FGSM, BIM and PGD (L-inf) at two eps, JSMA at two gamma, C&W L2 (docs/methods.md, "Attacks
+as the paper ran them"), on all evaluated test points and on those the ensemble classifies
+right clean. Any registered attack (`attacks.REGISTRY`) can be a row: each runs at its grid with the
 parameters of its group eval.paper.<attack> (`Attack.settings`). The
 ensemble is attacked as deployed, in evaluation mode through `Ensemble.log_predict`
 (log of the mean member softmax, eq. 1) in the run's inference mode. Every attack runs
@@ -47,7 +47,7 @@ DEFAULT_ATTACKS = 'fgsm,bim,pgd,jsma,cw'  # Table 4's rows
 def defaults():
   """The rows to run, and a group per registered attack: its grid (() = the attack's own
   grid for the run's dataset, `Attack.grid_for`) and its parameters as the paper ran them
-  (METHODS.md "Attacks"; C&W's margin 'probability' is the authors' cw.py on the mean
+  (docs/methods.md, "Attacks"; C&W's margin 'probability' is the authors' cw.py on the mean
   softmax, 'log_probability' the Carlini-Wagner form; JSMA's variant 'art' is ART 1.1's,
   'once' changes each feature once)."""
   return dict(attacks=DEFAULT_ATTACKS, **attack_settings(lambda a: True))

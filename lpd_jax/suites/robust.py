@@ -1,6 +1,6 @@
 """Suite 'robust': robust accuracy under strong attacks, per-sample worst case (RobustBench style).
 
-METHODS.md "Attacks", strong attacks: a sample counts as robust at eps only if it is
+docs/methods.md, "Strong attacks": a sample counts as robust at eps only if it is
 classified right on the clean input and on the examples of *every* attack run at that eps
 (the per-sample worst case), on all evaluated points. The attacks are any registered L-inf
 attacks (`attacks.bounded_by_eps`), run against the deployed ensemble in evaluation mode in

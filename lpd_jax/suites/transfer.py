@@ -78,7 +78,7 @@ def load_surrogate(ctx, workdir):
 
 def transfer_type(target_config, surrogate_config):
   """'Type I' (a Baseline of another architecture or width), 'Type II' (the same defence),
-  or 'other' (METHODS.md "Attacks", black-box transfer).
+  or 'other' (docs/methods.md, "Black-box transfer").
 
   Type I is decided first: for a Baseline target a Baseline VGG-16 surrogate is the
   paper's Type I, though it is also "the same defence" (none); a Baseline of the target's
