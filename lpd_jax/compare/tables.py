@@ -25,7 +25,8 @@ from lpd_jax.suites.common import markdown_table
 PAPER_V100_EPOCH_SECONDS = {'baseline': 54, 'adp': 64, 'lpd': 80, 'deg': 703, 'trs': 4106}
 
 EXPECTED_NOTE = (
-  "Rows marked 'expected': heads see h * p(h), the scale they were trained on (METHODS.md); "
+  "Rows marked 'expected': heads see h * p(h), the scale they were trained on "
+  '(docs/methods.md, "Evaluation of dropout-trained members"); '
   "for methods without keep rates 'expected' is 'raw' and repeats it."
 )
 
