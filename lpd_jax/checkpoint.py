@@ -211,10 +211,15 @@ def _manifests_required(mgr):
 def _verify(restored, manifest, required=False):
   """-> None if every restored item matches its manifest entry, else what differs. A
   missing manifest passes unless `required`."""
+  recover = (
+    'its arrays cannot be verified without it; if you trust them, restore the manifest from '
+    'a copy, or set "manifests": false in ensemble.json to read every checkpoint of the '
+    'workdir unverified (as one from before manifests)'
+  )
   if manifest is None:
-    return 'its manifest is missing' if required else None
+    return f'its manifest is missing ({recover})' if required else None
   if manifest.get('unreadable') or 'items' not in manifest:
-    return 'its manifest is unreadable'
+    return f'its manifest is unreadable ({recover})'
   for item, tree in restored.items():
     expected = manifest['items'].get(item)
     if expected is None:

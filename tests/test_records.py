@@ -136,3 +136,18 @@ def test_seeds_evaluated_with_other_settings_share_no_cell(trained_workdir, tmp_
   assert 'seed1 and seed0 ran robust with other settings' in markdown
   robust = next(t for t in result['tables'] if 'robust' in t['name'])
   assert '±' not in robust['markdown']
+
+
+def test_a_missing_manifest_says_how_to_recover_and_the_recovery_works(trained_copy, capsys):
+  os.remove(os.path.join(trained_copy, 'checkpoints', '3.manifest.json'))
+  assert loading.load(trained_copy).meta['epoch'] == 2
+  warning = capsys.readouterr().err
+  assert 'checkpoint of epoch 3 is damaged: its manifest is missing (' in warning
+  assert 'set "manifests": false in ensemble.json' in warning
+  meta_path = workdir_lib.path(trained_copy, workdir_lib.META_FILE)
+  with open(meta_path) as f:
+    meta = json.load(f)
+  with open(meta_path, 'w') as f:
+    json.dump(dict(meta, manifests=False), f)
+  assert loading.load(trained_copy).meta['epoch'] == 3  # read unverified, as advised
+  assert 'warning' not in capsys.readouterr().err
