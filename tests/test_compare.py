@@ -626,3 +626,96 @@ def test_no_printed_command_gives_a_field_twice_and_the_winner_is_kept(study_fil
     clean = printed['lpd', 'clean']
     assert (clean['--config.eval.num_examples'], clean['--config.eval.batch_size']) == ('-1', '250')
     assert printed['lpd', 'robust']['--config.eval.num_examples'] == '100'
+
+
+# -- what --run_missing runs, and its estimate --------------------------------------------------
+
+
+def test_run_missing_runs_what_its_flags_name():
+  from lpd_jax.compare.__main__ import missing_names
+
+  everything = missing_names()
+  assert everything == (*compare.SUITES, *(f'{s}_expected' for s in compare.EXPECTED_SUITES))
+  assert missing_names('clean') == ('clean',)  # no expected forms unless asked
+  assert missing_names(None, 'robust') == ('robust_expected',)
+  assert missing_names('clean,robust', 'robust') == ('clean', 'robust', 'robust_expected')
+  assert missing_names('', '') == ()
+
+
+def digits_run(**eval_changes):
+  """A workdir as the estimates read it: digits (10 classes, 8x8x1), trained at 300 images/s."""
+  from types import SimpleNamespace
+
+  from lpd_jax.config import base_config
+
+  config = base_config()
+  config.dataset = 'digits'
+  for group, changes in eval_changes.items():
+    config.eval[group].update(changes)
+  metrics = [{'images_per_second': r} for r in (100.0, 300.0, 310.0)]
+  return SimpleNamespace(
+    config=config, num_classes=10, input_shape=(8, 8, 1), metrics=metrics, name='w'
+  )
+
+
+def estimate(run, name, n=359):
+  from lpd_jax import evaluations
+  from lpd_jax.compare import estimates
+
+  evaluation = evaluations.resolve_one(run.config, name)
+  return estimates.cost(run, evaluation, n), evaluation
+
+
+def test_the_estimates_count_each_attack_as_its_code_runs_it():
+  """Passes per image, counted by hand from the attacks' code: a forward (F) is a third of a
+  forward and backward pass; every attack's examples are judged by a forward."""
+  from lpd_jax.compare import estimates
+
+  F = 1 / 3
+  run = digits_run(robust=dict(preset='standard'))
+  cost, evaluation = estimate(run, 'robust')
+  apgd_ce = 100 + 1  # a gradient at the start and at each step
+  apgd_t = F + 9 * (101 + F)  # rank the targets; per target a run and its check
+  fab_t = F + 9 * (100 * (1 + F) + 2 * F)  # per iteration a gradient and a forward
+  square = 5001 * F
+  per_eps = apgd_ce + apgd_t + fab_t + square + 4 * F
+  assert cost.passes == pytest.approx(359 * (F + 2 * per_eps))  # clean, eps 0.02 and 0.04
+  assert cost.at_most  # the cascade
+  line = estimates.plan_line(run, evaluation, 359, cost)
+  assert line == (
+    'compare: will run robust on w (359 test images): about 2.6 h (at most 2.8M passes at '
+    '300 images/s of its training)'
+  )
+
+  cost, _ = estimate(digits_run(), 'paper', n=100)
+  jsma = (1 + 1) + (3 + 1)  # ART: int(gamma * 64 / 2) iterations, and the last
+  rows = 2 * 1 + 2 * 10 + 2 * 10 + jsma + 1000 * 5 + 9 * F  # FGSM, BIM, PGD, JSMA, C&W
+  assert cost.passes == pytest.approx(100 * (F + rows)) and cost.at_most
+
+  cost, _ = estimate(digits_run(sweep=dict(norms='linf', steps=5)), 'sweep', n=10)
+  assert cost.passes == pytest.approx(10 * (F + 8 * (5 + F)))
+  cost, _ = estimate(digits_run(probes=dict(num_examples=100)), 'probes', n=359)
+  assert cost.passes == pytest.approx(359 * F + 100)
+  assert estimates.training_passes(digits_run().config) == 1.0
+  adversarial = digits_run().config
+  adversarial.adv_train.update(dict(attack='pgd', steps=7, mix=0.5))
+  assert estimates.training_passes(adversarial) == 4.5
+
+
+def test_compare_prints_its_plan_before_it_runs_only_what_was_asked(trained_copy, tmp_path):
+  done = run_module(
+    'lpd_jax.compare',
+    f'--workdirs={trained_copy}',
+    f'--out={tmp_path / "out"}',
+    '--run_missing',
+    '--suites=clean',
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  out = done.stdout
+  plan = out.index('compare: will run clean on trained_copy (359 test images): ')
+  assert plan < out.index('loading the checkpoint') < out.index('Clean accuracy on')
+  assert 'images/s of its training)' in out and 'compare: 1 evaluation, under 1 s in all' in out
+  reports = sorted(f for f in os.listdir(trained_copy) if f.startswith('eval_'))
+  assert reports == ['eval_clean.json', 'eval_clean.md']
+  refused = run_module('lpd_jax.compare', f'--workdirs={trained_copy}', '--out=x', '--suites=clean')
+  assert refused.returncode != 0 and 'give it' in refused.stderr

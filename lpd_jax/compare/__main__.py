@@ -10,19 +10,34 @@ from lpd_jax.evaluations import default_name
 from lpd_jax.names import split_names
 
 
+def missing_names(suites=None, expected_suites=None):
+  """The evaluations `--run_missing` runs: with neither flag given (None), every suite
+  (`compare.SUITES`) and `compare.EXPECTED_SUITES` under 'expected' inference; with either
+  given, exactly what the given ones name (`--suites=clean`: clean alone)."""
+  if suites is None and expected_suites is None:
+    suites, expected_suites = ','.join(compare.SUITES), ','.join(compare.EXPECTED_SUITES)
+  names = [*split_names(suites or '')]
+  names += [default_name(s, 'expected') for s in split_names(expected_suites or '')]
+  return tuple(dict.fromkeys(names))
+
+
+def given(name):
+  """A flag's value where the command line gave it, else None."""
+  return flags.FLAGS[name].value if flags.FLAGS[name].present else None
+
+
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
   if not FLAGS.workdirs or not FLAGS.out:
     raise app.UsageError('give --workdirs=A,B,... and --out=DIR')
-  names = [*split_names(FLAGS.suites)]
-  if FLAGS.run_missing:
-    names += [default_name(s, 'expected') for s in split_names(FLAGS.expected_suites)]
+  chosen = [given(name) for name in ('suites', 'expected_suites')]
+  if not FLAGS.run_missing and chosen != [None, None]:
+    raise app.UsageError('--suites and --expected_suites choose what --run_missing runs: give it')
+  names = missing_names(*chosen) if FLAGS.run_missing else ()
   cli.run_reporting_user_errors(
     lambda: compare.write(
-      list(split_names(FLAGS.workdirs)),
-      FLAGS.out,
-      run_missing_evaluations=tuple(names) if FLAGS.run_missing else (),
+      list(split_names(FLAGS.workdirs)), FLAGS.out, run_missing_evaluations=names
     )
   )
 
@@ -32,11 +47,13 @@ if __name__ == '__main__':
   flags.DEFINE_string('out', None, 'folder for comparison.md, comparison.json and plots')
   flags.DEFINE_bool('run_missing', False, 'run the missing evaluations first')
   flags.DEFINE_string(
-    'suites', ','.join(compare.SUITES), 'evaluations --run_missing runs (names or types)'
+    'suites',
+    ','.join(compare.SUITES),
+    'evaluations --run_missing runs (names or types); given alone, only these',
   )
   flags.DEFINE_string(
     'expected_suites',
     ','.join(compare.EXPECTED_SUITES),
-    "suites --run_missing also runs in 'expected' inference",
+    "suites --run_missing runs in 'expected' inference; given alone, only these",
   )
   app.run(main, argv=sys.argv)

@@ -7,6 +7,7 @@ import os
 
 from lpd_jax import evaluate, evaluations, loading, methods, provenance, suites
 from lpd_jax import workdir as workdir_lib
+from lpd_jax.compare.estimates import evaluated_images, say_plan
 from lpd_jax.errors import ConfigError
 from lpd_jax.progress import StageBar
 from lpd_jax.suites.common import Metric
@@ -160,8 +161,9 @@ def runnable(run, evaluation):
 
 def run_missing(runs, names):
   """Runs each evaluation of `names` a workdir lacks, on that workdir's own config, with a
-  progress bar; returns the runs read again."""
-  todo = []
+  progress bar, after a line per evaluation with its time estimate (`estimates.say_plan`);
+  returns the runs read again."""
+  todo, planned, sizes = [], [], {}
   for run in runs:
     for name in names:
       config = loading.read_config(run.workdir).config
@@ -172,8 +174,10 @@ def run_missing(runs, names):
       ok, why = runnable(run, evaluation)
       if ok:
         todo.append((run, config))
+        planned.append((run, evaluation, evaluated_images(config, evaluation, sizes)))
       elif methods.has_expected_inference(run.config) or evaluation.inference == RAW:
         print(f'compare: not running {evaluation.name} on {run.workdir}: {why}')
+  say_plan(planned)
   with StageBar(todo, desc='compare: missing reports') as bar:
     for run, config in bar:
       bar.stage(f'{run.name}: {config.eval.suite}')
