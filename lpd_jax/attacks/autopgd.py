@@ -6,7 +6,8 @@ A strong attack (docs/methods.md, "Strong attacks"): PGD with a step size that s
 the best point), plus momentum 0.75 after the first step. The schedule, the checkpoint
 rules and the DLR losses follow the authors' reference code (fra31/auto-attack,
 autopgd_base.py), read for the facts; this implementation is written for JAX: one jitted
-`lax.fori_loop`, per-sample state, no host round trips.
+`lax.fori_loop`, per-sample state, no host round trips (where progress is asked for, the same
+loop in chunks on the host: `common.host_loop`).
 
 The model is `model_fn(x) -> [B, C]` log-probabilities, as for every attack here. DLR is
 computed on them: for one softmax, log-probability differences are logit differences, so
@@ -21,7 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax.attacks.common import as_partial, cross_entropy, fold_keys, over_targets, sample_keys
+from lpd_jax.attacks.common import (
+  as_partial,
+  cross_entropy,
+  fold_keys,
+  host_loop,
+  on_host,
+  over_targets,
+  sample_keys,
+)
 
 LOSSES = ('ce', 'dlr')
 
@@ -59,8 +68,8 @@ def checkpoint_schedule(steps):
   return is_check, window
 
 
-@functools.partial(jax.jit, static_argnames=('steps', 'loss'))
-def _apgd(model, x, y, target, key, eps, *, steps, loss, rho=0.75):
+def _apgd_loop(model, x, y, target, key, eps, *, steps, loss, rho=0.75):
+  """APGD's loop as `host_loop` takes it: (start() -> state, body(i, state), end(state))."""
   axes = (-1,) + (1,) * (x.ndim - 1)
   per_sample = lambda v: v.reshape(axes)
 
@@ -77,29 +86,30 @@ def _apgd(model, x, y, target, key, eps, *, steps, loss, rho=0.75):
   def project(v):
     return jnp.clip(jnp.clip(v, x - eps, x + eps), 0.0, 1.0)
 
-  noise = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], minval=-1.0, maxval=1.0))(
-    sample_keys(key, x.shape[0])
-  )
-  x0 = project(x + eps * noise)
-  (_, (f0, logp0)), g0 = value_and_grad(x0)
-  correct0 = jnp.argmax(logp0, -1) == y
-  is_check, window = map(jnp.asarray, checkpoint_schedule(steps))
+  def start():
+    noise = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], minval=-1.0, maxval=1.0))(
+      sample_keys(key, x.shape[0])
+    )
+    x0 = project(x + eps * noise)
+    (_, (f0, logp0)), g0 = value_and_grad(x0)
+    correct0 = jnp.argmax(logp0, -1) == y
+    return dict(
+      x=x0,
+      x_old=x0,
+      g=g0,
+      f=f0,
+      step=jnp.full(x.shape[0], 2.0 * eps),
+      x_best=x0,
+      f_best=f0,
+      g_best=g0,
+      correct=correct0,
+      x_adv=jnp.where(per_sample(correct0), x, x0),
+      increases=jnp.zeros(x.shape[0], jnp.int32),
+      f_best_last_check=f0,
+      reduced_last_check=jnp.ones(x.shape[0], bool),
+    )
 
-  init = dict(
-    x=x0,
-    x_old=x0,
-    g=g0,
-    f=f0,
-    step=jnp.full(x.shape[0], 2.0 * eps),
-    x_best=x0,
-    f_best=f0,
-    g_best=g0,
-    correct=correct0,
-    x_adv=jnp.where(per_sample(correct0), x, x0),
-    increases=jnp.zeros(x.shape[0], jnp.int32),
-    f_best_last_check=f0,
-    reduced_last_check=jnp.ones(x.shape[0], bool),
-  )
+  is_check, window = map(jnp.asarray, checkpoint_schedule(steps))
 
   def body(i, s):
     momentum = jnp.where(i > 0, 0.75, 1.0)
@@ -136,9 +146,24 @@ def _apgd(model, x, y, target, key, eps, *, steps, loss, rho=0.75):
       f_best_last_check=checked(s['f_best'], s['f_best_last_check']),
     )
 
-  s = jax.lax.fori_loop(0, steps, body, init)
-  # A misclassified iterate where one was found, else the point of highest loss.
-  return jnp.where(per_sample(s['correct']), s['x_best'], s['x_adv'])
+  def end(s):  # a misclassified iterate where one was found, else the point of highest loss
+    return jnp.where(per_sample(s['correct']), s['x_best'], s['x_adv'])
+
+  return start, body, end
+
+
+@functools.partial(jax.jit, static_argnames=('steps', 'loss'))
+def _apgd(model, x, y, target, key, eps, *, steps, loss):
+  start, body, end = _apgd_loop(model, x, y, target, key, eps, steps=steps, loss=loss)
+  return end(jax.lax.fori_loop(0, steps, body, start()))
+
+
+def _run(model, x, y, target, key, eps, steps, loss, what):
+  """`_apgd`, or its loop split on the host where progress is asked for (`host_loop`)."""
+  args = (model, x, y, target, key, eps)
+  if on_host(args):
+    return host_loop(_apgd_loop, args, dict(steps=steps, loss=loss), steps, what=what)
+  return _apgd(*args, steps=steps, loss=loss)
 
 
 def apgd(
@@ -179,10 +204,10 @@ def apgd(
     raise ValueError("targeted APGD uses loss='dlr' (the authors' APGD-T)")
   model = as_partial(model_fn)
   if not targeted:
-    return _apgd(model, x, y, None, key, eps, steps=steps, loss=loss)
+    return _run(model, x, y, None, key, eps, steps, loss, f'APGD-{loss.upper()}')
 
   def toward(rank, target):
-    x_t = _apgd(model, x, y, target, fold_keys(key, rank), eps, steps=steps, loss='dlr')
+    x_t = _run(model, x, y, target, fold_keys(key, rank), eps, steps, 'dlr', 'APGD-T')
     return x_t, jnp.argmax(model(x_t), -1) != y
 
-  return over_targets(model, x, y, num_targets, toward, keep_last=True)
+  return over_targets(model, x, y, num_targets, toward, True, 'APGD-T', steps)

@@ -12,11 +12,14 @@ The gradient attacks (FGSM, BIM, PGD) also take `model(x) -> [K, B, C]` member l
 members cannot mask (see `member_margin`).
 """
 
+import functools
+import time
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from lpd_jax import progress, sharding
 from lpd_jax.ensemble import log_mean_softmax
 from lpd_jax.pytrees import (
   PointKeys,
@@ -109,19 +112,70 @@ def ranked_classes(model, x):
   return jnp.argsort(-model(x), axis=-1)
 
 
-def over_targets(model, x, y, num_targets, attack_target, keep_last):
+def over_targets(model, x, y, num_targets, attack_target, keep_last, what='', steps=1):
   """The targeted runs of APGD-T and FAB-T: `attack_target(rank, target [B]) -> (x_t, fooled
   [B])` toward the classes ranked 2nd to (num_targets + 1)th by `model` on x (at most C - 1
   of them) -> per sample the examples of the first run that fooled it; where none did, the
-  last run's (`keep_last`) or x."""
+  last run's (`keep_last`) or x. Progress (`progress.units`): `steps` per target of `what`."""
   ranked = ranked_classes(model, x)
   x_out, fooled = x, jnp.zeros(y.shape, bool)
-  for rank in range(1, min(num_targets, ranked.shape[-1] - 1) + 1):
-    x_t, fooled_t = attack_target(rank, ranked[:, rank])
-    take = ~fooled if keep_last else fooled_t & ~fooled
-    x_out = jnp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), x_t, x_out)
-    fooled = fooled | fooled_t
+  targets = min(num_targets, ranked.shape[-1] - 1)
+  with progress.units(targets * steps, 'steps', what) as count:
+    for rank in range(1, targets + 1):
+      x_t, fooled_t = attack_target(rank, ranked[:, rank])
+      take = ~fooled if keep_last else fooled_t & ~fooled
+      x_out = jnp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), x_t, x_out)
+      fooled = fooled | fooled_t
+      count.reach(rank * steps)  # a target's steps, where its loop did not count them
   return x_out
+
+
+def on_host(*trees):
+  """Whether an attack's loop runs on the host in chunks (`host_loop`): progress is asked for
+  (`progress.listened`), in one process (every process must run the same programs), and no
+  input is traced (the attack is not inside jit, vmap or grad)."""
+  if not progress.listened() or sharding.process_count() > 1:
+    return False
+  return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(trees))
+
+
+@functools.partial(jax.jit, static_argnames=('make', 'static'))
+def _loop_start(make, static, args):
+  return make(*args, **dict(static))[0]()
+
+
+@functools.partial(jax.jit, static_argnames=('make', 'static'))
+def _loop_steps(make, static, args, state, start, stop):
+  return jax.lax.fori_loop(start, stop, make(*args, **dict(static))[1], state)
+
+
+@functools.partial(jax.jit, static_argnames=('make', 'static'))
+def _loop_end(make, static, args, state):
+  return make(*args, **dict(static))[2](state)
+
+
+def host_loop(make, args, static, steps, unit='steps', what=''):
+  """The loop an attack's jitted core runs in one program, split on the host to report it.
+
+  `make(*args, **static) -> (start() -> state, body(i, state) -> state, end(state) -> out)`
+  describes the loop; the core is `end(fori_loop(0, steps, body, start()))`. Here start, the
+  steps in chunks and end are three jitted programs (the chunk bounds are traced: one compile
+  for any chunk), each chunk ticks `progress` by its steps and the next is sized to take
+  about `progress.CHUNK_S` (the first is one step: it holds the compile). The same operations
+  on the same values: the result is the core's, bit for bit (tests/test_progress.py).
+  """
+  static = tuple(sorted(static.items()))
+  with progress.units(steps, unit, what):
+    state = _loop_start(make, static, args)
+    done, chunk = 0, 1
+    while done < steps:
+      stop = min(steps, done + chunk)
+      began = time.perf_counter()
+      state = jax.block_until_ready(_loop_steps(make, static, args, state, done, stop))
+      per_step = max((time.perf_counter() - began) / (stop - done), 1e-6)
+      progress.tick(stop - done)
+      chunk, done = max(1, int(progress.CHUNK_S / per_step)), stop
+    return _loop_end(make, static, args, state)
 
 
 # The paper's L-inf grid of BIM and PGD on CIFAR, and where a dataset's differs (Table 4).

@@ -18,9 +18,10 @@ starting at x, a later one at x + min(best norm, eps) / 2 * u / |u|_inf with u u
 [-1, 1]^D, clipped to [0, 1]; a step of norm < 1e-8 counted as 1e-8 in alpha; where the
 box misses the hyperplane, the projection's step to the box corner nearest it; points the
 model misclassifies at x returned as x. Written for JAX: one jitted core of nested
-`lax.fori_loop`s (restarts, iterations) with per-sample state; the projection is exact by
-one sort per point (`project_linf`) instead of the reference's bisection over the sorted
-knees. The model gives log-probabilities; for one softmax f_t - f_y on them is the logit
+`lax.fori_loop`s (restarts, iterations) with per-sample state (where progress is asked for,
+the restarts on the host and their iterations in chunks, `common.host_loop`); the projection
+is exact by one sort per point (`project_linf`) instead of the reference's bisection over the
+sorted knees. The model gives log-probabilities; for one softmax f_t - f_y on them is the logit
 difference the reference uses; for an ensemble it is that of the log mean softmax (eq. 1).
 
 Unlike the reference, every sample runs every restart and target (the reference reruns
@@ -36,7 +37,14 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from lpd_jax.attacks.common import as_partial, fold_keys, over_targets, sample_keys
+from lpd_jax.attacks.common import (
+  as_partial,
+  fold_keys,
+  host_loop,
+  on_host,
+  over_targets,
+  sample_keys,
+)
 
 
 def project_linf(t, w, b):
@@ -85,8 +93,9 @@ def _linf(v):
   return jnp.max(jnp.abs(v), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=('steps', 'restarts'))
-def _fab(model, x, y, target, key, eps, alpha_max, eta, beta, *, steps, restarts):
+def _fab_loop(model, x, y, target, key, eps, alpha_max, eta, beta, restart, best, *, steps):
+  """Restart `restart` of FAB from the best (points [B, D], norms [B]) so far, as `host_loop`
+  takes it: (start() -> (x1, x_best, norm_best), iteration, end -> (x_best, norm_best))."""
   n = x.shape[0]
   x0 = x.reshape(n, -1)
   pick = lambda log_probs, c: jnp.take_along_axis(log_probs, c[:, None], axis=1)[:, 0]
@@ -115,20 +124,46 @@ def _fab(model, x, y, target, key, eps, alpha_max, eta, beta, *, steps, restarts
       jnp.where(better, norm, norm_best),
     )
 
-  def restart(r, s):
-    x_best, norm_best = s
-    keys = sample_keys(fold_keys(key, r), n)
+  def start():
+    x_best, norm_best = best
+    keys = sample_keys(fold_keys(key, restart), n)
     u = jax.vmap(lambda k: jax.random.uniform(k, x0.shape[1:], minval=-1.0, maxval=1.0))(keys)
     radius = 0.5 * jnp.minimum(norm_best, eps)[:, None]
-    start = jnp.clip(x0 + radius * u / _linf(u)[:, None], 0.0, 1.0)
-    x1 = jnp.where(r > 0, start, x0)
-    return jax.lax.fori_loop(0, steps, iteration, (x1, x_best, norm_best))[1:]
+    away = jnp.clip(x0 + radius * u / _linf(u)[:, None], 0.0, 1.0)
+    return jnp.where(restart > 0, away, x0), x_best, norm_best
 
-  init = (x0, jnp.full(n, jnp.inf, x0.dtype))
-  x_best, norm_best = jax.lax.fori_loop(0, restarts, restart, init)
+  return start, iteration, lambda s: s[1:]
+
+
+def _fab_result(model, x, y, best):
+  """(x_best [B, ...], norm [B]): x itself, norm 0, where the model misclassifies it."""
+  x_best, norm_best = best
   wrong = jnp.argmax(model(x), axis=-1) != y  # already adversarial: x itself, norm 0
-  x_best = jnp.where(wrong[:, None], x0, x_best)
+  x_best = jnp.where(wrong[:, None], x.reshape(x.shape[0], -1), x_best)
   return x_best.reshape(x.shape), jnp.where(wrong, 0.0, norm_best)
+
+
+_fab_result_jit = jax.jit(_fab_result)
+
+
+@functools.partial(jax.jit, static_argnames=('steps', 'restarts'))
+def _fab(model, x, y, target, key, eps, alpha_max, eta, beta, *, steps, restarts):
+  def restart(r, best):
+    args = (model, x, y, target, key, eps, alpha_max, eta, beta, r, best)
+    start, iteration, end = _fab_loop(*args, steps=steps)
+    return end(jax.lax.fori_loop(0, steps, iteration, start()))
+
+  init = (x.reshape(x.shape[0], -1), jnp.full(x.shape[0], jnp.inf, x.dtype))
+  return _fab_result(model, x, y, jax.lax.fori_loop(0, restarts, restart, init))
+
+
+def _fab_on_host(model, x, y, target, key, eps, alpha_max, eta, beta, *, steps, restarts):
+  """`_fab` with each restart's loop split on the host (`host_loop`), to report its steps."""
+  best = (jnp.reshape(x, (x.shape[0], -1)), jnp.full(x.shape[0], jnp.inf, x.dtype))
+  for r in range(restarts):
+    args = (model, x, y, target, key, eps, alpha_max, eta, beta, r, best)
+    best = host_loop(_fab_loop, args, dict(steps=steps), steps, what='FAB')
+  return _fab_result_jit(model, x, y, best)
 
 
 def fab_minimal(
@@ -165,8 +200,10 @@ def fab_minimal(
     distance ||x_best - x||_inf = norm; x and inf where none was found, x and 0 where
     the model misclassifies x itself.
   """
-  model = as_partial(model_fn)
-  return _fab(model, x, y, target, key, eps, alpha_max, eta, beta, steps=steps, restarts=restarts)
+  args = (as_partial(model_fn), x, y, target, key, eps, alpha_max, eta, beta)
+  if on_host(args):  # progress asked for: the same restarts, their loops in chunks on the host
+    return _fab_on_host(*args, steps=steps, restarts=restarts)
+  return _fab(*args, steps=steps, restarts=restarts)
 
 
 def fab(
@@ -209,4 +246,4 @@ def fab(
     # As AutoAttack, a fresh prediction confirms the point (it lies near the boundary).
     return x_t, (norm <= eps) & (jnp.argmax(model(x_t), axis=-1) != y)
 
-  return over_targets(model, x, y, num_targets, toward, keep_last=False)
+  return over_targets(model, x, y, num_targets, toward, False, 'FAB-T', steps * restarts)

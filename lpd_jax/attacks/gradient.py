@@ -13,14 +13,17 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from lpd_jax import progress
 from lpd_jax.attacks.common import (
   LOSSES,
   as_partial,
   check_loss,
   fold_keys,
+  host_loop,
   l2_norm,
   log_probs_of,
   loss_grad,
+  on_host,
   sample_keys,
 )
 
@@ -41,8 +44,9 @@ def _unit_ball_noise(key, shape, norm):
   return jax.vmap(one)(sample_keys(key, shape[0]))
 
 
-@functools.partial(jax.jit, static_argnames=('steps', 'norm', 'random_start', 'restarts', 'loss'))
-def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restarts, loss):
+def _pgd_loop(model, x, y, key, eps, step_size, restart, *, steps, norm, random_start, loss):
+  """One run of PGD as `host_loop` takes it: (start() -> x0, step(i, x_adv), end)."""
+
   def project(x_adv):
     delta = x_adv - x
     if norm == 'linf':
@@ -52,6 +56,11 @@ def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restart
     # Clipping into [0, 1] moves each coordinate towards x, so the result stays in the ball.
     return jnp.clip(x + delta, 0.0, 1.0)
 
+  def start():
+    if random_start:
+      return project(x + eps * _unit_ball_noise(fold_keys(key, restart), x.shape, norm))
+    return x
+
   def step(_, x_adv):
     g = loss_grad(model, x_adv, y, loss)
     if norm == 'linf':
@@ -60,33 +69,60 @@ def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restart
       direction = g / jnp.maximum(l2_norm(g), 1e-12)
     return project(x_adv + step_size * direction)
 
-  def run(restart):
-    x0 = x
-    if random_start:
-      x0 = project(x + eps * _unit_ball_noise(fold_keys(key, restart), x.shape, norm))
-    return jax.lax.fori_loop(0, steps, step, x0)
+  return start, step, lambda x_adv: x_adv
 
-  def score(x_adv):
-    out = model(x_adv)
-    return jnp.argmax(log_probs_of(out), -1) != y, LOSSES[loss](out, y)
+
+def _scored(model, x_adv, y, loss):
+  """(x_adv, misclassified [B], loss [B]): what the restarts compare."""
+  out = model(x_adv)
+  return x_adv, jnp.argmax(log_probs_of(out), -1) != y, LOSSES[loss](out, y)
+
+
+def _keep_worst(model, y, loss, best, x_new):
+  """The worse case per sample of `best` and a new run: misclassified first, else the higher
+  loss."""
+  x_best, wrong_best, loss_best = best
+  _, wrong_new, loss_new = _scored(model, x_new, y, loss)
+  better = (wrong_new & ~wrong_best) | ((wrong_new == wrong_best) & (loss_new > loss_best))
+  pick = better.reshape((-1,) + (1,) * (x_new.ndim - 1))
+  return (
+    jnp.where(pick, x_new, x_best),
+    jnp.where(better, wrong_new, wrong_best),
+    jnp.where(better, loss_new, loss_best),
+  )
+
+
+@functools.partial(jax.jit, static_argnames=('steps', 'norm', 'random_start', 'restarts', 'loss'))
+def _pgd(model, x, y, key, eps, step_size, *, steps, norm, random_start, restarts, loss):
+  static = dict(steps=steps, norm=norm, random_start=random_start, loss=loss)
+
+  def run(restart):
+    start, step, _ = _pgd_loop(model, x, y, key, eps, step_size, restart, **static)
+    return jax.lax.fori_loop(0, steps, step, start())
 
   if restarts == 1:
     return run(0)
+  keep_worst = lambda r, best: _keep_worst(model, y, loss, best, run(r))
+  return jax.lax.fori_loop(1, restarts, keep_worst, _scored(model, run(0), y, loss))[0]
 
-  def keep_worst(restart, best):
-    x_best, wrong_best, loss_best = best
-    x_new = run(restart)
-    wrong_new, loss_new = score(x_new)
-    better = (wrong_new & ~wrong_best) | ((wrong_new == wrong_best) & (loss_new > loss_best))
-    pick = better.reshape((-1,) + (1,) * (x.ndim - 1))
-    return (
-      jnp.where(pick, x_new, x_best),
-      jnp.where(better, wrong_new, wrong_best),
-      jnp.where(better, loss_new, loss_best),
-    )
 
-  x_first = run(0)
-  return jax.lax.fori_loop(1, restarts, keep_worst, (x_first, *score(x_first)))[0]
+_first_scored = jax.jit(_scored, static_argnames=('loss',))
+_merged = jax.jit(_keep_worst, static_argnames=('loss',))
+
+
+def _pgd_on_host(model, x, y, key, eps, step_size, *, restarts, **static):
+  """`_pgd` with each run's loop split on the host (`host_loop`), to report its steps."""
+  what = 'PGD' if static['loss'] == 'ce' else f'PGD-{static["loss"].replace("_", "-")}'
+  with progress.units(restarts * static['steps'], 'steps', what):
+    runs = [(model, x, y, key, eps, step_size, r) for r in range(restarts)]
+    best = host_loop(_pgd_loop, runs[0], static, static['steps'])
+    if restarts == 1:
+      return best
+    best = _first_scored(model, best, y, loss=static['loss'])
+    for args in runs[1:]:
+      x_r = host_loop(_pgd_loop, args, static, static['steps'])
+      best = _merged(model, y, best=best, x_new=x_r, loss=static['loss'])
+  return best[0]
 
 
 def pgd(
@@ -138,19 +174,11 @@ def pgd(
     raise ValueError('pgd with random_start=True needs a key')
   if step_size is None:
     step_size = eps / 10 if norm == 'linf' else 2.5 * eps / steps
-  return _pgd(
-    as_partial(model_fn),
-    x,
-    y,
-    key,
-    eps,
-    step_size,
-    steps=steps,
-    norm=norm,
-    random_start=random_start,
-    restarts=restarts,
-    loss=loss,
-  )
+  args = (as_partial(model_fn), x, y, key, eps, step_size)
+  static = dict(steps=steps, norm=norm, random_start=random_start, restarts=restarts, loss=loss)
+  if on_host(args):  # progress asked for: the same runs, their loops in chunks on the host
+    return _pgd_on_host(*args, **static)
+  return _pgd(*args, **static)
 
 
 def bim(

@@ -7,7 +7,8 @@ over square windows: each query redraws a window of side s (per channel +-eps, t
 over the window) and keeps it when the margin log p_y - max_{j != y} log p_j decreases.
 The window shrinks on the authors' schedule (`window_sides`); the start is vertical
 stripes of +-eps. Facts from the reference code (max-andr/square-attack) and the
-AutoAttack version (p_init 0.8); written for JAX as one jitted `lax.fori_loop`. Unlike the
+AutoAttack version (p_init 0.8); written for JAX as one jitted `lax.fori_loop` (in chunks on
+the host where progress is asked for, `common.host_loop`). Unlike the
 reference, a drawn window is not redrawn when it happens to equal the current one (that
 query is wasted, not wrong).
 """
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax.attacks.common import as_partial, sample_keys
+from lpd_jax.attacks.common import as_partial, host_loop, on_host, sample_keys
 
 SCHEDULES = ('rescaled', 'absolute')
 
@@ -54,8 +55,8 @@ def _margin(log_probs, y):
   return log_p_y - jnp.max(others, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=('queries', 'p_init', 'schedule'))
-def _square(model, x, y, key, eps, *, queries, p_init, schedule):
+def _square_loop(model, x, y, key, eps, *, queries, p_init, schedule):
+  """The search as `host_loop` takes it: (start() -> state, body(i, state), end(state))."""
   batch, height, width, channels = x.shape
   sides = jnp.asarray(window_sides(queries, height, width, p_init, schedule))
   keys = sample_keys(key, batch)  # [B]: sample i's randomness, whatever the batch
@@ -65,10 +66,11 @@ def _square(model, x, y, key, eps, *, queries, p_init, schedule):
 
   # Start: vertical stripes, one +-eps per (column, channel); fold_in(key, queries) is a
   # stream no query uses.
-  stripes = jax.vmap(lambda k: signs(jax.random.fold_in(k, queries), (1, width, channels)))(keys)
-  delta = jnp.broadcast_to(stripes, x.shape)
-  x_best = jnp.clip(x + delta, 0.0, 1.0)
-  margin_best = _margin(model(x_best), y)
+  def start():
+    stripes = jax.vmap(lambda k: signs(jax.random.fold_in(k, queries), (1, width, channels)))(keys)
+    x_best = jnp.clip(x + jnp.broadcast_to(stripes, x.shape), 0.0, 1.0)
+    return x_best, _margin(model(x_best), y)
+
   rows = jnp.arange(height)[None, :, None, None]
   cols = jnp.arange(width)[None, None, :, None]
 
@@ -100,8 +102,15 @@ def _square(model, x, y, key, eps, *, queries, p_init, schedule):
       jnp.where(accept, margin_new, margin_best),
     )
 
-  x_best, _ = jax.lax.fori_loop(0, queries, body, (x_best, margin_best))
-  return x_best
+  return start, body, lambda state: state[0]
+
+
+@functools.partial(jax.jit, static_argnames=('queries', 'p_init', 'schedule'))
+def _square(model, x, y, key, eps, *, queries, p_init, schedule):
+  start, body, end = _square_loop(
+    model, x, y, key, eps, queries=queries, p_init=p_init, schedule=schedule
+  )
+  return end(jax.lax.fori_loop(0, queries, body, start()))
 
 
 def square(
@@ -136,6 +145,8 @@ def square(
   """
   if x.ndim != 4:
     raise ValueError(f'square attacks images [B, H, W, c]; got shape {x.shape}')
-  return _square(
-    as_partial(model_fn), x, y, key, eps, queries=queries, p_init=p_init, schedule=schedule
-  )
+  args = (as_partial(model_fn), x, y, key, eps)
+  static = dict(queries=queries, p_init=p_init, schedule=schedule)
+  if on_host(args):  # progress asked for: the same search in chunks on the host
+    return host_loop(_square_loop, args, static, queries, 'queries', 'Square')
+  return _square(*args, **static)

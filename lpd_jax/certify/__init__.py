@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax.certify import alpha, bounds, cost, graph, memory
+from lpd_jax.certify import alpha, bounds, cost, graph, memory, passes
 from lpd_jax.certify.graph import member_graph
+from lpd_jax.certify.passes import CROWN_GROUP, group_size, in_groups
 from lpd_jax.errors import ConfigError
 
 # The bounds, loosest first: intervals (IBP), CROWN from the output over interval bounds
@@ -110,7 +111,14 @@ def margins(
 
 @functools.partial(
   jax.jit,
-  static_argnames=('method', 'max_unstable', 'chunk', 'alpha_steps', 'alpha_intermediate'),
+  static_argnames=(
+    'method',
+    'max_unstable',
+    'chunk',
+    'alpha_steps',
+    'alpha_intermediate',
+    'report',
+  ),
 )
 def margins_and_fallbacks(
   ensemble,
@@ -122,9 +130,12 @@ def margins_and_fallbacks(
   chunk: int = CHUNK,
   alpha_steps: int = alpha.STEPS,
   alpha_intermediate: bool = True,
+  report: bool = False,
 ):
   """`margins` [B, C-1], and [K, ReLU layers, B] the unstable neurons per member, layer and
-  sample that the cap `max_unstable` left with interval bounds (zeros without a cap)."""
+  sample that the cap `max_unstable` left with interval bounds (zeros without a cap).
+  `report`: a `progress.tick` per unit of `progress_units` as it is done (host callbacks: a
+  program with them is not kept in JAX's persistent cache)."""
   check_certifiable(ensemble)
   check_method(method)
   if method == 'alpha_crown':
@@ -132,7 +143,7 @@ def margins_and_fallbacks(
   else:
     bound = functools.partial(_margins, method=method)
   lower, fallbacks = in_groups(
-    lambda xg, yg: bound(ensemble, xg, yg, eps, max_unstable=max_unstable, chunk=chunk),
+    lambda xg, yg: bound(ensemble, xg, yg, eps, max_unstable, chunk, report=report),
     x,
     y,
     group_size(method, x.shape[0]),
@@ -145,34 +156,16 @@ def check_method(method):
     raise ValueError(f'method must be one of {METHODS}, got {method!r}')
 
 
-def in_groups(fn, x, y, group):
-  """fn(x, y) over the batch `group` samples at a time (`jax.lax.map`; the batch padded to
-  whole groups), its outputs (leading axis: the samples) concatenated back to B rows.
-
-  CROWN's passes go `group` samples at a time: XLA's CPU convolutions switch to a far
-  hungrier algorithm above a few thousand coefficient rows per pass."""
-  n = x.shape[0]
-  if group >= n:
-    return fn(x, y)
-  pad = -n % group
-  xs = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
-    -1, group, *x.shape[1:]
+def progress_units(ensemble, input_shape, batch, method, max_unstable, chunk, alpha_steps):
+  """The units of progress of `margins_and_fallbacks(..., report=True)` on `batch` samples
+  (`passes.progress_units`: chunks of neurons and last passes)."""
+  g = _member_graph(ensemble, 0, input_shape)  # members share their shapes
+  return passes.progress_units(
+    g, method, batch, ensemble.num_members, max_unstable, chunk, alpha_steps
   )
-  ys = jnp.concatenate([y, jnp.zeros(pad, y.dtype)]).reshape(-1, group)
-  out = jax.lax.map(lambda xy: fn(*xy), (xs, ys))
-  return jax.tree.map(lambda t: t.reshape(-1, *t.shape[2:])[:n], out)
 
 
-# Samples per pass of 'crown' (see `margins`).
-CROWN_GROUP = 8
-
-
-def group_size(method, batch):
-  """Samples `margins` bounds at once for a batch of `batch`."""
-  return min(batch, CROWN_GROUP) if method in ('crown', 'alpha_crown') else batch
-
-
-def _margins(ensemble, x, y, eps, method, max_unstable, chunk):
+def _margins(ensemble, x, y, eps, max_unstable, chunk, method, report=False):
   """-> (lower bounds [N, C-1], fallbacks [N, K, layers]) by `method`."""
   x_lo, x_hi, a_logits = bounds.margin_problem(
     x, y, eps, ensemble.members.model.num_classes, ensemble.num_members
@@ -180,7 +173,7 @@ def _margins(ensemble, x, y, eps, method, max_unstable, chunk):
 
   def member(variables):
     g = member_graph(ensemble.members.model, variables, x.shape[1:])
-    return bounds.member_margin_terms(g, x_lo, x_hi, a_logits, method, max_unstable, chunk)
+    return bounds.member_margin_terms(g, x_lo, x_hi, a_logits, method, max_unstable, chunk, report)
 
   # One member's program, run K times (`jax.lax.map`): a third of the unrolled compile.
   terms, interval, fallbacks = jax.lax.map(member, ensemble.variables)
@@ -233,6 +226,7 @@ def _alpha_margins(
   learning_rate=alpha.LEARNING_RATE,
   shared=False,
   intermediate=True,
+  report=False,
 ):
   """-> (lower bounds [N, C-1], fallbacks [N, K, layers]) by alpha-CROWN."""
   model = ensemble.members.model
@@ -242,11 +236,13 @@ def _alpha_margins(
   def member_bounds(variables):  # CROWN's bounds of the ReLU inputs, and the interval bound
     g = member_graph(model, variables, x.shape[1:])
     b, fell_back = bounds.node_bounds_and_fallbacks(
-      g, x_lo, x_hi, 'crown', max_unstable, chunk, steps if intermediate else 0
+      g, x_lo, x_hi, 'crown', max_unstable, chunk, steps if intermediate else 0, report=report
     )
     head = g[-1].inputs[0]
     a, const = bounds.backward(g, len(g) - 1, a_logits, b, down_to=head)
-    return {i: b[i] for i in layers}, bounds.concretize(a, const, *b[head]), fell_back
+    interval = bounds.concretize(a, const, *b[head])
+    bounds.tick_after(report, interval)
+    return {i: b[i] for i in layers}, interval, fell_back
 
   relu_bounds, interval, fallbacks = jax.lax.map(member_bounds, ensemble.variables)  # [K, ...]
   rows = 1 if shared else a_logits.shape[1]
@@ -263,7 +259,8 @@ def _alpha_margins(
     a, const = jax.lax.map(member, (ensemble.variables, relu_bounds, slopes))
     return bounds.concretize(jnp.sum(a, 0), jnp.sum(const, 0), x_lo, x_hi)
 
-  best = alpha.optimise(lower_bound, slopes, steps, learning_rate)
+  tick = functools.partial(bounds.tick_after, report)
+  best = alpha.optimise(lower_bound, slopes, steps, learning_rate, on_step=tick)
   lower = jnp.maximum(best, jnp.sum(interval, axis=0))
   return lower, jnp.moveaxis(fallbacks, -1, 0)
 
@@ -375,6 +372,7 @@ def mean_logit_margins(ensemble, x, y):
 
 __all__ = [
   'CHUNK',
+  'CROWN_GROUP',
   'MAX_UNSTABLE',
   'METHODS',
   'alpha',
@@ -388,6 +386,8 @@ __all__ = [
   'forward_seconds',
   'in_groups',
   'graph',
+  'passes',
+  'progress_units',
   'ibp_margins',
   'margins',
   'margins_and_fallbacks',

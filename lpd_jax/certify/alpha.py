@@ -40,7 +40,7 @@ def with_rows(slope, batch_axis, rows):
   return jnp.broadcast_to(slope, shape)
 
 
-def optimise(bound_fn, slopes, steps=STEPS, learning_rate=LEARNING_RATE, decay=DECAY):
+def optimise(bound_fn, slopes, steps=STEPS, learning_rate=LEARNING_RATE, decay=DECAY, on_step=None):
   """The best lower bounds [N, S] over `steps` projected Adam steps of the slopes.
 
   Args:
@@ -48,6 +48,7 @@ def optimise(bound_fn, slopes, steps=STEPS, learning_rate=LEARNING_RATE, decay=D
     slopes: the starting slopes (CROWN's: the first bound evaluated is CROWN's).
     steps: Adam steps; steps + 1 bounds are evaluated (the last slopes too).
     learning_rate, decay: Adam's learning rate, multiplied by `decay` after each step.
+    on_step: optional, called (traced) with the best bounds after each step (progress).
   """
   optimiser = optax.adam(optax.exponential_decay(learning_rate, 1, decay))
 
@@ -60,7 +61,10 @@ def optimise(bound_fn, slopes, steps=STEPS, learning_rate=LEARNING_RATE, decay=D
     (_, lower), grads = jax.value_and_grad(objective, has_aux=True)(s)
     updates, state = optimiser.update(grads, state, s)
     s = jax.tree.map(lambda v: jnp.clip(v, 0.0, 1.0), optax.apply_updates(s, updates))
-    return (s, state, jnp.maximum(best, lower)), None
+    best = jnp.maximum(best, lower)
+    if on_step is not None:
+      on_step(best)
+    return (s, state, best), None
 
   lower = jax.eval_shape(bound_fn, slopes)
   start = (slopes, optimiser.init(slopes), jnp.full(lower.shape, -jnp.inf, lower.dtype))

@@ -15,6 +15,7 @@ the lower bound of -q. `concretize` minimises A·z + const over a box of z.
 import jax
 import jax.numpy as jnp
 
+from lpd_jax import progress
 from lpd_jax.certify import alpha, window
 from lpd_jax.certify.graph import relu_inputs
 from lpd_jax.certify.relaxation import (
@@ -38,6 +39,18 @@ def box(x, eps):
   """The L-inf ball of radius eps around x [N, ...] intersected with the image domain
   [0, 1] (attacks clip to it too): -> (lo, hi)."""
   return jnp.clip(x - eps, 0.0, 1.0), jnp.clip(x + eps, 0.0, 1.0)
+
+
+def tick_after(report, value):
+  """With `report`, one unit of progress (`progress.tick`) once `value` (arrays) is computed:
+  an unordered host callback that reads one element of it, so it runs after the work. Without
+  `report`, nothing: the program has no callback (and stays in the persistent cache)."""
+  if report:
+    jax.debug.callback(_tick, jnp.ravel(jax.tree.leaves(value)[0])[:1])
+
+
+def _tick(_):
+  progress.tick(1)
 
 
 def interval_step(graph, index, bounds):
@@ -105,7 +118,9 @@ def backward(graph, target, a, bounds, down_to=0, lower_slopes=None):
   return pending[down_to], const
 
 
-def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk, alpha_steps=0, windows=True):
+def _tighten(
+  graph, index, bounds, x_lo, x_hi, max_unstable, chunk, alpha_steps=0, windows=True, report=False
+):
   """CROWN bounds for the unstable neurons of node `index` (all of them; the widest
   `max_unstable` per sample when that is not None), intersected with the bounds it has;
   with `alpha_steps` > 0, each neuron's two bounds optimised over the lower slopes of the
@@ -167,12 +182,14 @@ def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk, alpha_steps=
     )
 
   def bound_chunk(picked):  # a chunk with no unstable neuron in the batch keeps its bounds
-    return jax.lax.cond(
+    found = jax.lax.cond(
       jnp.any(unstable[batch, picked]),
       crown_chunk,
       lambda p: (flat_lo[batch, p], flat_hi[batch, p]),
       picked,
     )
+    tick_after(report, found)  # a unit of `progress_units`
+    return found
 
   # Unstable first, the widest first: at small eps only the first chunks (or none) work.
   score = jnp.where(unstable, jnp.minimum(-flat_lo, flat_hi), -jnp.inf)
@@ -188,7 +205,7 @@ def _tighten(graph, index, bounds, x_lo, x_hi, max_unstable, chunk, alpha_steps=
 
 
 def node_bounds_and_fallbacks(
-  graph, x_lo, x_hi, method, max_unstable=None, chunk=64, alpha_steps=0, windows=True
+  graph, x_lo, x_hi, method, max_unstable=None, chunk=64, alpha_steps=0, windows=True, report=False
 ):
   """Bounds of every node for inputs in the box [x_lo, x_hi] [N, *input shape].
 
@@ -202,6 +219,7 @@ def node_bounds_and_fallbacks(
       for that many steps (alpha-CROWN's intermediate bounds; `_tighten`).
     windows: 'crown' only: backward passes of convolutional layers on each neuron's
       receptive field (`window.py`); False: on the whole image (the same bounds, slower).
+    report: 'crown' only: a `progress.tick` as each chunk of neurons is bounded (`tick_after`).
 
   Returns:
     ({node index: (lo, hi) [N, *shape]}, [ReLU inputs, N] int: per ReLU input
@@ -215,7 +233,7 @@ def node_bounds_and_fallbacks(
     bounds[index] = interval_step(graph, index, bounds)
     if index in tightened:
       bounds[index], fallbacks[index] = _tighten(
-        graph, index, bounds, x_lo, x_hi, max_unstable, chunk, alpha_steps, windows
+        graph, index, bounds, x_lo, x_hi, max_unstable, chunk, alpha_steps, windows, report
       )
   n = x_lo.shape[0]
   counts = [fallbacks.get(i, jnp.zeros(n, jnp.int32)) for i in relu_inputs(graph)]
@@ -248,7 +266,9 @@ def margin_problem(x, y, eps, num_classes, num_members):
   return x_lo, x_hi, spec.astype(x.dtype) / num_members
 
 
-def member_margin_terms(graph, x_lo, x_hi, a_logits, method, max_unstable=None, chunk=64):
+def member_margin_terms(
+  graph, x_lo, x_hi, a_logits, method, max_unstable=None, chunk=64, report=False
+):
   """One member's share of the ensemble's margin bounds.
 
   Args:
@@ -256,22 +276,25 @@ def member_margin_terms(graph, x_lo, x_hi, a_logits, method, max_unstable=None, 
     x_lo, x_hi: the input box [N, *input shape].
     a_logits: [N, S, C], the margin specification over this member's logits (eq. 8,
       divided by K for the mean of the member logits).
-    method, max_unstable, chunk: see `node_bounds_and_fallbacks`.
+    method, max_unstable, chunk, report: see `node_bounds_and_fallbacks` (`report`: also a
+      tick when the member's last pass is done).
 
   Returns:
     ((A [N, S, *input shape], const [N, S]): the member's CROWN linear lower bound of its
     share, A·x + const ((None, None) for 'ibp'); [N, S] its interval lower bound;
     [ReLU inputs, N] the neurons the cap left with interval bounds).
   """
-  bounds, fallbacks = node_bounds_and_fallbacks(graph, x_lo, x_hi, method, max_unstable, chunk)
+  bounds, fallbacks = node_bounds_and_fallbacks(
+    graph, x_lo, x_hi, method, max_unstable, chunk, report=report
+  )
   last = len(graph) - 1
   # IBP: the spec folded into the last layer, then its input's interval.
   head_input = graph[last].inputs[0]
   a, const = backward(graph, last, a_logits, bounds, down_to=head_input)
   interval = concretize(a, const, *bounds[head_input])
-  if method == 'ibp':
-    return (None, None), interval, fallbacks
-  return backward(graph, last, a_logits, bounds), interval, fallbacks
+  terms = (None, None) if method == 'ibp' else backward(graph, last, a_logits, bounds)
+  tick_after(report, (terms, interval))
+  return terms, interval, fallbacks
 
 
 def combine(a, const, interval, x_lo, x_hi, method):

@@ -15,24 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax import attacks, certify, predict, sharding
+from lpd_jax import attacks, certify, predict, progress, sharding
 from lpd_jax.certify.cost import format_seconds
 from lpd_jax.certify.memory import format_bytes
 from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
 from lpd_jax.progress import StageBar
 from lpd_jax.suites.certify_figures import plot_curve, plot_scatter
-from lpd_jax.suites.common import (
-  Metric,
-  Report,
-  Suite,
-  attack_key,
-  describe,
-  figure_png,
-  markdown_table,
-  names,
-  pct,
-)
+from lpd_jax.suites.certify_report import cap_text, metrics, table  # noqa: F401 (cap_text: API)
+from lpd_jax.suites.common import Report, Suite, attack_key, figure_png, names
 
 DEFAULTS = dict(
   num_examples=200,  # the first test images every member classifies correctly
@@ -61,11 +52,11 @@ def select(ens, ctx, num_examples, batch_size):
 def say_estimates(ens, images, labels, runs, cfg):
   """Prints, before anything is bounded, each (method, eps) run's memory and time estimate
   on the selected images [N, H, W, c] (`certify.memory_estimate`, `certify.time_estimate`
-  from the first batch) and their sum."""
+  from the first batch) and their sum -> {(method, eps): estimated seconds}."""
   _, x, y, batch = next(predict.padded_batches(images, labels, int(cfg.batch_size)))
   n = len(labels)
   forward = certify.forward_seconds(ens, x, y)
-  total = 0.0
+  estimates = {}
   for method, e in runs:
     intermediate = bool(cfg.alpha_intermediate)
     memory = certify.memory_estimate(ens, x.shape[1:], method, len(x), int(cfg.chunk), intermediate)
@@ -82,16 +73,17 @@ def say_estimates(ens, images, labels, runs, cfg):
       int(cfg.alpha_steps),
       intermediate,
     )
-    total += seconds
+    estimates[method, e] = seconds
     print(
       f'certify: {method} at eps {e:g} on {n} samples: {format_seconds(seconds)}, '
       f'{format_bytes(memory)} (estimate)'
     )
   print(
-    f'certify: {format_seconds(total)} in all, plus compilation (estimated from the '
-    f'unstable neurons under interval bounds of the first {batch} samples and a forward pass '
-    f'timed here: {1e3 * forward:.2g} ms per sample and member)'
+    f'certify: {format_seconds(sum(estimates.values()))} in all, plus compilation (estimated '
+    f'from the unstable neurons under interval bounds of the first {batch} samples and a '
+    f'forward pass timed here: {1e3 * forward:.2g} ms per sample and member)'
   )
+  return estimates
 
 
 def _mean_logits(ens, x):
@@ -127,23 +119,38 @@ def cap(cfg):
   return int(cfg.max_unstable) or None
 
 
-def minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar, mesh=None):
+def reports_passes(estimate, batch, n):
+  """Whether a run estimated at `estimate` seconds for n samples reports the passes inside
+  each batch call (`certify.margins_and_fallbacks(report=True)`): where progress is asked for
+  and a call of `batch` samples would run past `progress.INTERVAL_S` (a shorter call moves
+  the bar itself, and keeps its program in the persistent cache: no host callbacks)."""
+  listened = progress.listened() and sharding.process_count() == 1
+  return listened and estimate * min(batch, n) / n > progress.INTERVAL_S
+
+
+def minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar, mesh=None, report=False):
   """Per sample min_j of the lower bounds of F_y - F_j: [N] (numpy), and per ReLU layer the
   unstable neurons the cap left with interval bounds, summed over members and samples.
-  Batches split over `mesh`'s data axis when given (`ens` replicated by the caller)."""
+  Batches split over `mesh`'s data axis when given (`ens` replicated by the caller);
+  `report`: the passes of each batch call as `progress` units."""
   out, fell_back = [], 0
+  settings = dict(
+    method=method,
+    max_unstable=cap(cfg),
+    chunk=int(cfg.chunk),
+    alpha_steps=int(cfg.alpha_steps),
+    alpha_intermediate=bool(cfg.alpha_intermediate),
+  )
   for _, x, y, n in predict.padded_batches(images, labels, int(cfg.batch_size), mesh):
-    lower, fallbacks = certify.margins_and_fallbacks(
-      ens,
-      x,
-      y,
-      eps,
-      method=method,
-      max_unstable=cap(cfg),
-      chunk=int(cfg.chunk),
-      alpha_steps=int(cfg.alpha_steps),
-      alpha_intermediate=bool(cfg.alpha_intermediate),
-    )
+    units = 0  # no count: a clock
+    if report:
+      units = certify.progress_units(
+        ens, x.shape[1:], len(x), method, cap(cfg), int(cfg.chunk), int(cfg.alpha_steps)
+      )
+    with progress.units(units, 'passes', f'{method} eps {eps:g}'):
+      lower, fallbacks = certify.margins_and_fallbacks(ens, x, y, eps, report=report, **settings)
+      lower = jax.block_until_ready(lower)
+      jax.effects_barrier()  # every tick in before the count closes
     out.append(sharding.to_host(lower.min(axis=1))[:n])
     fell_back = fell_back + sharding.to_host(fallbacks)[:, :, :n].sum(axis=(0, 2))
     bar.update(n)
@@ -179,16 +186,18 @@ def run(ens, ctx):
     for i in range(int(cfg.curve_points))
     if i or m not in methods
   ]
-  say_estimates(ens, images, labels, runs, cfg)
+  estimates = say_estimates(ens, images, labels, runs, cfg)
   per_method, lowers, fallbacks = {}, {}, {}
   pgd = None
   if cfg.pgd_steps:  # the clean point is in the ball too
     pgd = np.minimum(clean, pgd_minimal_margins(on_mesh, images, labels, eps, ctx, cfg))
-  with StageBar(total=len(labels) * len(runs), desc='certify') as bar:
+  bar = StageBar(total=len(labels) * len(runs), desc='certify')
+  with bar, progress.listening('certify', bar):
     for method, e in runs:
       bar.stage(f'{method} eps {e:g}')
       start = time.perf_counter()
-      found = minimal_lower_bounds(on_mesh, images, labels, e, method, cfg, bar, ctx.mesh)
+      report = reports_passes(estimates[method, e], int(cfg.batch_size), len(labels))
+      found = minimal_lower_bounds(on_mesh, images, labels, e, method, cfg, bar, ctx.mesh, report)
       lowers[method, e], fallbacks[method, e] = found
       if e == eps and method in methods:
         lower = lowers[method, e]
@@ -233,141 +242,6 @@ def run(ens, ctx):
   if curve:
     files['eval_certify_curve.png'] = figure_png(plot_curve(result))
   return Report(result, table(result, ens, ctx), files, metrics(result))
-
-
-def metrics(result):
-  """The number of samples; per bound method its certified fraction and median minimal lower
-  bound; the median clean minimal margin; the certified fraction against eps."""
-  n, where = result['num_examples'], f'L-inf eps {result["eps"]:g}, {result["selection"]}'
-  out = [Metric('num_examples', 'samples', n, '{:.0f}', n, where)]
-  for m, r in result['methods'].items():
-    out += [
-      Metric(
-        f'bound/{m}/certified_fraction',
-        f'certified (%), {m}',
-        r['certified_fraction'],
-        'pct',
-        n,
-        where,
-        dict(method=m),
-      ),
-      Metric(
-        f'bound/{m}/median_minimal_lower_bound',
-        f'median minimal lower bound, {m}',
-        r['median_minimal_lower_bound'],
-        '{:.3g}',
-        n,
-        where,
-        dict(method=m),
-      ),
-    ]
-  out.append(
-    Metric(
-      'clean_minimal_margin',
-      'median clean minimal margin',
-      float(np.median(result['clean_minimal_margin'])),
-      '{:.3g}',
-      n,
-      where,
-    )
-  )
-  if result.get('pgd_minimal_margin') is not None:
-    out.append(
-      Metric(
-        'pgd_minimal_margin',
-        f'median minimal margin a PGD-{result["pgd"]["steps"]} reaches (upper bound)',
-        float(np.median(result['pgd_minimal_margin'])),
-        '{:.3g}',
-        n,
-        where,
-      )
-    )
-  for m, points in result['curve'].items():
-    out += [
-      Metric(
-        f'curve/{m}/{p["eps"]:g}',
-        f'certified (%), {m}, eps {p["eps"]:g}',
-        p['certified_fraction'],
-        'pct',
-        n,
-        result['selection'],
-        dict(method=m, eps=p['eps']),
-      )
-      for p in points
-    ]
-  return out
-
-
-def table(result, ens, ctx):
-  rows = [
-    (
-      m,
-      pct(r['certified_fraction']),
-      f'{r["median_minimal_lower_bound"]:.4g}',
-      f'{r["seconds"]:.1f}',
-    )
-    for m, r in result['methods'].items()
-  ]
-  lines = [
-    f'Certified robustness (section 4.4) at L-inf eps {result["eps"]:g} on the '
-    f'{result["selection"]}; {describe(ens, ctx)}. Bounds on the margins of the mean member '
-    'logits; a sample is certified when its minimal lower bound is > 0. ' + cap_text(result),
-    '',
-    markdown_table(('bound', 'certified (%)', 'median minimal lower bound', 'seconds'), rows),
-    '',
-    f'Median clean minimal margin: {np.median(result["clean_minimal_margin"]):.4g}.',
-  ]
-  if result.get('pgd_minimal_margin') is not None:
-    pgd = np.asarray(result['pgd_minimal_margin'])
-    lines[-1] += (
-      f' Median minimal margin a {result["pgd"]["steps"]}-step PGD on the margin reaches in '
-      f'the same ball: {np.median(pgd):.4g} (an upper bound: the true minimal margin lies '
-      f'between the best lower bound and it; {np.sum(pgd <= 0)} of {len(pgd)} samples '
-      'broken, which no bound can certify).'
-    )
-  if 'alpha_crown' in result['methods'] or 'alpha_crown' in result['curve']:
-    a = result.get('alpha', {})
-    lines[-1] += f' alpha_crown: {a.get("steps")} Adam steps on the slopes, ' + (
-      'intermediate bounds optimised too.'
-      if a.get('intermediate')
-      else "CROWN's intermediate bounds, the last pass optimised."
-    )
-  for method, points in result['curve'].items():
-    cells = [(f'{p["eps"]:g}', pct(p['certified_fraction'])) for p in points]
-    lines += ['', f'Certified (%) against eps, {method}:', '']
-    lines.append(markdown_table(('eps', 'certified (%)'), cells))
-  lines += ['', 'Plots: ' + ', '.join(result['plots'])]
-  return '\n'.join(lines)
-
-
-def cap_text(result):
-  """What 'crown' and 'alpha_crown' were: full CROWN, or capped, with the neurons the cap
-  left to intervals in each run where it bound."""
-  cap = result['max_unstable']
-  if not cap:
-    return "'crown' is full CROWN: every unstable ReLU of every layer has its CROWN bound."
-  bound = []  # (run, neurons that fell back, per layer or None)
-  for method, r in result['methods'].items():
-    per_layer = r.get('fallbacks_per_layer', [])
-    if sum(per_layer):
-      layers = ', '.join(f'layer {i + 1}: {n}' for i, n in enumerate(per_layer) if n)
-      bound.append(f'{method} at eps {result["eps"]:g}: {sum(per_layer)} ({layers})')
-  for method, points in result['curve'].items():
-    for p in points:
-      if p.get('fallbacks') and not (p['eps'] == result['eps'] and method in result['methods']):
-        bound.append(f'{method} at eps {p["eps"]:g}: {p["fallbacks"]}')
-  text = (
-    f"'crown' was capped at {cap} unstable ReLUs per sample and layer (max_unstable; 0 is "
-    'full CROWN): '
-  )
-  if not bound:
-    return text + "the cap never bound, so every bound is CROWN's."
-  return text + (
-    'where it bound, unstable neurons beyond it kept their interval bounds and the bound is '
-    "NOT CROWN's but looser. Neurons that fell back, summed over members and samples: "
-    + '; '.join(bound)
-    + '.'
-  )
 
 
 def validate(config, cfg):

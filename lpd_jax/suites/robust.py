@@ -33,7 +33,7 @@ import time
 import jax
 import numpy as np
 
-from lpd_jax import attacks, predict
+from lpd_jax import attacks, methods, predict, progress
 from lpd_jax.errors import ConfigError
 from lpd_jax.progress import StageBar
 from lpd_jax.suites.common import (
@@ -139,6 +139,36 @@ def judge(ens, ctx):
   return jax.tree_util.Partial(_sampled, ens, key)
 
 
+def sampled_ensemble(ens, ctx):
+  """What the 'rand' preset attacked, for its report: the sampled ensemble (the method's
+  dropout masks), the EOT draws of the attacked model and the draw it is judged on; None
+  under the other presets."""
+  if ctx.cfg.get('preset') != 'rand':
+    return None
+  draws, label = int(ctx.cfg.eot_draws), methods.label(ctx.config)
+  summary = f"{label}'s dropout masks on at test time"
+  if ens.keep_rates is None:
+    summary = f'{label}, no dropout masks: every draw is the deterministic ensemble'
+    masks = f'none: {label} has no keep rates, so every draw is the deterministic ensemble'
+  else:
+    masks = (
+      f"{label}'s dropout masks left on at test time: each head sees h * mask, mask ~ "
+      'Bernoulli(p(h)) per member, sample and feature, p the keep rates over all members as '
+      'in training'
+    )
+  return dict(
+    model='Ensemble.sampled_log_predict',
+    summary=summary,
+    masks=masks,
+    eot_draws=draws,
+    attacked=f'the log of the mean softmax over {draws} fixed draws (attacks.eot; the same '
+    'draws for every batch and attack)',
+    judged_on='one further draw (its own key): a point is robust when that draw classifies it '
+    "right, clean and on every attack's example",
+    inference='not used: the masks are drawn at the keep rates whatever eval.inference is',
+  )
+
+
 def attack_at(ens, ctx, name, params, eps, bar, points=None):
   """One attack at `eps` on the test prefix, or on the test indices `points` -> correct
   [N] (or [len(points)]) on the judged model."""
@@ -217,7 +247,8 @@ def run(ens, ctx):
   cascade = bool(cfg.get('cascade', True))
   per_sample = {'labels': np.asarray(labels)}
   rows, robust = [], {}
-  with StageBar(total=predict.num_batches(len(labels), ctx.batch_size), desc='robust') as bar:
+  bar = StageBar(total=predict.num_batches(len(labels), ctx.batch_size), desc='robust')
+  with bar, progress.listening('robust', bar):  # each attack's steps, within its batch
     (clean,) = predict.attack_correct(
       None,
       {},
@@ -248,6 +279,7 @@ def run(ens, ctx):
     attacks=[name for name, _ in steps],
     overridden=overridden,
     eot_draws=int(cfg.eot_draws) if cfg.get('preset') == 'rand' else None,
+    sampled_ensemble=sampled_ensemble(ens, ctx),
     clean_accuracy=float(clean.mean()),
     robust_accuracy=robust,
     rows=rows,

@@ -23,6 +23,11 @@ def how(result):
     'standard': "AutoAttack's standard version: ",
     'rand': f"AutoAttack's rand version (EOT over {result.get('eot_draws')} draws): ",
   }[preset]
+  if result.get('sampled_ensemble'):  # reports before it said no more
+    text = (
+      f"AutoAttack's rand version on the sampled ensemble ({result['sampled_ensemble']['summary']};"
+      f' EOT over {result["eot_draws"]} draws, judged on one further draw): '
+    )
   if result.get('overridden'):
     text += f'budgets changed from the preset {result["overridden"]}: '
   order = 'in a cascade (each on the points still robust)' if cascade(result) else 'on all points'
@@ -99,6 +104,7 @@ def robust_table(result, described):
     [
       f'Robust accuracy (%), strong attacks, per-sample worst case, on all {described}; '
       f'clean {pct(result["clean_accuracy"])}',
+      *sampled_text(result.get('sampled_ensemble')),
       '',
       markdown_table(header, cells),
       '',
@@ -106,3 +112,15 @@ def robust_table(result, described):
       'attack; accuracy is over all evaluated points.',
     ]
   )
+
+
+def sampled_text(sampled):
+  """The header's lines on what the 'rand' preset attacked ([] for the other presets)."""
+  if not sampled:
+    return []
+  return [
+    '',
+    f'Attacked: the sampled ensemble ({sampled["model"]}), {sampled["masks"]}. APGD follows '
+    f'{sampled["attacked"]}; judged on {sampled["judged_on"]}. Inference mode '
+    f'{sampled["inference"]}.',
+  ]
