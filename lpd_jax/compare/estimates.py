@@ -251,21 +251,23 @@ def plan_line(run, evaluation, n, c):
 def say_plan(planned):
   """Prints a line per (run, evaluation, test images) of `planned` with its estimate, and
   their sum."""
-  total, unknown = 0.0, 0
+  total, unknown, at_most = 0.0, 0, False
   for run, evaluation, n in planned:
     c = cost(run, evaluation, n)
     print(plan_line(run, evaluation, n, c), flush=True)
     s = seconds(run, c)
     total += s or 0.0
     unknown += s is None
+    at_most |= c.at_most
   if not planned:
     return
+  count = f'{len(planned)} evaluation{"s" * (len(planned) > 1)}'
+  bound = ' at most' if at_most else ''
   rest = f' and {unknown} without an estimate' if unknown else ''
   print(
-    f'compare: {len(planned)} evaluation{"s" * (len(planned) > 1)}, {format_seconds(total)} '
-    f'in all{rest}, plus '
-    'compilation (a pass: one forward and backward of the K members on one image, timed by '
-    "the workdir's training throughput: a rough rate)",
+    f'compare: {count}, {format_seconds(total)} in all{bound}{rest}, plus compilation (a pass: '
+    "one forward and backward of the K members on one image, at the workdir's training "
+    'throughput: a rough rate)',
     flush=True,
   )
 
