@@ -59,6 +59,32 @@ class Run:
     report = self.reports[suite_type, variant]
     return report.get('test_examples', report.get('num_examples'))
 
+  @property
+  def trained_epochs(self):
+    """The newest epoch of its metrics.jsonl (None: no line)."""
+    return max((m.get('epoch', 0) for m in self.metrics), default=None)
+
+  def evaluated_epoch(self, suite_type, variant):
+    """The checkpoint epoch its report of this type and variant says it evaluated (None
+    for a report from before reports recorded it)."""
+    report = self.reports.get((suite_type, variant)) or {}
+    return (report.get('checkpoint') or {}).get('epoch')
+
+  def epochs(self, suite_type, variant, key):
+    """(evaluated epoch, newest trained epoch) behind a record, or None without one."""
+    if key not in self.records.get((suite_type, variant), {}):
+      return None
+    return self.evaluated_epoch(suite_type, variant), self.trained_epochs
+
+  def evaluations(self):
+    """{(suite type, variant): (evaluation_key, evaluated epoch)} of its own reports (keys
+    None where a report predates them): what must agree for two seeds to share a cell."""
+    return {
+      (s, v): (report.get('evaluation_key'), self.evaluated_epoch(s, v))
+      for (s, v), report in self.reports.items()
+      if self.has_own(s, v)
+    }
+
   def report(self, suite_type, variant=RAW):
     return self.reports.get((suite_type, variant))
 
