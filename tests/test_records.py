@@ -6,7 +6,7 @@ import os
 import shutil
 
 import pytest
-from conftest import tiny_config
+from conftest import run_module, tiny_config
 from test_faults import flip_bytes
 
 from lpd_jax import checkpoint, compare, evaluate, loading, locks
@@ -87,6 +87,13 @@ def test_a_report_on_fewer_points_keeps_the_earlier_one_and_says_what_replaced_w
   assert 'other settings (batch_size)' in out
   history = workdir_lib.report_history(trained_copy)
   assert [h[1]['test_examples'] for h in history] == [full['test_examples'], 32]
+  listed = run_module('lpd_jax.compare', f'--workdirs={trained_copy}', '--history')
+  assert listed.returncode == 0, listed.stderr
+  assert listed.stdout.splitlines()[:2] == [
+    f'{trained_copy}: 2 earlier report(s) in reports_history/',
+    f'  {kept}: clean on {full["test_examples"]} test images, epoch 3, settings '
+    f'{full["evaluation_key"]}',
+  ]
 
 
 def _seed(workdir, seed):

@@ -30,6 +30,7 @@ import json
 import os
 
 from lpd_jax import suites
+from lpd_jax import workdir as workdir_lib
 from lpd_jax.compare.columns import Column, cell, columns_of
 from lpd_jax.compare.figures import figures
 from lpd_jax.compare.provenance import MARK, provenance_table
@@ -95,6 +96,23 @@ def checkpoints(described):
   return text + (f', reports at epoch {"/".join(map(str, evaluated))}' if evaluated else '')
 
 
+def history_text(workdirs):
+  """The reports each workdir keeps in reports_history/ (replaced by later evaluations on
+  other points, settings or weights), one line each, oldest first; compare never reads them."""
+  lines = []
+  for workdir in workdirs:
+    kept = workdir_lib.report_history(workdir)
+    lines.append(f'{workdir}: {len(kept)} earlier report(s) in {workdir_lib.HISTORY_DIR}/')
+    for folder, report in kept:
+      ckpt = report.get('checkpoint') or {}
+      lines.append(
+        f'  {folder}: {report.get("evaluation", "?")} on '
+        f'{report.get("test_examples", report.get("num_examples"))} test images, '
+        f'epoch {ckpt.get("epoch", "?")}, settings {report.get("evaluation_key", "unrecorded")}'
+      )
+  return '\n'.join(lines)
+
+
 def provenance_mark(fields):
   if not fields:
     return ''
@@ -127,6 +145,7 @@ __all__ = [
   'cell',
   'columns_of',
   'compare',
+  'history_text',
   'pivot',
   'read_run',
   'write',

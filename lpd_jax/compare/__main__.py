@@ -1,5 +1,6 @@
-"""python -m lpd_jax.compare --workdirs=A,B,... --out=DIR [--run_missing]: the command line
-of `lpd_jax.compare` (its flags live here only)."""
+"""python -m lpd_jax.compare --workdirs=A,B,... --out=DIR [--run_missing], or
+--workdirs=A,B,... --history: the command line of `lpd_jax.compare` (its flags live here
+only)."""
 
 import sys
 
@@ -29,8 +30,11 @@ def given(name):
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
+  if FLAGS.workdirs and FLAGS.history:
+    print(compare.history_text(list(split_names(FLAGS.workdirs))))
+    return
   if not FLAGS.workdirs or not FLAGS.out:
-    raise app.UsageError('give --workdirs=A,B,... and --out=DIR')
+    raise app.UsageError('give --workdirs=A,B,... and --out=DIR (or --history)')
   chosen = [given(name) for name in ('suites', 'expected_suites')]
   if not FLAGS.run_missing and chosen != [None, None]:
     raise app.UsageError('--suites and --expected_suites choose what --run_missing runs: give it')
@@ -46,6 +50,7 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdirs', None, 'comma-separated workdirs')
   flags.DEFINE_string('out', None, 'folder for comparison.md, comparison.json and plots')
   flags.DEFINE_bool('run_missing', False, 'run the missing evaluations first')
+  flags.DEFINE_bool('history', False, "list the workdirs' earlier reports (reports_history/)")
   flags.DEFINE_string(
     'suites',
     ','.join(compare.SUITES),
