@@ -20,7 +20,7 @@ import pytest
 from conftest import tiny_config
 
 import lpd_jax
-from lpd_jax import data, evaluate, predict
+from lpd_jax import data, evaluate, predict, progress
 from lpd_jax.attacks import cw, fgsm, gradient, pgd, saliency_map, transfer_accuracy
 from lpd_jax.config import ConfigError, base_config
 from lpd_jax.suites import common, paper
@@ -403,14 +403,19 @@ def test_audit_suite_runs_every_check_on_the_ensemble(reports, module_copy):
     'gradients_are_not_zero',
     'raw_vs_expected',
   }
-  # Every check ran: a surrogate was given, and LPD has an 'expected' inference.
-  assert all(c['passed'] in (True, False) for c in result['checks'].values())
+  # Every check ran: a surrogate was given, and LPD has an 'expected' inference. Each
+  # verdict with its n and what it rests on (16 points: a check fails from 3 past its line).
+  verdicts = ('passed', 'FAILED', 'too few points to tell')
+  assert all(c['verdict'] in verdicts and c['n'] == 16 for c in result['checks'].values())
+  assert all(c['fails_from'] == 3 for c in result['checks'].values())
   assert result['eps'] == 0.04 and result['num_examples'] == 16  # the paper grid's largest
   assert 'pgd-member-margin' in result['accuracies']
   assert result['worst_case_accuracy'] <= min(result['accuracies'].values())
   with open(os.path.join(module_copy, 'eval_audit.md')) as f:
     table = f.read()
-  assert '| check | verdict | numbers |' in table and result['verdict'] in table
+  header = '| check | verdict | n | points past its line | fails from (points) | numbers |'
+  assert header in table and result['verdict'] in table and result['rule'] in table
+  assert 'On 16 points a check fails from 3 points past (18.75%)' in result['rule']
   # Without a terminal (the tests' capture), a line per attack as it starts.
   stages = [line.split(' (started')[0] for line in reports[3].splitlines() if 'audit: ' in line]
   first = ('fgsm', 'pgd-ce', 'pgd-margin', 'pgd-margin-strong', 'square', 'pgd-member-margin')
@@ -424,10 +429,14 @@ def test_audit_suite_runs_every_check_on_the_ensemble(reports, module_copy):
   ]
 
 
-def test_without_a_terminal_each_attack_prints_a_line_as_it_starts(reports, trained_copy, capsys):
+def test_without_a_terminal_each_attack_prints_a_line_as_it_starts(
+  reports, trained_copy, capsys, monkeypatch
+):
   """Where no bar can be drawn (a log, a pipe: the tests' capture), the paper suite prints
-  one line per attack and eps as it starts, and the robust suite one per attack and eps."""
+  one line per attack and eps as it starts, and the robust suite one per attack and eps, and
+  inside each attack its steps with an ETA (every INTERVAL_S: here at every chunk)."""
   config = eval_config('paper,robust', paper=dict(attacks='fgsm,pgd'), robust=ROBUST)
+  monkeypatch.setattr(progress, 'INTERVAL_S', 0.0)
   capsys.readouterr()
   evaluate.evaluate(config, trained_copy)
   out = capsys.readouterr().out.splitlines()
@@ -445,6 +454,11 @@ def test_without_a_terminal_each_attack_prints_a_line_as_it_starts(reports, trai
   assert [line.split(' (started')[0] for line in robust_lines] == [
     f'robust: {a} 0.04' for a in attacks
   ]
+  beats = [
+    re.match(r'robust \| ([\w-]+): \d+/\d+ (steps|queries), \d+ s, ETA', line) for line in out
+  ]
+  labels = {lpd_jax.attacks.REGISTRY[a].label for a in attacks}
+  assert {m.group(1) for m in beats if m} == labels  # PGD-margin, APGD-T, Square, ...
 
 
 def test_robust_presets_are_autoattacks_versions_with_their_budgets():
@@ -470,3 +484,51 @@ def test_robust_presets_are_autoattacks_versions_with_their_budgets():
   config.eval.robust.preset = 'strongest'
   with pytest.raises(ConfigError, match='preset'):
     robust_suite.plan(config, config.eval.robust)
+
+
+def test_the_rand_preset_names_the_sampled_ensemble_it_attacked(trained_workdir):
+  """The 'rand' report's JSON and header say what was attacked: the sampled ensemble (the
+  method's dropout masks, or none), the EOT draws, judged on one further draw."""
+  import types
+
+  from lpd_jax.suites import robust as robust_suite
+  from lpd_jax.suites.robust_report import how, robust_table
+
+  config = tiny_config()
+  config.eval.robust.preset = 'rand'
+  config.eval.robust.eot_draws = 7
+  ctx = types.SimpleNamespace(config=config, cfg=config.eval.robust)
+  ens = lpd_jax.load(trained_workdir)
+  sampled = robust_suite.sampled_ensemble(ens, ctx)
+  assert sampled['eot_draws'] == 7 and sampled['model'] == 'Ensemble.sampled_log_predict'
+  assert sampled['summary'] == "LPD's dropout masks on at test time"
+  assert 'Bernoulli(p(h))' in sampled['masks'] and 'one further draw' in sampled['judged_on']
+  no_masks = robust_suite.sampled_ensemble(types.SimpleNamespace(keep_rates=None), ctx)
+  assert 'every draw is the deterministic ensemble' in no_masks['summary']
+  config.eval.robust.preset = 'default'
+  assert robust_suite.sampled_ensemble(ens, ctx) is None
+  rows = [
+    dict(attack=a, eps=0.04, params=dict(steps=2), attacked=4, broken=1, accuracy_after=0.5)
+    for a in ('apgd-ce', 'apgd-dlr')
+  ]
+  result = dict(
+    eps=[0.04],
+    preset='rand',
+    cascade=True,
+    attacks=['apgd-ce', 'apgd-dlr'],
+    overridden={},
+    eot_draws=7,
+    sampled_ensemble=sampled,
+    clean_accuracy=0.75,
+    robust_accuracy={'0.04': 0.5},
+    rows=rows,
+  )
+  header = robust_table(result, '8 test images').split('| L-inf eps')[0]
+  assert "Attacked: the sampled ensemble (Ensemble.sampled_log_predict), LPD's dropout" in header
+  assert (
+    'the log of the mean softmax over 7 fixed draws' in header and 'Inference mode not' in header
+  )
+  assert how(result).startswith(
+    "AutoAttack's rand version on the sampled ensemble (LPD's dropout masks on at test time; "
+    'EOT over 7 draws, judged on one further draw): apgd-ce'
+  )

@@ -1,11 +1,20 @@
 """The gradient-masking audit (lpd_jax.audit) on digits: it passes an ordinary trained model
 and flags two deliberately masked ones (logits x 1e3; gradients zeroed by a custom_vjp)."""
 
+import json
+import math
+import os
+import types
+
 import jax
+import numpy as np
 import pytest
+from conftest import tiny_config
 from test_attacks import ScaledMLP, digits, no_gradient  # noqa: F401  (digits is a fixture)
 
 from lpd_jax import audit
+from lpd_jax.audit import checks
+from lpd_jax.suites import audit as audit_suite
 
 # A module fixture computes once: keep its tests on one pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group('test_audit')
@@ -62,3 +71,85 @@ def test_zero_gradient_share_counts_samples_with_all_zero_gradients(digits):  # 
   model, x, y = digits
   assert audit.zero_gradient_share(model.log_predict, x[:50], y[:50]) == 0.0
   assert audit.zero_gradient_share(no_gradient(model.log_predict, 'zero'), x[:50], y[:50]) == 1.0
+
+
+def evidence(n=16, **accuracies):
+  """Evidence of an audit on n points that every check reads: the attacks' accuracies (the
+  defaults pass every check), clean all right."""
+  a = {'fgsm': 0.5, 'pgd-ce': 0.5, 'pgd-margin': 0.5, 'pgd-margin-strong': 0.5, 'square': 0.5}
+  a.update(accuracies)
+  return audit.Evidence(
+    accuracies=a,
+    correct={},
+    clean=np.ones(n, bool),
+    eps=0.1,
+    large_eps=0.5,
+    steps=10,
+    strong_steps=30,
+    restarts=2,
+    tolerance=0.05,
+    transfer=None,
+    large_eps_accuracy=a.pop('large', 0.0),
+    eps_curve=([0.025, 0.05, 0.1], [0.75, 0.625, 0.5]),
+    zero_gradient_share=0.0,
+    expected=None,
+  )
+
+
+def binomial_tail(n, p, k):
+  """P(Binomial(n, p) >= k) in closed form."""
+  return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+
+@pytest.mark.parametrize('n', [16, 32, 100, 256])
+def test_a_check_fails_from_the_points_a_binomial_test_at_the_tolerance_rejects(n):
+  """fails_from(n) is the smallest k with P(Binomial(n, 0.05) >= k) < 0.05 (closed form)."""
+  k = checks.fails_from(n, 0.05)
+  assert binomial_tail(n, 0.05, k) < 0.05 <= binomial_tail(n, 0.05, k - 1)
+  assert checks.binomial_tail(n, 0.05, k) == pytest.approx(binomial_tail(n, 0.05, k), rel=1e-9)
+  assert {16: 3, 32: 5, 100: 10, 256: 20}[n] == k
+  # n_min: the fewest points on which twice the tolerance fails; fewer cannot tell it.
+  fewest = checks.n_min(0.05)
+  assert checks.fails_from(fewest, 0.05) <= 0.1 * fewest
+  assert all((checks.fails_from(m, 0.05) or m + 1) > 0.1 * m for m in range(1, fewest))
+
+
+def test_one_image_of_16_is_too_few_to_tell_and_many_still_fail():
+  """The user's case: 1 image of 16 past a check's line against a tolerance of 0.05 is no
+  verdict; 2 neither (P = 0.19), 3 fail (P = 0.043); so does 1 image of 16 at large eps."""
+  for past, expected in [(0, 'passed'), (1, checks.TOO_FEW), (2, checks.TOO_FEW), (3, 'FAILED')]:
+    e = evidence(**{'pgd-ce': 0.5 + past / 16})
+    check = checks.iterative_beats_single_step(e)
+    assert check['verdict'] == expected and check['n'] == 16 and check['points_past'] == past
+    assert check['passed'] is {'passed': True, 'FAILED': False}.get(expected)
+    assert check['fails_from'] == 3
+  unclear = checks.large_eps_reaches_zero(evidence(large=1 / 16))
+  assert unclear['verdict'] == checks.TOO_FEW
+  assert unclear['p_value'] == pytest.approx(binomial_tail(16, 0.05, 1))
+  assert checks.large_eps_reaches_zero(evidence(large=1.0))['verdict'] == 'FAILED'
+  assert checks.large_eps_reaches_zero(evidence(n=1000, large=63 / 1000))['verdict'] == 'FAILED'
+  assert checks.large_eps_reaches_zero(evidence(n=1000, large=62 / 1000))['verdict'] != 'FAILED'
+  # The paragraph names the checks it could not tell, and the rule its n.
+  result = dict(
+    eps=0.1,
+    num_examples=16,
+    checks={'large_eps_reaches_zero': unclear},
+    worst_case_accuracy=0.5,
+    attacks_in_worst_case=['fgsm'],
+  )
+  assert 'large_eps_reaches_zero: past the tolerance by too few of the 16' in checks.verdict(result)
+  assert 'On 16 points a check fails from 3 points past (18.75%)' in checks.rule(16, 0.05)
+
+
+def test_the_suite_reads_reports_from_before_the_rule():
+  """A golden audit report (no verdict strings, no n per check): the same records and a
+  table with '-' where the rule's fields are missing."""
+  path = os.path.join(os.path.dirname(__file__), 'golden', 'digits_study', 'lpd', 'eval_audit.json')
+  with open(path) as f:
+    report = json.load(f)
+  records = [m.to_json() for m in audit_suite.metrics(report)]
+  assert records == report['metrics']
+  ens = types.SimpleNamespace(num_members=3, inference='raw', keep_rates=None)
+  ctx = types.SimpleNamespace(config=tiny_config(), labels=[0] * 32)
+  table = audit_suite.audit_table(report, ens, ctx)
+  assert '| iterative_beats_single_step | passed | 32 | - | - | fgsm 0.7188, pgd 0.6875 |' in table

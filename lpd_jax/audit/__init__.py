@@ -23,6 +23,7 @@ case over every attack run at `eps`: the number to report.
 Pure: arrays and model functions in, a dict out (the 'audit' suite wraps it).
 """
 
+import contextlib
 import dataclasses
 from typing import Optional
 
@@ -32,7 +33,9 @@ import numpy as np
 
 from lpd_jax import attacks, sharding
 from lpd_jax.attacks.common import as_partial, loss_grad
-from lpd_jax.progress import StageBar
+from lpd_jax.audit.checks import ALPHA, CHECKS, TOO_FEW, binomial_tail, fails_from, n_min, rule
+from lpd_jax.audit.checks import verdict as verdict
+from lpd_jax.progress import StageBar, listening
 
 TOLERANCE = 0.05  # accuracy points a check may be off before it fails
 
@@ -86,6 +89,38 @@ class Evidence:
   expected: Optional[float]
 
 
+class _Attacks:
+  """The attacks of one audit on (x, y) at eps, each a stage of `bar`, with the keys they
+  draw in order; `correct` and `accuracies` hold the attacks of the worst case."""
+
+  def __init__(self, model, x, y, eps, steps, key, bar):
+    self.model, self.x, self.y, self.eps, self.steps, self.bar = model, x, y, eps, steps, bar
+    self.keys = iter(jax.random.split(key, 16))
+    self.correct, self.accuracies = {}, {}
+
+  def attack(self, name, make):
+    self.bar.stage(name)
+    out = make()
+    self.bar.update(1)
+    return out
+
+  def record(self, name, make):
+    """An attack of the worst case: its per-sample correctness and accuracy at eps."""
+    self.correct[name] = _correct(self.model, self.attack(f'{name} {self.eps:g}', make), self.y)
+    self.accuracies[name] = float(self.correct[name].mean())
+
+  def accuracy(self, name, make, fn=None):
+    fn = self.model if fn is None else fn
+    return float(_correct(fn, self.attack(name, make), self.y).mean())
+
+  def pgd(self, fn=None, e=None, n=None, **kw):
+    # Madry et al.'s step 2.5 * eps / steps: eps / steps would leave a random start unable
+    # to reach the far corner, and PGD weaker than FGSM on a near-linear model.
+    fn, e, n = self.model if fn is None else fn, self.eps if e is None else e, n or self.steps
+    key = next(self.keys)
+    return attacks.pgd(fn, self.x, self.y, key=key, eps=e, steps=n, step_size=2.5 * e / n, **kw)
+
+
 def measure(
   model_fn,
   x,
@@ -106,9 +141,9 @@ def measure(
   mesh=None,
 ) -> Evidence:
   """Runs every attack the checks need, once (arguments as `run`); `progress`: a bar (or a
-  line per attack where no terminal is attached) naming each attack as it starts; `mesh`:
-  the batch split over its data axis (its size must divide the batch), the models
-  replicated."""
+  line per attack where no terminal is attached) naming each attack as it starts, and the
+  steps inside each (`progress.listening`); `mesh`: the batch split over its data axis (its
+  size must divide the batch), the models replicated."""
   if mesh is not None:
     x, y = sharding.split_batch((np.asarray(x), np.asarray(y)), mesh)
     model_fn, surrogate_fn, expected_fn, member_logits_fn = (
@@ -116,150 +151,71 @@ def measure(
       for f in (model_fn, surrogate_fn, expected_fn, member_logits_fn)
     )
   model = as_partial(model_fn)
-  keys = iter(jax.random.split(key, 16))
-  acc, correct = {}, {}
-  grid = [eps / 4, eps / 2, eps, 2 * eps, 4 * eps]
   optional = (member_logits_fn, surrogate_fn, expected_fn)
-  total = 7 + len(grid) + sum(fn is not None for fn in optional)
+  total = 7 + len(EPS_CURVE) + sum(fn is not None for fn in optional)
   bar = StageBar(total=total, desc='audit', silent=not progress)
-
-  def attack(name, make):
-    bar.stage(name)
-    out = make()
-    bar.update(1)
-    return out
-
-  def record(name, make):
-    correct[name] = _correct(model, attack(f'{name} {eps:g}', make), y)
-    acc[name] = float(correct[name].mean())
-
-  def pgd(fn=model, e=eps, n=steps, **kw):
-    # Madry et al.'s step 2.5 * eps / steps: eps / steps would leave a random start unable
-    # to reach the far corner, and PGD weaker than FGSM on a near-linear model.
-    return attacks.pgd(fn, x, y, key=next(keys), eps=e, steps=n, step_size=2.5 * e / n, **kw)
-
-  def accuracy(name, make, fn=model):
-    return float(_correct(fn, attack(name, make), y).mean())
-
-  with bar:
-    record('fgsm', lambda: attacks.fgsm(model, x, y, eps=eps))
-    record('pgd-ce', lambda: pgd(loss='ce'))
-    record('pgd-margin', lambda: pgd(loss='margin'))
-    record('pgd-margin-strong', lambda: pgd(n=strong_steps, restarts=restarts, loss='margin'))
-    record(
-      'square', lambda: attacks.square(model, x, y, key=next(keys), eps=eps, queries=square_queries)
-    )
-    if member_logits_fn is not None:
-      record('pgd-member-margin', lambda: pgd(as_partial(member_logits_fn), loss='member_margin'))
-    transfer = None
-    if surrogate_fn is not None:
-      transfer = accuracy(f'transfer {eps:g}', lambda: pgd(as_partial(surrogate_fn), loss='ce'))
-    large = accuracy(
-      f'pgd-margin-strong {large_eps:g}', lambda: pgd(e=large_eps, n=strong_steps, loss='margin')
-    )
-    curve = [
-      accuracy(f'pgd-margin {e:g} (eps curve)', lambda e=e: pgd(e=e, loss='margin')) for e in grid
-    ]
-    share = attack('zero gradients', lambda: zero_gradient_share(model, x, y))
-    expected = None
-    if expected_fn is not None:
-      exp = as_partial(expected_fn)
-      expected = accuracy(f'expected pgd-margin {eps:g}', lambda: pgd(exp, loss='margin'), exp)
+  run = _Attacks(model, x, y, eps, steps, key, bar)
+  with bar, listening('audit', bar) if progress else contextlib.nullcontext():
+    found = _run_attacks(run, *optional, large_eps, strong_steps, restarts, square_queries)
   return Evidence(
-    acc,
-    correct,
-    _correct(model, x, y),
-    float(eps),
-    large_eps,
-    steps,
-    strong_steps,
-    restarts,
-    tolerance,
-    transfer,
-    large,
-    (grid, curve),
-    share,
-    expected,
+    accuracies=run.accuracies,
+    correct=run.correct,
+    clean=_correct(model, x, y),
+    eps=float(eps),
+    large_eps=large_eps,
+    steps=steps,
+    strong_steps=strong_steps,
+    restarts=restarts,
+    tolerance=tolerance,
+    **found,
   )
 
 
-# The checks: one small function each, Evidence -> {'passed': bool | None (not run), numbers}.
+# The eps curve of `monotone_in_eps`, in multiples of the audit's eps.
+EPS_CURVE = (0.25, 0.5, 1, 2, 4)
 
 
-def iterative_beats_single_step(e):
-  a = e.accuracies
-  return dict(passed=a['pgd-ce'] <= a['fgsm'] + e.tolerance, fgsm=a['fgsm'], pgd=a['pgd-ce'])
-
-
-def white_box_beats_transfer(e):
-  if e.transfer is None:
-    return dict(passed=None, note='no surrogate given')
-  white_box = e.accuracies['pgd-ce']
+def _run_attacks(
+  run, member_logits_fn, surrogate_fn, expected_fn, large_eps, strong_steps, restarts, queries
+):
+  """Every attack of the audit in its order (the stages of `run.bar`) -> the Evidence fields
+  that are not the worst case's."""
+  model, x, y, eps = run.model, run.x, run.y, run.eps
+  run.record('fgsm', lambda: attacks.fgsm(model, x, y, eps=eps))
+  run.record('pgd-ce', lambda: run.pgd(loss='ce'))
+  run.record('pgd-margin', lambda: run.pgd(loss='margin'))
+  run.record('pgd-margin-strong', lambda: run.pgd(n=strong_steps, restarts=restarts, loss='margin'))
+  key = next(run.keys)
+  run.record('square', lambda: attacks.square(model, x, y, key=key, eps=eps, queries=queries))
+  if member_logits_fn is not None:
+    member_logits = as_partial(member_logits_fn)
+    run.record('pgd-member-margin', lambda: run.pgd(member_logits, loss='member_margin'))
+  transfer = None
+  if surrogate_fn is not None:
+    surrogate = as_partial(surrogate_fn)
+    transfer = run.accuracy(f'transfer {eps:g}', lambda: run.pgd(surrogate, loss='ce'))
+  large = run.accuracy(
+    f'pgd-margin-strong {large_eps:g}',
+    lambda: run.pgd(e=large_eps, n=strong_steps, loss='margin'),
+  )
+  grid = [f * eps for f in EPS_CURVE]
+  curve = [
+    run.accuracy(f'pgd-margin {e:g} (eps curve)', lambda e=e: run.pgd(e=e, loss='margin'))
+    for e in grid
+  ]
+  share = run.attack('zero gradients', lambda: zero_gradient_share(model, x, y))
+  expected = None
+  if expected_fn is not None:
+    exp = as_partial(expected_fn)
+    make = lambda: run.pgd(exp, loss='margin')
+    expected = run.accuracy(f'expected pgd-margin {eps:g}', make, exp)
   return dict(
-    passed=white_box <= e.transfer + e.tolerance, white_box=white_box, transfer=e.transfer
+    transfer=transfer,
+    large_eps_accuracy=large,
+    eps_curve=(grid, curve),
+    zero_gradient_share=share,
+    expected=expected,
   )
-
-
-def large_eps_reaches_zero(e):
-  return dict(
-    passed=e.large_eps_accuracy <= e.tolerance, eps=e.large_eps, accuracy=e.large_eps_accuracy
-  )
-
-
-def monotone_in_eps(e):
-  grid, curve = e.eps_curve
-  rises = max(b - a for a, b in zip(curve, curve[1:]))
-  return dict(passed=rises <= e.tolerance, eps=grid, accuracy=curve, largest_rise=rises)
-
-
-def gradient_free_not_better(e):
-  best = min(v for a, v in e.accuracies.items() if a != 'square')
-  square = e.accuracies['square']
-  return dict(passed=square >= best - e.tolerance, square=square, best_gradient_attack=best)
-
-
-def more_steps_do_not_help_much(e):
-  a = e.accuracies
-  return dict(
-    passed=a['pgd-margin'] - a['pgd-margin-strong'] <= e.tolerance,
-    steps=e.steps,
-    accuracy=a['pgd-margin'],
-    strong_steps=e.strong_steps,
-    restarts=e.restarts,
-    strong_accuracy=a['pgd-margin-strong'],
-  )
-
-
-def margin_not_much_better_than_ce(e):
-  a = e.accuracies
-  return dict(
-    passed=a['pgd-ce'] - a['pgd-margin'] <= e.tolerance, ce=a['pgd-ce'], margin=a['pgd-margin']
-  )
-
-
-def gradients_are_not_zero(e):
-  share = e.zero_gradient_share
-  return dict(passed=share <= e.tolerance, zero_gradient_share=share)
-
-
-def raw_vs_expected(e):
-  if e.expected is None:
-    return dict(passed=None, note='no expected-inference model given')
-  raw = e.accuracies['pgd-margin']
-  return dict(passed=e.expected >= raw - e.tolerance, raw=raw, expected=e.expected)
-
-
-CHECKS = (
-  iterative_beats_single_step,
-  white_box_beats_transfer,
-  large_eps_reaches_zero,
-  monotone_in_eps,
-  gradient_free_not_better,
-  more_steps_do_not_help_much,
-  margin_not_much_better_than_ce,
-  gradients_are_not_zero,
-  raw_vs_expected,
-)
 
 
 def run(model_fn, x, y, *, eps: float, key, **settings) -> dict:
@@ -280,10 +236,12 @@ def run(model_fn, x, y, *, eps: float, key, **settings) -> dict:
 
   Returns:
     {'eps', 'num_examples', 'clean_accuracy', 'accuracies' {attack: accuracy at eps},
-     'checks' {name: {'passed': bool | None (not run), numbers...}},
+     'checks' {name: {'passed': True | False | None (not run, or too few points to tell),
+     'verdict', numbers..., and what the verdict rests on: 'n', 'excess', 'points_past',
+     'fails_from' (`checks.judged`)}}, 'tolerance', 'rule' (the verdicts' rule in words),
      'worst_case_accuracy', 'attacks_in_worst_case', 'first_broken_by' {attack: points
-     it broke that no attack before it (in the order run) broke}, 'passed' (all run checks),
-     'verdict' (one paragraph)}.
+     it broke that no attack before it (in the order run) broke}, 'passed' (every check
+     with a verdict passed), 'verdict' (one paragraph)}.
   """
   evidence = measure(model_fn, x, y, eps=eps, key=key, **settings)
   checks = {check.__name__: check(evidence) for check in CHECKS}
@@ -303,25 +261,24 @@ def run(model_fn, x, y, *, eps: float, key, **settings) -> dict:
     attacks_in_worst_case=sorted(evidence.correct),
     first_broken_by=broken_by,
     passed=all(ran),
+    tolerance=evidence.tolerance,
+    rule=rule(len(evidence.clean), evidence.tolerance),
   )
   result['verdict'] = verdict(result)
   return result
 
 
-def verdict(result):
-  """One paragraph: what failed, what it suggests, and the number to report."""
-  failed = [n for n, c in result['checks'].items() if c['passed'] is False]
-  worst = 100 * result['worst_case_accuracy']
-  if not failed:
-    return (
-      f'No sign of gradient masking at eps {result["eps"]:g}: every check that ran passed. '
-      f'Report the worst case over all {len(result["attacks_in_worst_case"])} attacks, '
-      f"{worst:.2f}%, not a single attack's accuracy."
-    )
-  return (
-    f'Signs of gradient masking at eps {result["eps"]:g}: {", ".join(failed)} failed. '
-    'Gradient attacks on this model are not to be trusted; the worst case over all '
-    f'{len(result["attacks_in_worst_case"])} attacks run is {worst:.2f}%, and the true '
-    'robust accuracy may be lower still (try member-logit attacks, more queries, '
-    "'expected' inference)."
-  )
+__all__ = [
+  'ALPHA',
+  'CHECKS',
+  'TOLERANCE',
+  'TOO_FEW',
+  'Evidence',
+  'binomial_tail',
+  'fails_from',
+  'measure',
+  'n_min',
+  'run',
+  'verdict',
+  'zero_gradient_share',
+]

@@ -81,11 +81,23 @@ def run(ens, ctx):
   return Report(result, audit_table(result, ens, ctx), metrics=metrics(result))
 
 
+def check_verdict(check):
+  """A check's verdict: 'passed', 'FAILED', 'too few points to tell' or 'not run' (reports
+  before the sample-size rule: from its 'passed')."""
+  return check.get('verdict') or verdict(check['passed'])
+
+
 def metrics(result):
   """Each check's verdict, the per-sample worst case and each attack's accuracy."""
   n, where = result['num_examples'], f'L-inf eps {result["eps"]:g}'
+  judged = where
+  if 'rule' in result:  # the sample-size rule (one text for every check: one caption)
+    judged += (
+      f', tolerance {result["tolerance"]:g}: FAILED only where the excess is past it '
+      f'by more than chance (one-sided exact binomial test at {audit.ALPHA:g})'
+    )
   out = [
-    Metric(f'check/{name}', name, verdict(c['passed']), 'verdict', n, where)
+    Metric(f'check/{name}', name, check_verdict(c), 'verdict', n, judged)
     for name, c in result['checks'].items()
   ]
   out.append(
@@ -105,23 +117,39 @@ def metrics(result):
   return out
 
 
+# A check's record fields shown in columns of their own (or not at all), not as numbers.
+RULE_FIELDS = ('passed', 'verdict', 'n', 'excess', 'points_past', 'fails_from', 'p_value')
+
+
 def audit_table(result, ens, ctx):
+  """The checks (each verdict with its n, the points past its line and from how many it
+  fails), the rule, the accuracies and the paragraph."""
   rows = []
   for name, check in result['checks'].items():
     numbers = ', '.join(
       f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
       for k, v in check.items()
-      if k != 'passed' and not isinstance(v, list)
+      if k not in RULE_FIELDS and not isinstance(v, list)
     )
-    rows.append((name, verdict(check['passed']), numbers))
+    past = (
+      '-' if 'points_past' not in check else f'{check["points_past"]} ({pct(check["excess"])}%)'
+    )
+    fails = check.get('fails_from')
+    n = check.get('n', result['num_examples'] if check['passed'] is not None else '-')
+    said = check_verdict(check)
+    if check.get('p_value') is not None:  # past the tolerance: how likely at the tolerance
+      said += f' (P = {check["p_value"]:.2g})'
+    rows.append((name, said, n, past, '-' if fails is None else fails, numbers))
   accuracies = ', '.join(f'{a} {pct(v)}' for a, v in result['accuracies'].items())
+  header = ('check', 'verdict', 'n', 'points past its line', 'fails from (points)', 'numbers')
   return '\n'.join(
     [
       f'Gradient-masking audit at L-inf eps {result["eps"]:g} on the first '
       f'{result["num_examples"]} of {describe(ens, ctx)}; clean {pct(result["clean_accuracy"])}',
       '',
-      markdown_table(('check', 'verdict', 'numbers'), rows),
+      markdown_table(header, rows),
       '',
+      *([result['rule'], ''] if 'rule' in result else []),  # reports before the rule: none
       f'Accuracy (%) per attack at eps {result["eps"]:g}: {accuracies}. Worst case over all '
       f'of them (per sample): {pct(result["worst_case_accuracy"])}.{first_broken(result)}',
       '',
