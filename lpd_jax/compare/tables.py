@@ -281,7 +281,8 @@ TABLES = (
     lambda f: (
       'Gradient-masking audit (lpd_jax.audit: Athalye et al. 2018, Carlini et al. 2019) '
       f'at {f.measured("check/*")} on the first {f.n("worst_case")} test images: each check '
-      'passed, FAILED (a sign of gradient masking or a too-weak attack) or not run.'
+      'passed, FAILED (a sign of gradient masking or a too-weak attack), too few points to '
+      'tell (past its tolerance on too few of them to fail) or not run.'
     ),
   ),
   Table(
