@@ -222,18 +222,20 @@ def units(total, unit, what):
   """A long call's count of its work, `total` `unit`s ('steps') of `what` ('APGD-T'): yields a
   `Count` to `tick` or `reach`. Inside another count (an attack's loop inside its loop over
   targets), or where nobody listens, it yields one that counts nothing: module-level `tick`
-  advances the outermost count."""
-  if _OPEN['listener'] is None or _OPEN['count'] is not None:
+  advances the outermost count. A count of `total` 0 is a clock ('<what>: running, 21 s'): a
+  count opened inside it takes its place until it ends."""
+  outer = _OPEN['count']
+  if _OPEN['listener'] is None or (outer is not None and outer.total):
     yield _Uncounted()
     return
-  count = Count(total, unit, what)
+  count = Count(total, unit, what)  # (an outer clock, total 0, gives way to it)
   with _LOCK:
     _OPEN['count'] = count
   try:
     yield count
   finally:
     with _LOCK:
-      _OPEN['count'] = None
+      _OPEN['count'] = outer
       _OPEN['listener'].close(count)
 
 

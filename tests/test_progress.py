@@ -75,6 +75,27 @@ def test_the_watcher_speaks_while_the_first_unit_runs(monkeypatch, capsys):
   )
 
 
+def test_a_clock_speaks_for_a_call_that_counts_nothing_and_gives_way_to_one_that_does(
+  monkeypatch, capsys
+):
+  """An attack row of the paper, sweep or transfer suites is watched with a clock (C&W and
+  JSMA count nothing of their own); an attack that counts takes the clock's place."""
+  monkeypatch.setattr(progress, 'INTERVAL_S', 0.0)
+  monkeypatch.setattr(progress, 'WATCH_S', 0.01)
+  with progress.listening('paper attacks'), progress.units(0, 'calls', 'C&W L2'):
+    time.sleep(0.05)
+    clock = capsys.readouterr().out.splitlines()
+    with progress.units(2, 'steps', 'PGD') as count:
+      count.tick()
+      time.sleep(0.05)
+    inner = capsys.readouterr().out.splitlines()
+    time.sleep(0.05)
+    after = capsys.readouterr().out.splitlines()
+  assert clock and all(re.fullmatch(r'paper attacks \| C&W L2: running, \d+ s', x) for x in clock)
+  assert inner and all(x.startswith('paper attacks | PGD: 1/2 steps') for x in inner)
+  assert after and all(x.startswith('paper attacks | C&W L2: running') for x in after)
+
+
 def test_a_silent_bar_hears_nothing_and_a_drawn_bar_shows_the_count(every_unit, capsys):
   with StageBar(total=1, desc='test', silent=True) as bar, progress.listening('test', bar):
     with progress.units(2, 'steps', 'quiet'):

@@ -3,6 +3,7 @@ flat metric records it emits, and the formatting of tables and numbers (Markdown
 written here only)."""
 
 import dataclasses
+import functools
 import io
 import zlib
 from typing import Any, Callable, NamedTuple, Optional
@@ -10,7 +11,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import numpy as np
 
-from lpd_jax import attacks, methods, predict
+from lpd_jax import attacks, methods, predict, progress
 from lpd_jax.errors import ConfigError
 from lpd_jax.names import split_names
 
@@ -221,9 +222,15 @@ def attacked_fn(ens, name):
 def run_attack_row(row, source_fn, ctx, *, targets=None, bar=None, keep_examples=False):
   """One row of an attack grid ({'attack', 'params', ...}) on the test prefix with the
   key of `attack_key(seed, attack)`: -> correctness [N] per target (`predict.attack_correct`;
-  default: `source_fn` itself; with `keep_examples`, (that list, x_adv [N, ...]))."""
-  return predict.attack_correct(
-    attacks.REGISTRY[row['attack']].fn,
+  default: `source_fn` itself; with `keep_examples`, (that list, x_adv [N, ...])).
+
+  With the suite's `bar`, the row is watched (`progress.listening`): an attack that loops on
+  the host reports its steps, any other (C&W, JSMA) shows a clock, a line every
+  `progress.INTERVAL_S` where no bar is drawn."""
+  attack = attacks.REGISTRY[row['attack']]
+  call = functools.partial(
+    predict.attack_correct,
+    attack.fn,
     row['params'],
     source_fn,
     ctx.images,
@@ -235,6 +242,11 @@ def run_attack_row(row, source_fn, ctx, *, targets=None, bar=None, keep_examples
     keep_examples=keep_examples,
     mesh=ctx.mesh,
   )
+  if bar is None:
+    return call()
+  with progress.listening(getattr(bar, '_stage_desc', 'attacks'), bar):
+    with progress.units(0, 'calls', attack.label):  # the clock, until an attack counts
+      return call()
 
 
 def grid_table(header, rows, value_columns):
