@@ -13,7 +13,18 @@ import pytest
 from conftest import tiny_config
 
 import lpd_jax
-from lpd_jax import attacks, compare, data, ensemble, evaluate, methods, provenance, suites, train
+from lpd_jax import (
+  attacks,
+  compare,
+  data,
+  ensemble,
+  evaluate,
+  evaluations,
+  methods,
+  provenance,
+  suites,
+  train,
+)
 from lpd_jax import config as config_lib
 from lpd_jax.pytrees import as_partial
 from lpd_jax.suites import common
@@ -83,8 +94,15 @@ def test_a_registered_suite_gets_its_group_and_is_written(monkeypatch, module_co
   )
   with open(os.path.join(module_copy, 'eval_count.json')) as f:
     assert json.load(f) == result
-  # The software and machine that evaluated it (lpd_jax.provenance), then the suite's own.
+  # The software and machine that evaluated it (lpd_jax.provenance), the checkpoint and the
+  # settings it evaluated (what compare groups and marks by), then the suite's own.
   assert result.pop('provenance') == provenance.collect('float32')
+  assert result.pop('checkpoint')['epoch'] == 3
+  settings = dict(type='count', inference='raw', settings=dict(count=-1))
+  assert result.pop('settings') == dict(settings, test_examples=50, batch_size=128)
+  assert result.pop('evaluation_key') == evaluations.settings_key(
+    dict(settings, test_examples=50, batch_size=128)
+  )
   assert result == dict(
     count=50,
     members=3,
