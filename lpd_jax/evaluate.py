@@ -152,18 +152,11 @@ def say_which_checkpoint(workdir, identity, num_epochs):
     )
 
 
-def _described(report):
-  ckpt = report.get('checkpoint') or {}
-  n = report.get('test_examples', report.get('num_examples'))
-  where = f'epoch {ckpt["epoch"]}' if 'epoch' in ckpt else 'an unrecorded checkpoint'
-  return f'{n} test images, {where}, settings {report.get("evaluation_key", "unrecorded")}'
-
-
 def _differences(old, new):
   """What differs between two reports of one evaluation name (points, checkpoint,
   settings fields), or [] when they are the same evaluation of the same weights."""
   out = []
-  if old.get('test_examples', old.get('num_examples')) != new['test_examples']:
+  if workdir_lib.report_test_images(old) != new['test_examples']:
     out.append('test images')
   if (old.get('checkpoint') or {}).get('digest') != new['checkpoint']['digest']:
     out.append('checkpoint')
@@ -195,9 +188,10 @@ def write_report(out, name, result, report, name_of):
     if changed:
       files = [os.path.basename(path), f'eval_{name}.md', *old.get('files', [])]
       kept = workdir_lib.keep_in_history(out, name, old.get('evaluation_key', 'unrecorded'), files)
+      before, after = workdir_lib.describe_report(old), workdir_lib.describe_report(result)
       print(
-        f'eval_{name}.json: the earlier report ({_described(old)}) moved to {kept}; replaced '
-        f'by this one ({_described(result)}): other {", ".join(changed)}',
+        f'eval_{name}.json: the earlier report ({before}) moved to {kept}; replaced by this one '
+        f'({after}): other {", ".join(changed)}',
         flush=True,
       )
   with open(path, 'w') as f:

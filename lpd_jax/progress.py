@@ -72,24 +72,6 @@ class StageBar(tqdm):
     return super().set_postfix_str(s, refresh)
 
 
-class Heartbeat:
-  """Where no bar is drawn (stderr is no terminal: a log, a pipe), a line every `every_s`
-  seconds saying how far a long loop is, instead of a bar's carriage-return redraws."""
-
-  def __init__(self, desc, total, every_s=30.0):
-    self.desc, self.total, self.every_s = desc, total, every_s
-    self.start = self.last = time.perf_counter()
-    self.quiet = sys.stderr.isatty()  # a terminal has the bar
-
-  def beat(self, done, text=''):
-    """Prints '<desc>: <done>/<total> <text> (<elapsed> s)' if `every_s` passed since the last."""
-    now = time.perf_counter()
-    if self.quiet or now - self.last < self.every_s:
-      return
-    self.last = now
-    print(f'{self.desc}: {done}/{self.total} {text} ({now - self.start:.0f} s)', flush=True)
-
-
 # -- Progress inside one long call: an attack's steps, a certification's backward passes ------
 
 # Seconds between two progress lines (or bar redraws) inside a long call; tests set it to 0

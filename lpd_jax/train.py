@@ -264,20 +264,20 @@ def train_epoch(run, train_step, state, epoch):
     data.train_batches(run.ds, config.batch_size, seed=config.seed, epoch=epoch), run.mesh
   )
   desc = f'epoch {epoch + 1}/{config.num_epochs}'
-  # No bar in a log (carriage-return redraws): a line every 30 s there instead.
+  # No bar in a log (carriage-return redraws): a line every progress.INTERVAL_S there instead.
   bar = tqdm(batches, total=run.steps_per_epoch, desc=desc, leave=False, disable=None)
-  heartbeat = progress.Heartbeat(desc, run.steps_per_epoch)
-  for i, (x, y) in enumerate(bar):
-    step = epoch * run.steps_per_epoch + i  # host-side: no device sync per step
-    state, m = train_step(state, x, y, jax.random.fold_in(run.dropout_key, step))
-    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-    seen += 1
-    if seen % config.log_every_steps == 0:
-      loss = float(m['loss'])
-      _check_finite(loss, step, epoch)
-      bar.set_postfix(loss=f'{loss:.4f}')
-      heartbeat.beat(seen, f'steps, loss {loss:.4f}')
-      run.writer.write_step(step, loss, m['terms'])
+  with progress.listening('training', bar), progress.units(run.steps_per_epoch, 'steps', desc):
+    for i, (x, y) in enumerate(bar):
+      step = epoch * run.steps_per_epoch + i  # host-side: no device sync per step
+      state, m = train_step(state, x, y, jax.random.fold_in(run.dropout_key, step))
+      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+      seen += 1
+      progress.tick()
+      if seen % config.log_every_steps == 0:
+        loss = float(m['loss'])
+        _check_finite(loss, step, epoch)
+        bar.set_postfix(loss=f'{loss:.4f}')
+        run.writer.write_step(step, loss, m['terms'])
   means = jax.tree.map(lambda v: sharding.to_host(v) / seen, sums)
   _check_finite(float(means['loss']), int(state.step), epoch)
   train_seconds = time.perf_counter() - start

@@ -187,6 +187,20 @@ def keep_in_history(workdir: str, name: str, key: str, files) -> str:
   return os.path.relpath(folder, workdir)
 
 
+def report_test_images(report: dict):
+  """How many test images a report's evaluation ran on (reports before 'test_examples' said
+  'num_examples')."""
+  return report.get('test_examples', report.get('num_examples'))
+
+
+def describe_report(report: dict) -> str:
+  """'359 test images, epoch 15, settings 3f2a...': what a report evaluated, for messages."""
+  epoch = (report.get('checkpoint') or {}).get('epoch')
+  where = f'epoch {epoch}' if epoch is not None else 'an unrecorded checkpoint'
+  key = report.get('evaluation_key', 'unrecorded')
+  return f'{report_test_images(report)} test images, {where}, settings {key}'
+
+
 def report_history(workdir: str) -> list:
   """[(folder, its eval_*.json report as a dict)] of reports_history/, oldest first."""
   out = []

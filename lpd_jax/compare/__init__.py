@@ -104,12 +104,8 @@ def history_text(workdirs):
     kept = workdir_lib.report_history(workdir)
     lines.append(f'{workdir}: {len(kept)} earlier report(s) in {workdir_lib.HISTORY_DIR}/')
     for folder, report in kept:
-      ckpt = report.get('checkpoint') or {}
-      lines.append(
-        f'  {folder}: {report.get("evaluation", "?")} on '
-        f'{report.get("test_examples", report.get("num_examples"))} test images, '
-        f'epoch {ckpt.get("epoch", "?")}, settings {report.get("evaluation_key", "unrecorded")}'
-      )
+      what = workdir_lib.describe_report(report)
+      lines.append(f'  {folder}: {report.get("evaluation", "?")} on {what}')
   return '\n'.join(lines)
 
 

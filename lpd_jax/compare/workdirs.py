@@ -56,8 +56,7 @@ class Run:
     None where there is no record."""
     if key not in self.records.get((suite_type, variant), {}):
       return None
-    report = self.reports[suite_type, variant]
-    return report.get('test_examples', report.get('num_examples'))
+    return workdir_lib.report_test_images(self.reports[suite_type, variant])
 
   @property
   def trained_epochs(self):
