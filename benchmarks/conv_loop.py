@@ -11,7 +11,7 @@ Two tables, each convolution shape of a K-member ResNet-18 of --width at batch -
    TRS's smoothness PGD run) for lax's convolution and for `lpd_jax.models.conv`'s, against
    the same 4 unrolled: XLA:CPU runs lax's form 8-40x slower inside a loop.
 
-  python benchmarks/conv_loop.py --width 16 --torch_python ../peer/torchenv/bin/python
+  python benchmarks/conv_loop.py --width 16 --torch_python PATH/TO/VENV/bin/python
 
 Writes JSON to benchmarks/out/conv_loop_<backend>.json (or --out).
 """
