@@ -473,10 +473,11 @@ def test_robust_presets_are_autoattacks_versions_with_their_budgets():
   params = dict(steps)
   assert params['apgd-ce']['steps'] == 100 and params['apgd-t']['num_targets'] == 9
   assert params['fab-t'] == dict(steps=100, num_targets=9, restarts=1)
-  assert params['square'] == dict(queries=5000, schedule='absolute') and overridden == {}
+  square = dict(queries=5000, schedule='absolute', draw='autoattack')  # AutoAttack's windows
+  assert params['square'] == square and overridden == {}
   config.eval.robust.square.queries = 20  # a short test run: said in the report
   steps, overridden = robust_suite.plan(config, config.eval.robust)
-  assert dict(steps)['square'] == dict(queries=20, schedule='absolute')
+  assert dict(steps)['square'] == dict(square, queries=20)
   assert overridden == {'square': {'queries': 20}}
   config.eval.robust.preset = 'rand'
   steps, _ = robust_suite.plan(config, config.eval.robust)

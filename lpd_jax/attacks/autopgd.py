@@ -25,7 +25,6 @@ import numpy as np
 from lpd_jax.attacks.common import (
   as_partial,
   cross_entropy,
-  fold_keys,
   host_loop,
   on_host,
   over_targets,
@@ -206,8 +205,8 @@ def apgd(
   if not targeted:
     return _run(model, x, y, None, key, eps, steps, loss, f'APGD-{loss.upper()}')
 
-  def toward(rank, target):
-    x_t = _run(model, x, y, target, fold_keys(key, rank), eps, steps, 'dlr', 'APGD-T')
+  def toward(x, y, key, target):  # only the points no earlier target fooled (as AutoAttack)
+    x_t = _run(model, x, y, target, key, eps, steps, 'dlr', 'APGD-T')
     return x_t, jnp.argmax(model(x_t), -1) != y
 
-  return over_targets(model, x, y, num_targets, toward, True, 'APGD-T', steps)
+  return over_targets(model, x, y, key, num_targets, toward, True, 'APGD-T', steps)

@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lpd_jax import progress, sharding
 from lpd_jax.ensemble import log_mean_softmax
@@ -106,37 +107,97 @@ def sample_keys(key, n):
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
 
 
+def batch_keys(key, n):
+  """The key of the batch each of n points was drawn in, [n]: `key` for all n, or with
+  `PointKeys` each point's batch key. What an attack draws once for a whole batch (AutoAttack's
+  Square: one window per query) comes from it: the points of a batch share the draw, and a
+  point packed into another batch keeps its own batch's."""
+  if isinstance(key, PointKeys):
+    if key.index.shape != (n,):
+      raise ValueError(f'PointKeys for {key.index.shape} points given to a batch of {n}')
+    return key.batch_keys
+  return jnp.broadcast_to(key, (n,))
+
+
 @jax.jit
 def ranked_classes(model, x):
   """Classes by decreasing model output on x: int [B, C] (column 0 the prediction)."""
   return jnp.argsort(-model(x), axis=-1)
 
 
-def over_targets(model, x, y, num_targets, attack_target, keep_last, what='', steps=1):
-  """The targeted runs of APGD-T and FAB-T: `attack_target(rank, target [B]) -> (x_t, fooled
-  [B])` toward the classes ranked 2nd to (num_targets + 1)th by `model` on x (at most C - 1
-  of them) -> per sample the examples of the first run that fooled it; where none did, the
-  last run's (`keep_last`) or x. Progress (`progress.units`): `steps` per target of `what`."""
+def over_targets(model, x, y, key, num_targets, attack_target, keep_last, what='', steps=1):
+  """The targeted runs of APGD-T and FAB-T: `attack_target(x, y, key, target) -> (x_t, fooled)`
+  toward the classes ranked 2nd to (num_targets + 1)th by `model` on x (at most C - 1 of
+  them) -> per sample the examples of the first run that fooled it; where none did, the last
+  run's (`keep_last`) or x. The run of rank k gets fold_keys(key, k).
+
+  As AutoAttack, each target runs only on the points no earlier target fooled, packed into a
+  batch of their own (`pack_size` rows, padded with copies of the last: a few compiled
+  sizes) with their per-point keys (`PointKeys`), so each point's examples are those of a run
+  over the whole batch. Where the inputs are traced (inside jit or vmap) or several processes
+  share the batch, every target runs on every point: the same examples, more work. Progress
+  (`progress.units`): `steps` per target of `what`.
+  """
   ranked = ranked_classes(model, x)
-  x_out, fooled = x, jnp.zeros(y.shape, bool)
   targets = min(num_targets, ranked.shape[-1] - 1)
+  n, expand = x.shape[0], lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
+  packed = packable(x, y, key)
+  x_out, fooled = jnp.asarray(x), (np.zeros(n, bool) if packed else jnp.zeros(y.shape, bool))
   with progress.units(targets * steps, 'steps', what) as count:
     for rank in range(1, targets + 1):
-      x_t, fooled_t = attack_target(rank, ranked[:, rank])
-      take = ~fooled if keep_last else fooled_t & ~fooled
-      x_out = jnp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), x_t, x_out)
-      fooled = fooled | fooled_t
+      rank_key = None if key is None else fold_keys(key, rank)
+      if not packed:
+        x_t, fooled_t = attack_target(x, y, rank_key, ranked[:, rank])
+        take = ~fooled if keep_last else fooled_t & ~fooled
+        x_out = jnp.where(expand(take), x_t, x_out)
+        fooled = fooled | fooled_t
+      else:
+        rows = np.flatnonzero(~fooled)
+        if not len(rows):
+          break
+        idx = np.concatenate([rows, np.full(pack_size(len(rows), n) - len(rows), rows[-1])])
+        x_t, fooled_t = attack_target(
+          x[idx], y[idx], take_keys(rank_key, n, idx), ranked[idx, rank]
+        )
+        x_t, fooled_t = x_t[: len(rows)], np.asarray(fooled_t)[: len(rows)]
+        take = np.ones(len(rows), bool) if keep_last else fooled_t
+        x_out = x_out.at[rows[take]].set(x_t[take])
+        fooled[rows] = fooled_t
       count.reach(rank * steps)  # a target's steps, where its loop did not count them
+    count.reach(targets * steps)
   return x_out
+
+
+def packable(*trees):
+  """Whether `over_targets` may pack points on the host: no input traced, one process."""
+  if sharding.process_count() > 1:
+    return False
+  return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(trees))
+
+
+def pack_size(m, n):
+  """Rows of the batch that packs m of a batch's n points: n where m > n / 2, else the
+  smallest power of two >= m (at least 8, at most n): few sizes, so few compiles."""
+  if 2 * m > n:
+    return n
+  return min(n, max(8, 1 << (m - 1).bit_length()))
+
+
+def take_keys(key, n, idx):
+  """The per-point keys of rows `idx` of a batch of n keyed by `key` (a key or `PointKeys`):
+  `PointKeys` with which `sample_keys` gives each row the key it has in the whole batch."""
+  if key is None:
+    return None
+  if not isinstance(key, PointKeys):
+    key = PointKeys(jnp.broadcast_to(key, (n,)), jnp.arange(n, dtype=jnp.int32))
+  return PointKeys(key.batch_keys[idx], key.index[idx])
 
 
 def on_host(*trees):
   """Whether an attack's loop runs on the host in chunks (`host_loop`): progress is asked for
   (`progress.listened`), in one process (every process must run the same programs), and no
   input is traced (the attack is not inside jit, vmap or grad)."""
-  if not progress.listened() or sharding.process_count() > 1:
-    return False
-  return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(trees))
+  return progress.listened() and packable(*trees)
 
 
 @functools.partial(jax.jit, static_argnames=('make', 'static'))
@@ -202,11 +263,12 @@ class Attack(NamedTuple):
     target: what it attacks: 'ensemble' (`Ensemble.log_predict`, eq. 1) or 'members'
       (`Ensemble.member_logits`, [K, B, C]).
     grids: {dataset: grid} where a dataset's grid is not `grid`.
-    point_keys: its randomness comes only through `sample_keys` and `fold_keys` (never
-      `jax.random` on `key` itself), so it accepts `PointKeys`: the `robust` suite's cascade
-      packs the points still robust from several batches into one. Otherwise (the default,
-      for attacks written elsewhere) the cascade attacks whole batches of the run over all
-      points, those holding a point still robust: the same result, less saved.
+    point_keys: its randomness comes only through `sample_keys`, `batch_keys` and
+      `fold_keys` (never `jax.random` on `key` itself), so it accepts `PointKeys`: the
+      `robust` suite's cascade packs the points still robust from several batches into
+      one. Otherwise (the default, for attacks written elsewhere) the cascade attacks whole
+      batches of the run over all points, those holding a point still robust: the same
+      result, less saved.
   """
 
   name: str

@@ -24,8 +24,9 @@ is exact by one sort per point (`project_linf`) instead of the reference's bisec
 sorted knees. The model gives log-probabilities; for one softmax f_t - f_y on them is the logit
 difference the reference uses; for an ensemble it is that of the log mean softmax (eq. 1).
 
-Unlike the reference, every sample runs every restart and target (the reference reruns
-only those not yet fooled within eps) and the best norm carries over restarts (the
+As the reference, a target runs only on the points no earlier target fooled (packed,
+`common.over_targets`). Unlike it, every such sample runs every restart (the reference
+reruns only those not yet fooled within eps) and the best norm carries over restarts (the
 reference resets it per run, so its random starts are within eps / 2; for the samples it
 reruns, min(best norm, eps) = eps too), and of the restarts the closest point is kept
 (the reference keeps the first within eps): the samples fooled within eps are the same.
@@ -241,9 +242,9 @@ def fab(
   model = as_partial(model_fn)
   params = dict(eps=eps, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta)
 
-  def toward(rank, target):
-    x_t, norm = fab_minimal(model, x, y, key=fold_keys(key, rank), target=target, **params)
+  def toward(x, y, key, target):
+    x_t, norm = fab_minimal(model, x, y, key=key, target=target, **params)
     # As AutoAttack, a fresh prediction confirms the point (it lies near the boundary).
     return x_t, (norm <= eps) & (jnp.argmax(model(x_t), axis=-1) != y)
 
-  return over_targets(model, x, y, num_targets, toward, False, 'FAB-T', steps * restarts)
+  return over_targets(model, x, y, key, num_targets, toward, False, 'FAB-T', steps * restarts)

@@ -9,7 +9,8 @@ the run's inference mode, in one of three presets (eval.robust.preset):
   default   eval.robust.attacks, each with its parameters in eval.robust.<attack>: APGD-CE,
             APGD-T, Square (1,000 queries, schedule rescaled) and margin PGD (100 steps)
   standard  AutoAttack's standard version (Croce & Hein 2020): APGD-CE, APGD-T (9 targets),
-            FAB-T (9 targets) and Square (5,000 queries, the schedule not rescaled), 100
+            FAB-T (9 targets) and Square (5,000 queries, the schedule not rescaled, its
+            windows drawn as AutoAttack draws them: `square(draw='autoattack')`), 100
             iterations and 1 restart each
   rand      AutoAttack's version for randomized defences: APGD-CE and APGD-DLR on the
             expectation over eval.robust.eot_draws (20) draws of the sampled ensemble
@@ -46,9 +47,9 @@ from lpd_jax.suites.common import (
   describe,
   grid,
   names,
-  npz_bytes,
 )
-from lpd_jax.suites.robust_report import metrics, robust_table
+from lpd_jax.suites.robust_report import metrics, per_sample, robust_table
+from lpd_jax.suites.samples import per_sample_npz
 
 # AutoAttack's versions (fra31/auto-attack, autoattack.py: version='standard' and 'rand'):
 # the attacks in their order and the budgets they run with.
@@ -57,7 +58,7 @@ PRESETS = {
     'apgd-ce': dict(steps=100),
     'apgd-t': dict(steps=100, num_targets=9),
     'fab-t': dict(steps=100, num_targets=9, restarts=1),
-    'square': dict(queries=5000, schedule='absolute'),
+    'square': dict(queries=5000, schedule='absolute', draw='autoattack'),
   },
   'rand': {'apgd-ce': dict(steps=100), 'apgd-dlr': dict(steps=100)},
 }
@@ -287,7 +288,7 @@ def run(ens, ctx):
   return Report(
     result,
     robust_table(result, describe(ens, ctx)),
-    {'robust_per_sample.npz': npz_bytes(**per_sample)},
+    {'robust_per_sample.npz': per_sample_npz(**per_sample)},
     metrics(result),
   )
 
@@ -303,4 +304,4 @@ def validate(config, cfg):
 
 __all__ = ['PRESETS', 'SUITE']
 
-SUITE = Suite('robust', run, defaults, validate, metrics)
+SUITE = Suite('robust', run, defaults, validate, metrics, per_sample)
