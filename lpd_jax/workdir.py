@@ -9,6 +9,8 @@ metrics.jsonl, atomic writes, and the writability and compatibility checks.
   train.lock                the OS lock the training process holds (`training_lock`)
   tensorboard/              TensorBoard event files of the training curves
                             (`lpd_jax.metric_writers`)
+  imported.json             where an imported ensemble's weights came from (files, SHA-256,
+                            layout: `python -m lpd_jax.import_torch`)
   eval_<name>.json / .md    each evaluation's report (`report_path`, `report_paths`)
   reports_history/          earlier reports an evaluation on other points, settings or
                             weights replaced, with their files (`keep_in_history`)
@@ -35,6 +37,7 @@ LOCK_FILE = 'train.lock'  # held by the one process that trains the workdir (`tr
 DAMAGED_DIR = 'damaged_checkpoints'  # where training moves damaged checkpoints (never deleted)
 HISTORY_DIR = 'reports_history'  # earlier reports replaced by other evaluations (`keep_in_history`)
 TENSORBOARD_DIR = 'tensorboard'  # training's event files (`lpd_jax.metric_writers`)
+IMPORTED_FILE = 'imported.json'  # the source of imported weights (`lpd_jax.import_torch`)
 
 # Fields that fix the shapes and meaning of the saved parameters, with the value a
 # workdir saved before the field existed is taken to have.

@@ -50,6 +50,8 @@ FLOORS = (
   ('suites', ('lpd_jax.suites',)),
   ('config', ('lpd_jax.config', 'lpd_jax.evaluations')),
   ('loading', ('lpd_jax.loading',)),
+  # The PyTorch bridge: layouts, conversion, export; never imported by the core.
+  ('bridge', ('lpd_jax.torch_bridge',)),
   (
     'drivers',
     (
@@ -61,6 +63,8 @@ FLOORS = (
       'lpd_jax.workdir_config',
       'lpd_jax.cli',
       'lpd_jax.datasets.__main__',  # the fetch command line (flags)
+      'lpd_jax.export',  # python -m lpd_jax.export (flags)
+      'lpd_jax.import_torch',  # python -m lpd_jax.import_torch: writes a workdir (flags)
     ),
   ),
   ('face', ('lpd_jax',)),

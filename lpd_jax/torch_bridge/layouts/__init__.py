@@ -1,0 +1,1 @@
+"""One module per PyTorch checkpoint layout, each defining `LAYOUT` (`convert.Layout`)."""
