@@ -16,7 +16,13 @@ tables -> figures.
   tables.py    each table a declaration (`Table`: which suite's record keys in which rows
                under which caption), pivoted over the columns; the section 5.4 timing table
                from metrics.jsonl
-  figures.py   Figure 3, Figure 2 and the keep-rate / margin drift over training
+  paired.py    paired statistics (pure NumPy): the paired and the seeds-and-points bootstrap,
+               McNemar's exact test
+  differences.py  under each accuracy row each column's difference to a reference column on
+               the same test points, with its interval; intervals of quantile rows
+  summary.py   the summary sentences, generated from those differences
+  figures.py   Figure 3 (error bars: the bootstrap intervals), Figure 2 and the keep-rate /
+               margin drift over training
   __main__.py  the command line
 
 It writes into DIR: comparison.md (every table: clean accuracy, Tables 1-6, the section 5.4
@@ -32,8 +38,11 @@ import os
 from lpd_jax import suites
 from lpd_jax import workdir as workdir_lib
 from lpd_jax.compare.columns import Column, cell, columns_of
+from lpd_jax.compare.differences import Stats
 from lpd_jax.compare.figures import figures
+from lpd_jax.compare.paired import RESAMPLES
 from lpd_jax.compare.provenance import MARK, provenance_table
+from lpd_jax.compare.summary import summary
 from lpd_jax.compare.tables import TABLES, Facts, Table, build_tables, pivot
 from lpd_jax.compare.workdirs import Run, check_one_dataset, read_run, run_missing
 from lpd_jax.errors import ConfigError
@@ -44,25 +53,33 @@ SUITES = tuple(suites.REGISTRY)
 EXPECTED_SUITES = ('clean', 'probes', 'robust', 'audit')
 
 
-def compare(workdirs, *, run_missing_evaluations=()):
+def compare(workdirs, *, run_missing_evaluations=(), reference=None, seed=0, resamples=RESAMPLES):
   """-> (result dict, Markdown, {file name: PNG bytes}) over `workdirs` (one dataset).
 
   Args:
     workdirs: paths of trained workdirs.
     run_missing_evaluations: evaluation names (`lpd_jax.evaluations`: 'robust',
       'robust_expected', ...) to run first on each workdir that lacks their report.
+    reference: the label of the column differences are taken against (None: the first).
+    seed, resamples: of the bootstrap intervals (`differences.Stats`).
   """
   if not workdirs:
     raise ConfigError('give at least one workdir')
   runs = [read_run(w) for w in workdirs]
   dataset = check_one_dataset(runs)
+  labels = [c.label for c in columns_of(runs)]
+  if reference is not None and reference not in labels:
+    raise ConfigError(f'--reference={reference!r}: no such column; the columns are {labels}')
+  if resamples < 1:
+    raise ConfigError(f'--resamples={resamples}: give at least 1 bootstrap replicate')
+  stats = Stats(reference, seed, resamples)
   if run_missing_evaluations:
     runs = run_missing(runs, run_missing_evaluations)
   columns = columns_of(runs)
-  built = build_tables(columns)
+  built = build_tables(columns, stats)
   origins, differs = provenance_table(columns)
   built.append(origins)
-  files = figures(columns)
+  files = figures(columns, stats)
   described = [
     dict(col.describe(), provenance_differs=differs.get(col.label, [])) for col in columns
   ]
@@ -81,10 +98,15 @@ def compare(workdirs, *, run_missing_evaluations=()):
   ]
   if not any(t['name'] == 'table6' for t in built):
     header += ['', 'Table 6: no adversarially trained column.']
+  summarised = summary(built)
+  if summarised:
+    header += ['', *summarised]
   markdown = '\n\n'.join(['\n'.join(header), *(t['markdown'] for t in built)])
   if files:
     markdown += '\n\nPlots: ' + ', '.join(files)
+  statistics = dict(reference=stats.reference or labels[0], seed=seed, resamples=resamples)
   result = dict(dataset=dataset, columns=described, tables=built, plots=sorted(files))
+  result['statistics'] = dict(statistics, summary=summarised)
   return result, markdown, files
 
 
@@ -132,11 +154,13 @@ def write(workdirs, out, **kwargs):
 
 __all__ = [
   'EXPECTED_SUITES',
+  'RESAMPLES',
   'SUITES',
   'TABLES',
   'Column',
   'Facts',
   'Run',
+  'Stats',
   'Table',
   'cell',
   'columns_of',

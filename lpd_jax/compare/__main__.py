@@ -1,6 +1,6 @@
-"""python -m lpd_jax.compare --workdirs=A,B,... --out=DIR [--run_missing], or
---workdirs=A,B,... --history: the command line of `lpd_jax.compare` (its flags live here
-only)."""
+"""python -m lpd_jax.compare --workdirs=A,B,... --out=DIR [--run_missing] [--reference=LABEL]
+[--seed=0] [--resamples=2000], or --workdirs=A,B,... --history: the command line of
+`lpd_jax.compare` (its flags live here only)."""
 
 import sys
 
@@ -41,7 +41,12 @@ def main(argv):
   names = missing_names(*chosen) if FLAGS.run_missing else ()
   cli.run_reporting_user_errors(
     lambda: compare.write(
-      list(split_names(FLAGS.workdirs)), FLAGS.out, run_missing_evaluations=names
+      list(split_names(FLAGS.workdirs)),
+      FLAGS.out,
+      run_missing_evaluations=names,
+      reference=FLAGS.reference,
+      seed=FLAGS.seed,
+      resamples=FLAGS.resamples,
     )
   )
 
@@ -51,6 +56,11 @@ if __name__ == '__main__':
   flags.DEFINE_string('out', None, 'folder for comparison.md, comparison.json and plots')
   flags.DEFINE_bool('run_missing', False, 'run the missing evaluations first')
   flags.DEFINE_bool('history', False, "list the workdirs' earlier reports (reports_history/)")
+  flags.DEFINE_string(
+    'reference', None, 'label of the column differences are taken against (default: the first)'
+  )
+  flags.DEFINE_integer('seed', 0, 'seed of the bootstrap intervals (same seed, same tables)')
+  flags.DEFINE_integer('resamples', compare.RESAMPLES, 'bootstrap replicates per interval (B)')
   flags.DEFINE_string(
     'suites',
     ','.join(compare.SUITES),

@@ -1,9 +1,11 @@
 """The comparison's plots: Figure 3 (accuracy under PGD against eps, every column on one
-axis per norm), Figure 2 (each workdir's certification scatter) and the keep-rate and
-margin drift over training."""
+axis per norm, error bars the 95% bootstrap intervals), Figure 2 (each workdir's
+certification scatter) and the keep-rate and margin drift over training."""
 
 import numpy as np
 
+from lpd_jax.compare import paired
+from lpd_jax.compare.differences import column_samples
 from lpd_jax.compare.workdirs import RAW
 from lpd_jax.suites import certify_figures
 from lpd_jax.suites.common import figure_png
@@ -28,9 +30,35 @@ def _sweep_curve(run, norm):
   ]
 
 
-def plot_figure3(columns):
+class _SweepRow:
+  """What `differences.column_samples` reads of a row: a run's samples of one sweep record."""
+
+  def __init__(self, key):
+    self.key = key
+
+  def samples(self, run):
+    return run.samples('sweep', RAW, self.key)
+
+
+def error_bars(column, norm, eps, mean, stats):
+  """[2, len(eps)] distances (%) from `mean` to the ends of each point's 95% bootstrap
+  interval (`paired.bootstrap_statistic`, points and seeds), or None where a point lacks
+  per-sample values (then the sample std over seeds is drawn, as before per-sample files)."""
+  bars = []
+  for e, m in zip(eps, mean):
+    values, _ = column_samples(column, _SweepRow(f'{norm}/{e:g}/accuracy'))
+    if values is None:
+      return None
+    seed = stats.rng_seed('figure3', column.label, norm, e)
+    interval = paired.bootstrap_statistic(values, resamples=stats.resamples, seed=seed)
+    bars.append((m - 100 * interval.low, 100 * interval.high - m))
+  return np.maximum(np.array(bars).T, 0)
+
+
+def plot_figure3(columns, stats=None):
   """Accuracy (%) under PGD against eps (log2 axis), one axis per norm, a line per column
-  (mean over seeds, error bars: sample std)."""
+  (mean over seeds; error bars: the 95% bootstrap interval where the sweep's per-sample
+  file is there and `stats` given, else the sample std over seeds)."""
   from matplotlib.figure import Figure
   from matplotlib.ticker import FixedLocator, NullLocator
 
@@ -48,7 +76,7 @@ def plot_figure3(columns):
   fig = Figure(figsize=(5.2 * len(norms), 4.2), layout='constrained')
   axes = fig.subplots(1, len(norms), squeeze=False)[0]
   for ax, norm in zip(axes, norms):
-    ticks = set()
+    ticks, drawn = set(), set()
     for col, color in zip(columns, _colors(len(columns))):
       curves = [c for c in (_sweep_curve(r, norm) for r in col.runs) if c]
       if not curves:
@@ -56,9 +84,15 @@ def plot_figure3(columns):
       eps = [e for e, _ in curves[0]]
       acc = np.array([[100 * a for _, a in c] for c in curves if [e for e, _ in c] == eps])
       ticks.update(eps)
-      std = acc.std(axis=0, ddof=1) if len(acc) > 1 else None
+      bars = acc.std(axis=0, ddof=1) if len(acc) > 1 else None
+      found = None
+      if stats is not None and len(acc) == len(col.runs):
+        found = error_bars(col, norm, eps, acc.mean(axis=0), stats)
+      if found is not None or len(acc) > 1:
+        drawn.add('95% bootstrap intervals' if found is not None else 'std over seeds')
+      bars = bars if found is None else found
       ax.errorbar(
-        eps, acc.mean(axis=0), yerr=std, fmt='o-', color=color, label=col.label, capsize=3
+        eps, acc.mean(axis=0), yerr=bars, fmt='o-', color=color, label=col.label, capsize=3
       )
     ax.set_xscale('log', base=2)
     ax.xaxis.set_major_locator(FixedLocator(sorted(ticks)))
@@ -69,7 +103,7 @@ def plot_figure3(columns):
     label = NORM_LABELS.get(norm, norm)
     ax.set_xlabel(rf'$\epsilon$ ({label}, log$_2$ scale)')
     ax.set_ylabel('accuracy (%)')
-    ax.set_title(f'PGD, {label}')
+    ax.set_title(f'PGD, {label}' + (f'; bars: {" or ".join(sorted(drawn))}' if drawn else ''))
     ax.legend(fontsize='small')
   return fig
 
@@ -131,10 +165,10 @@ def plot_drift(columns):
   return fig
 
 
-def figures(columns):
-  """{file name: PNG bytes} of the plots that have data."""
+def figures(columns, stats=None):
+  """{file name: PNG bytes} of the plots that have data (`stats`: Figure 3's intervals)."""
   plots = {
-    'figure3.png': plot_figure3(columns),
+    'figure3.png': plot_figure3(columns, stats),
     'figure2.png': plot_figure2(columns),
     'drift.png': plot_drift(columns),
   }

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from lpd_jax.compare import marks
+from lpd_jax.compare import differences, marks
 from lpd_jax.compare.columns import cell
 from lpd_jax.compare.workdirs import EXPECTED, RAW
 from lpd_jax.suites.common import markdown_table
@@ -100,17 +100,23 @@ class Row:
   value: Callable  # run -> value or None
   test_images: Optional[Callable] = None  # run -> int or None
   epochs: Optional[Callable] = None  # run -> (evaluated epoch, newest trained epoch) or None
+  samples: Optional[Callable] = None  # run -> its per-sample values (Samples) or None
 
 
-def build(name, caption, rows, columns, notes=()):
-  """-> {'name', 'caption', 'columns', 'rows': [{'label', 'cells'}], 'markdown'}."""
-  json_rows, cells, marked = [], [], set()
+def build(name, caption, rows, columns, notes=(), stats=None):
+  """-> {'name', 'caption', 'columns', 'rows': [{'label', 'cells'}], 'markdown'}; with
+  `stats` (`differences.Stats`), each row's differences or intervals (`differences.extend`)."""
+  json_rows, cells, marked, said = [], [], set(), []
   for row in rows:
     pairs = [cell([row.value(r) for r in col.runs], row.format) for col in columns]
     marked |= marks.mark_cells(row, columns, pairs)
+    added, lines = differences.extend(row, columns, pairs, stats)
     json_rows.append(dict(label=row.label, cells=[p[0] for p in pairs]))
     cells.append((row.label, *(p[1] for p in pairs)))
-  notes = [*notes, *marks.notes(marked)]
+    json_rows += [json_row for json_row, _ in added]
+    cells += [texts for _, texts in added]
+    said += lines
+  notes = [*notes, *marks.notes(marked), *differences.notes(said)]
   if all(c['n'] == 0 for r in json_rows for c in r['cells']):
     lines = [caption, '', f'No column has a report for this table ({name}).']
   else:
@@ -130,7 +136,7 @@ def variants_of(runs, suite):
   return list(dict.fromkeys([RAW, *found]))
 
 
-def pivot(table, columns):
+def pivot(table, columns, stats=None):
   """A Table declaration over `columns` -> the table dict of `build` (None: no column)."""
   columns = [c for c in columns if table.columns is None or table.columns(c)]
   if not columns:
@@ -154,6 +160,7 @@ def pivot(table, columns):
           lambda run, v=variant, k=key: run.value(table.suite, v, k),
           lambda run, v=variant, k=key: run.test_images(table.suite, v, k),
           lambda run, v=variant, k=key: run.epochs(table.suite, v, k),
+          lambda run, v=variant, k=key: run.samples(table.suite, v, k),
         )
       )
     selected += [
@@ -166,7 +173,7 @@ def pivot(table, columns):
   notes = list(table.notes(facts)) if table.notes else []
   if EXPECTED in variants and len(variants) > 1:
     notes += ['', EXPECTED_NOTE]
-  return build(table.name, table.caption(facts), rows, columns, notes)
+  return build(table.name, table.caption(facts), rows, columns, notes, stats)
 
 
 def _adversarial(column):
@@ -353,11 +360,12 @@ def timing_table(columns):
   )
 
 
-def build_tables(columns):
-  """Every table of TABLES over `columns`, in order ('timing': the training-cost table)."""
+def build_tables(columns, stats=None):
+  """Every table of TABLES over `columns`, in order ('timing': the training-cost table);
+  `stats`: how to compute differences and intervals (None: none)."""
   out = []
   for table in TABLES:
-    built = timing_table(columns) if table == 'timing' else pivot(table, columns)
+    built = timing_table(columns) if table == 'timing' else pivot(table, columns, stats)
     if built is not None:
       out.append(built)
   return out

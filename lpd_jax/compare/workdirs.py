@@ -11,6 +11,7 @@ from lpd_jax.compare.estimates import evaluated_images, say_plan
 from lpd_jax.errors import ConfigError
 from lpd_jax.progress import StageBar
 from lpd_jax.suites.common import Metric
+from lpd_jax.suites.samples import read_npz
 
 RAW, EXPECTED = 'raw', 'expected'
 
@@ -41,6 +42,7 @@ class Run:
   metrics: list
   derived: frozenset = frozenset()
   provenance: list = dataclasses.field(default_factory=list)
+  _samples: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
   @property
   def name(self) -> str:
@@ -57,6 +59,27 @@ class Run:
     if key not in self.records.get((suite_type, variant), {}):
       return None
     return workdir_lib.report_test_images(self.reports[suite_type, variant])
+
+  def samples(self, suite_type, variant, key):
+    """The per-sample values behind a record (`lpd_jax.suites.samples.Samples`), or None
+    where its report has no per-sample file (or the file lacks that record's array)."""
+    if (suite_type, variant) not in self._samples:
+      report = self.reports.get((suite_type, variant))
+      found = {}
+      if report is not None:
+        found = suites.REGISTRY[suite_type].per_sample(report, self._loader(report, suite_type))
+      self._samples[suite_type, variant] = found
+    return self._samples[suite_type, variant].get(key)
+
+  def _loader(self, report, suite_type):
+    """file name as the suite names it -> its arrays in this workdir (the driver's name for
+    the report's evaluation, `evaluate.report_file`), or None."""
+    name = report.get('evaluation') or suite_type
+
+    def load(file_name):
+      return read_npz(os.path.join(self.workdir, evaluate.report_file(file_name, name, suite_type)))
+
+    return load
 
   @property
   def trained_epochs(self):

@@ -22,8 +22,14 @@ from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
 from lpd_jax.progress import StageBar
 from lpd_jax.suites.certify_figures import plot_curve, plot_scatter
-from lpd_jax.suites.certify_report import cap_text, metrics, table  # noqa: F401 (cap_text: API)
+from lpd_jax.suites.certify_report import (  # noqa: F401 (cap_text: API)
+  cap_text,
+  metrics,
+  per_sample,
+  table,
+)
 from lpd_jax.suites.common import Report, Suite, attack_key, figure_png, names
+from lpd_jax.suites.samples import per_sample_npz
 
 DEFAULTS = dict(
   num_examples=200,  # the first test images every member classifies correctly
@@ -159,7 +165,9 @@ def minimal_lower_bounds(ens, images, labels, eps, method, cfg, bar, mesh=None, 
 
 def run(ens, ctx):
   """JSON: selected test indices, clean margins, per method the minimal lower bound of each
-  sample, the certified fraction and seconds; the certified fraction against eps."""
+  sample, the certified fraction and seconds; the certified fraction against eps. Files:
+  the plots and `certify_per_sample.npz` (test_index: the selected indices, labels, clean
+  and PGD minimal margins, each method and eps's minimal lower bounds, `<method>_<eps>`)."""
   cfg = ctx.cfg
   certify.check_certifiable(ens)
   methods = names(cfg, 'methods', certify.METHODS, 'certify')
@@ -238,7 +246,16 @@ def run(ens, ctx):
     dataset=ctx.config.dataset,
     plots=['eval_certify.png', 'eval_certify_curve.png'] if curve else ['eval_certify.png'],
   )
-  files = {'eval_certify.png': figure_png(plot_scatter(result))}
+  files = {
+    'eval_certify.png': figure_png(plot_scatter(result)),
+    'certify_per_sample.npz': per_sample_npz(
+      labels,
+      chosen,
+      clean_minimal_margin=clean,
+      **({} if pgd is None else dict(pgd_minimal_margin=pgd)),
+      **{f'{m}_{e:g}': lower for (m, e), lower in lowers.items()},
+    ),
+  }
   if curve:
     files['eval_certify_curve.png'] = figure_png(plot_curve(result))
   return Report(result, table(result, ens, ctx), files, metrics(result))
@@ -264,4 +281,4 @@ def validate(config, cfg):
     )
 
 
-SUITE = Suite('certify', run, DEFAULTS, validate, metrics)
+SUITE = Suite('certify', run, DEFAULTS, validate, metrics, per_sample)

@@ -4,6 +4,7 @@ the curve against eps, and what 'crown' was (full CROWN, or capped and where the
 import numpy as np
 
 from lpd_jax.suites.common import Metric, describe, markdown_table, pct
+from lpd_jax.suites.samples import Samples, from_file
 
 
 def metrics(result):
@@ -67,6 +68,43 @@ def metrics(result):
       for p in points
     ]
   return out
+
+
+def per_sample(result, load):
+  """Per selected test image: certified or not (minimal lower bound > 0) and the minimal
+  lower bound of each method, the clean and PGD minimal margins (medians: quantile 0.5).
+  From certify_per_sample.npz (every curve point too), else from the report's own lists
+  (reports before the file: its eps only)."""
+  arrays = load('certify_per_sample.npz')
+  if arrays is not None:
+    indices, labels = from_file(arrays)
+  else:
+    arrays = {
+      'clean_minimal_margin': result.get('clean_minimal_margin'),
+      'pgd_minimal_margin': result.get('pgd_minimal_margin'),
+      **{f'{m}_{result["eps"]:g}': r['minimal_lower_bound'] for m, r in result['methods'].items()},
+    }
+    indices, labels = np.asarray(result.get('indices', []), dtype=np.int64), None
+
+  def samples(name, statistic, certified=False):
+    if arrays.get(name) is None or len(arrays[name]) != len(indices) or not len(indices):
+      return None
+    values = np.asarray(arrays[name], dtype=np.float64)
+    values = (values > 0).astype(np.float64) if certified else values
+    return Samples(indices, values, statistic, result['selection'], labels)
+
+  found = {
+    'clean_minimal_margin': samples('clean_minimal_margin', 0.5),
+    'pgd_minimal_margin': samples('pgd_minimal_margin', 0.5),
+  }
+  for m in result['methods']:
+    name = f'{m}_{result["eps"]:g}'
+    found[f'bound/{m}/certified_fraction'] = samples(name, 'mean', certified=True)
+    found[f'bound/{m}/median_minimal_lower_bound'] = samples(name, 0.5)
+  for m, points in result['curve'].items():
+    for p in points:
+      found[f'curve/{m}/{p["eps"]:g}'] = samples(f'{m}_{p["eps"]:g}', 'mean', certified=True)
+  return {key: s for key, s in found.items() if s is not None}
 
 
 def table(result, ens, ctx):

@@ -1,14 +1,19 @@
 """Suite 'clean': clean accuracy per member and of the ensemble, and the ambiguity entropy."""
 
+import dataclasses
+
 import numpy as np
 
 from lpd_jax import predict, probes
 from lpd_jax.suites.common import Metric, Report, Suite, describe, markdown_table, pct
+from lpd_jax.suites.samples import array_samples, per_sample_npz
 
 
 def run(ens, ctx):
   """Clean accuracy of each member and of the ensemble (argmax of the mean softmax, eq. 1)
-  and the ambiguity entropy E (eq. 7) on the test prefix, in the ensemble's inference mode."""
+  and the ambiguity entropy E (eq. 7) on the test prefix, in the ensemble's inference mode.
+  Files: `clean_per_sample.npz` (test_index, labels, the ensemble's correctness [N] and the
+  members' [K, N])."""
   r = predict.clean_accuracy(
     ens, ctx.images, ctx.labels, ctx.batch_size, progress=True, mesh=ctx.mesh
   )
@@ -29,7 +34,9 @@ def run(ens, ctx):
       f'Ambiguity entropy E (eq. 7): {result["ambiguity_entropy"]:.4f}',
     ]
   )
-  return Report(result, markdown, metrics=metrics(result))
+  ensemble, members = np.asarray(r['ensemble_correct']), np.asarray(r['member_correct'])
+  files = {'clean_per_sample.npz': per_sample_npz(ctx.labels, ensemble=ensemble, members=members)}
+  return Report(result, markdown, files, metrics(result))
 
 
 def metrics(result):
@@ -45,4 +52,19 @@ def metrics(result):
   ]
 
 
-SUITE = Suite('clean', run, {}, metrics=metrics)
+def per_sample(result, load):
+  """The ensemble's and each member's correctness per test image (clean_per_sample.npz);
+  the mean member accuracy is the mean of the members' fraction right per image."""
+  arrays = load('clean_per_sample.npz')
+  if arrays is None or 'ensemble' not in arrays:
+    return {}
+  members = np.asarray(arrays['members'], dtype=np.float64)
+  ensemble = array_samples(arrays, 'ensemble')
+  out = {'ensemble_accuracy': ensemble}
+  out['mean_member_accuracy'] = dataclasses.replace(ensemble, values=members.mean(0))
+  for k, correct in enumerate(members):
+    out[f'member/{k}/accuracy'] = dataclasses.replace(ensemble, values=correct)
+  return out
+
+
+SUITE = Suite('clean', run, {}, metrics=metrics, per_sample=per_sample)

@@ -81,6 +81,8 @@ class Suite(NamedTuple):
       cannot work.
     metrics: `metrics(json) -> [Metric]`, the flat records of a report's JSON; `run` returns
       them, and `lpd_jax.compare` calls it for reports written before records existed.
+    per_sample: `per_sample(json, load) -> {record key: Samples}`, the per-sample values
+      behind its records (`lpd_jax.suites.samples`), for compare's paired statistics.
   """
 
   name: str
@@ -88,6 +90,7 @@ class Suite(NamedTuple):
   defaults: Any
   validate: Optional[Callable] = None
   metrics: Callable = lambda result: []
+  per_sample: Callable = lambda result, load: {}
 
   def default_settings(self) -> dict:
     """The settings group of the type's default instance, as a dict."""

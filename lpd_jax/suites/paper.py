@@ -36,10 +36,10 @@ from lpd_jax.suites.common import (
   fmt_param,
   grid_table,
   names,
-  npz_bytes,
   pct,
   run_attack_row,
 )
+from lpd_jax.suites.samples import array_samples, attack_rows, per_sample_npz
 
 DEFAULT_ATTACKS = 'fgsm,bim,pgd,jsma,cw'  # Table 4's rows
 
@@ -146,7 +146,7 @@ def run(ens, ctx):
   return Report(
     result,
     paper_table(result, ens, ctx),
-    {'paper_per_sample.npz': npz_bytes(**per_sample)},
+    {'paper_per_sample.npz': per_sample_npz(**per_sample)},
     metrics(result),
   )
 
@@ -270,4 +270,19 @@ def validate(config, cfg):
       raise ConfigError(f'eval.paper.{attack}.{field} must be one of {choices}, got {value!r}')
 
 
-SUITE = Suite('paper', run, defaults, validate, metrics)
+def per_sample(result, load):
+  """Each row's correctness per test image (paper_per_sample.npz), on all points and on
+  the clean-correct ones."""
+  rows = [
+    (f'{r["attack"]}/{r["param"]:g}', f'{r["attack"]}_{r["param"]:g}')
+    for r in result['rows']
+    if r['attack'] != 'none'
+  ]
+  arrays = load('paper_per_sample.npz')
+  out = attack_rows(arrays, rows, 'none')
+  if out or (arrays and 'none' in arrays):
+    out['none/accuracy'] = array_samples(arrays, 'none')
+  return out
+
+
+SUITE = Suite('paper', run, defaults, validate, metrics, per_sample)

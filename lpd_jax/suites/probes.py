@@ -6,7 +6,8 @@ import numpy as np
 from lpd_jax import methods, predict, probes
 from lpd_jax.data import to_float
 from lpd_jax.errors import ConfigError
-from lpd_jax.suites.common import Metric, Report, Suite, markdown_table, npz_bytes
+from lpd_jax.suites.common import Metric, Report, Suite, markdown_table
+from lpd_jax.suites.samples import array_samples, per_sample_npz, prefix_points
 
 DEFAULTS = dict(
   num_examples=2000,  # L_d, L_s on the first N test images of the prefix; -1 = all
@@ -84,7 +85,7 @@ def run(ens, ctx):
   Tables 2-3: 25/50/75% quantiles of L_d and L_s over the first eval.probes.num_examples
   images of that prefix (-1: all of it), in float64 if eval.probes.float64, batched by
   eval.batch_size, in the ensemble's inference mode. Files: `probes_per_sample.npz` (the
-  per-sample L_d and L_s, and the labels).
+  per-sample L_d and L_s, the labels and test_index).
 
   JSON: dataset, method, num_members, num_examples, ensemble_accuracy, ambiguity_entropy,
   probe_examples, float64, quantiles, gradient_cosine and gradient_norm {str(q): value}.
@@ -124,7 +125,7 @@ def run(ens, ctx):
   return Report(
     result,
     markdown_tables([(methods.label(config), result)]),
-    {'probes_per_sample.npz': npz_bytes(labels=y, **probed['per_sample'])},
+    {'probes_per_sample.npz': per_sample_npz(y, **probed['per_sample'])},
     metrics(result),
   )
 
@@ -161,4 +162,18 @@ def validate(config, cfg):
     raise ConfigError('eval.probes.num_examples must be >= 1, or -1 for all, got 0')
 
 
-SUITE = Suite('probes', run, DEFAULTS, validate, metrics)
+def per_sample(result, load):
+  """L_d and L_s per probed test image (probes_per_sample.npz); each record a quantile."""
+  arrays = load('probes_per_sample.npz')
+  if arrays is None:
+    return {}
+  points = prefix_points(result['probe_examples'])
+  return {
+    f'{probe}/{q}': found
+    for probe in PROBES
+    for q in result[probe]
+    if (found := array_samples(arrays, probe, float(q), points)) is not None
+  }
+
+
+SUITE = Suite('probes', run, DEFAULTS, validate, metrics, per_sample)

@@ -2,7 +2,12 @@
 the numbers. Reads reports of every version (those before presets and the cascade ran every
 attack on every point)."""
 
+import dataclasses
+
+import numpy as np
+
 from lpd_jax.suites.common import Metric, markdown_table, pct
+from lpd_jax.suites.samples import array_samples
 
 
 def params_text(params):
@@ -76,6 +81,32 @@ def metrics(result):
           coords,
         )
       )
+  return out
+
+
+def per_sample(result, load):
+  """Clean, the worst case at each eps and each attack's correctness per test image
+  (robust_per_sample.npz); in a cascade, what is robust after the i-th attack of an eps is
+  `broken_by` -1 (robust) or past i."""
+  arrays = load('robust_per_sample.npz')
+  if arrays is None or 'clean' not in arrays:
+    return {}
+  out = {'clean': array_samples(arrays, 'clean')}
+  for eps in result['eps']:
+    worst = array_samples(arrays, f'worst_{eps:g}')
+    if worst is not None:
+      out[f'worst/{eps:g}'] = worst
+  position = {}
+  for r in result['rows']:
+    eps, name = r['eps'], r['attack']
+    position[eps] = i = position.get(eps, 0) + 1
+    own = array_samples(arrays, f'{name}_{eps:g}')
+    if own is not None:
+      out[f'{name}/{eps:g}'] = own
+    broken_by = arrays.get(f'broken_by_{eps:g}')
+    if cascade(result) and broken_by is not None:
+      after = ((broken_by == -1) | (broken_by > i)).astype(np.float64)
+      out[f'after/{name}/{eps:g}'] = dataclasses.replace(out['clean'], values=after)
   return out
 
 

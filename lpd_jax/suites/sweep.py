@@ -16,6 +16,7 @@ from lpd_jax.suites.common import (
   names,
   pct,
 )
+from lpd_jax.suites.samples import array_samples, attack_rows, per_sample_npz
 
 NORMS = ('linf', 'l2')
 _NORM_LABELS = {'linf': 'L-inf', 'l2': 'L2'}
@@ -31,7 +32,8 @@ DEFAULTS = dict(
 def run(ens, ctx):
   """For each norm of eval.sweep.norms, PGD (eval.sweep.steps steps, random start) at each
   eps of eval.sweep.<norm>_eps. Files: `eval_sweep.png`, one panel per norm, accuracy (%)
-  against eps on a log2 axis, clean accuracy dashed.
+  against eps on a log2 axis, clean accuracy dashed; `sweep_per_sample.npz` (test_index,
+  labels, clean and per norm and eps the correctness, `<norm>_<eps>`).
 
   JSON: dataset, method, num_members, num_examples, clean_accuracy, steps and sweep
   {norm: [{eps, accuracy, accuracy_clean_correct}]} (the driver adds 'files', the plot's name).
@@ -43,7 +45,7 @@ def run(ens, ctx):
   batch_size = ctx.batch_size
   per_row = predict.num_batches(len(labels), batch_size)
   pgd = attacks.REGISTRY['pgd'].fn
-  sweep = {}
+  sweep, per_sample = {}, {}
   with StageBar(total=per_row * (1 + sum(len(g) for g in grids.values())), desc='PGD sweep') as bar:
     (clean,) = predict.attack_correct(
       None, {}, ens.log_predict, images, labels, batch_size=batch_size, bar=bar, mesh=ctx.mesh
@@ -65,6 +67,7 @@ def run(ens, ctx):
           mesh=ctx.mesh,
         )
         acc, acc_clean = accuracies(correct, clean)
+        per_sample[f'{norm}_{eps:g}'] = correct
         sweep[norm].append(dict(eps=eps, accuracy=acc, accuracy_clean_correct=acc_clean))
   result = dict(
     dataset=config.dataset,
@@ -93,7 +96,10 @@ def run(ens, ctx):
   return Report(
     result,
     '\n'.join(lines),
-    {'eval_sweep.png': figure_png(plot_sweep(result))},
+    {
+      'eval_sweep.png': figure_png(plot_sweep(result)),
+      'sweep_per_sample.npz': per_sample_npz(labels, clean=clean, **per_sample),
+    },
     metrics(result),
   )
 
@@ -158,4 +164,19 @@ def validate(config, cfg):
     raise ConfigError(f'eval.sweep.steps must be >= 1, got {cfg.steps}')
 
 
-SUITE = Suite('sweep', run, DEFAULTS, validate, metrics)
+def per_sample(result, load):
+  """Clean and each norm and eps's correctness per test image (sweep_per_sample.npz), on all
+  points and on the clean-correct ones."""
+  rows = [
+    (f'{norm}/{p["eps"]:g}', f'{norm}_{p["eps"]:g}')
+    for norm, points in result['sweep'].items()
+    for p in points
+  ]
+  arrays = load('sweep_per_sample.npz')
+  out = attack_rows(arrays, rows, 'clean')
+  if out:
+    out['clean'] = array_samples(arrays, 'clean')
+  return out
+
+
+SUITE = Suite('sweep', run, DEFAULTS, validate, metrics, per_sample)

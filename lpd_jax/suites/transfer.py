@@ -31,6 +31,7 @@ from lpd_jax.suites.common import (
   pct,
 )
 from lpd_jax.suites.paper import attack_grid
+from lpd_jax.suites.samples import array_samples, per_sample_npz
 
 LABELS = ('true', 'surrogate')
 
@@ -96,7 +97,8 @@ def transfer_type(target_config, surrogate_config):
 def from_surrogate(ens, ctx, index, workdir, rows_to_run, bar):
   """The attacks of `rows_to_run` made on the surrogate of `workdir`, evaluated on `ens`.
 
-  Returns (the surrogate's description, its rows, the target's clean correctness [N])."""
+  Returns (the surrogate's description, its rows, the target's clean correctness [N], the
+  target's correctness [N] per row)."""
   config, images, labels = ctx.config, ctx.images, ctx.labels
   surrogate = load_surrogate(ctx, workdir)
   both = (ens.log_predict, surrogate.log_predict)
@@ -122,7 +124,7 @@ def from_surrogate(ens, ctx, index, workdir, rows_to_run, bar):
     type=transfer_type(config, sur),
     clean_accuracy=float(surrogate_clean.mean()),
   )
-  rows = []
+  rows, corrects = [], []
   for row in rows_to_run:
     bar.stage(f'{index + 1}: {row["label"]} {row["param"]:g}')
     attack = attacks.REGISTRY[row['attack']].fn
@@ -139,6 +141,7 @@ def from_surrogate(ens, ctx, index, workdir, rows_to_run, bar):
       mesh=ctx.mesh,
     )
     acc, acc_clean = accuracies(correct, clean)
+    corrects.append(correct)
     rows.append(
       dict(
         row,
@@ -148,7 +151,7 @@ def from_surrogate(ens, ctx, index, workdir, rows_to_run, bar):
         surrogate_accuracy=float(surrogate_correct.mean()),
       )
     )
-  return description, rows, clean
+  return description, rows, clean, corrects
 
 
 def run(ens, ctx):
@@ -159,7 +162,8 @@ def run(ens, ctx):
   clean_accuracy (target), labels ('true' | 'surrogate'), surrogates [{workdir, method,
   label, model, num_members, width, type, clean_accuracy}] and rows [{surrogate (index),
   attack, label, param_name, param, params, accuracy, accuracy_clean_correct,
-  surrogate_accuracy}].
+  surrogate_accuracy}]. Files: `transfer_per_sample.npz` (test_index, labels, the target's
+  clean correctness and its correctness per row, `row_<i>` for rows[i]).
   """
   config, cfg, labels = ctx.config, ctx.cfg, ctx.labels
   workdirs = surrogate_workdirs(cfg)
@@ -168,13 +172,16 @@ def run(ens, ctx):
   chosen = names(cfg, 'attacks', transfer_attacks(), 'transfer')
   rows_to_run = attack_grid(config.eval.paper, chosen, config.dataset)
   per_row = predict.num_batches(len(labels), ctx.batch_size)
-  surrogates, rows = [], []
+  surrogates, rows, corrects = [], [], []
   total = per_row * len(workdirs) * (1 + len(rows_to_run))
   with StageBar(total=total, desc='transfer') as bar:
     for index, workdir in enumerate(workdirs):
-      surrogate, its_rows, clean = from_surrogate(ens, ctx, index, workdir, rows_to_run, bar)
+      surrogate, its_rows, clean, correct = from_surrogate(
+        ens, ctx, index, workdir, rows_to_run, bar
+      )
       surrogates.append(surrogate)
       rows += its_rows
+      corrects += correct
   result = dict(
     dataset=config.dataset,
     method=config.method,
@@ -186,7 +193,9 @@ def run(ens, ctx):
     surrogates=surrogates,
     rows=rows,
   )
-  return Report(result, transfer_markdown(result, ens, ctx), metrics=metrics(result))
+  arrays = {f'row_{i}': c for i, c in enumerate(corrects)}
+  files = {'transfer_per_sample.npz': per_sample_npz(labels, clean=clean, **arrays)}
+  return Report(result, transfer_markdown(result, ens, ctx), files, metrics(result))
 
 
 def surrogate_description(s):
@@ -271,4 +280,15 @@ def validate(config, cfg):
     raise ConfigError(f'eval.transfer.labels must be one of {LABELS}, got {cfg.labels!r}')
 
 
-SUITE = Suite('transfer', run, DEFAULTS, validate, metrics)
+def per_sample(result, load):
+  """The target's correctness per test image under each row's examples
+  (transfer_per_sample.npz: `row_<i>`), keyed as `metrics` keys the rows."""
+  arrays = load('transfer_per_sample.npz')
+  if arrays is None:
+    return {}
+  keys = [m.key for m in metrics(result) if not m.key.startswith('surrogate/')]
+  found = {key: array_samples(arrays, f'row_{i}') for i, key in enumerate(keys)}
+  return {key: s for key, s in found.items() if s is not None}
+
+
+SUITE = Suite('transfer', run, DEFAULTS, validate, metrics, per_sample)

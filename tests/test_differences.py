@@ -1,0 +1,159 @@
+"""Differences with their intervals in compare's tables (lpd_jax.compare.differences): workdirs
+built from the trained fixture's ensemble.json with reports and per-sample files written by
+hand, so every difference has a closed form: the paired difference, McNemar's exact p, the
+interval's ends (binomial quantiles), the refusal of columns on other points, the reference
+column, the seeds, the summary sentences and the quantile rows' intervals. No JAX compile."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+from test_compare import cells, fake_workdir, paper_report, table
+
+from lpd_jax import compare
+from lpd_jax.compare import differences
+from lpd_jax.errors import ConfigError
+
+N = 100
+
+
+def right(*spans, n=N):
+  """1/0 correctness [n]: right on the index ranges `spans` ((start, stop) pairs)."""
+  out = np.zeros(n, bool)
+  for start, stop in spans:
+    out[start:stop] = True
+  return out
+
+
+def paper_workdir(trained_workdir, path, clean, pgd, old_file=False, **config):
+  """A workdir with a paper report (No Attack, PGD 0.02) and its paper_per_sample.npz; with
+  `old_file`, the file as written before test_index (labels and arrays only)."""
+  rows = [('none', None, clean.mean()), ('pgd', 0.02, pgd.mean())]
+  report = dict(paper_report(rows, n=len(clean)), evaluation='paper', suite='paper')
+  report['rows'][1]['accuracy_clean_correct'] = float(pgd[clean].mean())
+  workdir = fake_workdir(trained_workdir, path, {('paper', 'raw'): report}, **config)
+  arrays = {'labels': np.arange(len(clean)) % 10, 'none': clean, 'pgd_0.02': pgd}
+  if not old_file:
+    arrays['test_index'] = np.arange(len(clean))
+  np.savez(os.path.join(workdir, 'paper_per_sample.npz'), **arrays)
+  return workdir
+
+
+def binomial_quantile(n, p, q):
+  total = 0.0
+  for k in range(n + 1):
+    total += math.comb(n, k) * p**k * (1 - p) ** (n - k)
+    if total >= q - 1e-12:
+      return k
+  return n
+
+
+def test_each_accuracy_row_gets_its_paired_difference_and_other_points_are_refused(
+  trained_workdir, tmp_path
+):
+  """LPD is right on 5 points more than Baseline under PGD (and equal elsewhere): +5 points,
+  McNemar p = 2 / 2^5, the interval the binomial quantiles of Bin(100, 0.05) / 100; equal
+  clean columns: +0 [0, 0], p = 1. LPD's file predates test_index (read as the prefix). ADP
+  ran on 120 images: not paired, in one line naming both columns and their points."""
+  clean = right((0, 60))
+  base = paper_workdir(trained_workdir, tmp_path / 'b', clean, right((0, 30)), method='baseline')
+  lpd = paper_workdir(trained_workdir, tmp_path / 'l', clean, right((0, 35)), old_file=True)
+  adp = paper_workdir(
+    trained_workdir, tmp_path / 'a', right((0, 70), n=120), right((0, 40), n=120), method='adp'
+  )
+  result, markdown, _ = compare.compare([base, lpd, adp])
+  t4 = table(result, 'table4')
+  assert t4['columns'] == ['Baseline', 'LPD', 'ADP']
+  ref, pgd, refused = cells(result, 'table4', 'PGD 0.02 (all): Δ vs Baseline')
+  assert ref['reference'] and pgd['difference'] == pytest.approx(0.05)
+  assert pgd['discordant'] == [5, 0] and pgd['p_value'] == pytest.approx(0.0625)
+  low, high = (binomial_quantile(N, 0.05, q) / N for q in (0.025, 0.975))
+  assert abs(pgd['low'] - low) <= 1 / N and abs(pgd['high'] - high) <= 1 / N
+  assert pgd['excludes_zero'] and pgd['points'] == N
+  text = f'+5.00 [{100 * pgd["low"]:+.2f}, {100 * pgd["high"]:+.2f}]* p=0.062'
+  assert f'| PGD 0.02 (all): Δ vs Baseline | reference | {text} | not paired |' in markdown
+  same = cells(result, 'table4', 'No Attack: Δ vs Baseline')[1]
+  assert (same['difference'], same['low'], same['high'], same['p_value']) == (0, 0, 0, 1)
+  on_clean = cells(result, 'table4', 'PGD 0.02 (clean-correct): Δ vs Baseline')[1]
+  assert on_clean['difference'] == pytest.approx(5 / 60) and on_clean['points'] == 60
+
+  line = (
+    'Not paired: Baseline and ADP were evaluated on other test points (Baseline: the first '
+    '100 test images; ADP: the first 120 test images; 100 in common).'
+  )
+  assert refused['refused'] == line
+  assert t4['markdown'].splitlines().count(line) == 1  # one line, however many rows
+  assert differences.difference_note(differences.Stats()) in t4['markdown']
+  assert (
+    'LPD leads Baseline on Table 4, PGD 0.02 (all) by 5.0 points (95% CI '
+    f'{100 * pgd["low"]:+.1f} to {100 * pgd["high"]:+.1f}; McNemar p = 0.062).'
+  ) in markdown
+  assert result['statistics']['summary'][0] == '## Summary'
+
+  again, _, _ = compare.compare([base, lpd, adp])
+  assert again['tables'] == result['tables']  # seeded: same seed, same intervals
+
+  flipped, markdown, _ = compare.compare([base, lpd], reference='LPD')
+  base_cell, _ = cells(flipped, 'table4', 'PGD 0.02 (all): Δ vs LPD')
+  assert base_cell['difference'] == pytest.approx(-0.05) and base_cell['p_value'] == 0.0625
+  assert 'Baseline trails LPD on Table 4, PGD 0.02 (all) by 5.0 points' in markdown
+  with pytest.raises(ConfigError, match=r"--reference='Nope': no such column.*'Baseline'"):
+    compare.compare([base, lpd], reference='Nope')
+
+
+def test_several_seeds_are_resampled_and_a_column_without_files_says_so(trained_workdir, tmp_path):
+  clean = right((0, 60))
+  base = paper_workdir(trained_workdir, tmp_path / 'b', clean, right((0, 30)), method='baseline')
+  seeds = [
+    paper_workdir(trained_workdir, tmp_path / f'l{s}', clean, right((0, 30 + 5 * s)), seed=s)
+    for s in (1, 2)
+  ]
+  result, markdown, _ = compare.compare([base, *seeds])
+  assert [c['label'] for c in result['columns']] == ['Baseline (seed 0)', 'LPD (2 seeds)']
+  row = 'PGD 0.02 (all): Δ vs Baseline (seed 0)'
+  _, pgd = cells(result, 'table4', row)
+  assert pgd['n'] == 2 and pgd['p_value'] is None  # seeds: no McNemar
+  assert pgd['difference'] == pytest.approx(0.075)  # (5 + 10) / 2 points
+  assert pgd['low'] <= 0.05 and pgd['high'] >= 0.1  # at least the seed spread
+
+  os.remove(os.path.join(seeds[1], 'paper_per_sample.npz'))
+  result, markdown, _ = compare.compare([base, *seeds])
+  _, pgd = cells(result, 'table4', row)
+  assert pgd['missing'] and differences.MISSING_NOTE in markdown
+  assert f'| {row} | reference | n/a |' in markdown
+
+
+def test_quantile_rows_get_each_columns_interval(trained_workdir, tmp_path):
+  """Tables 2-3: each quantile cell is followed by its bootstrap interval, which holds it."""
+  rng = np.random.default_rng(0)
+  workdirs = []
+  for name, method in (('b', 'baseline'), ('l', 'lpd')):
+    cosine, norm = rng.normal(0.3, 0.1, 40), rng.lognormal(0, 1, 40)
+    quantiles = {str(q): float(np.quantile(cosine, q)) for q in (0.25, 0.5, 0.75)}
+    report = dict(
+      num_examples=40,
+      probe_examples=40,
+      ensemble_accuracy=0.9,
+      ambiguity_entropy=0.1,
+      float64=False,
+      gradient_cosine=quantiles,
+      gradient_norm={q: float(np.quantile(norm, float(q))) for q in quantiles},
+    )
+    workdir = fake_workdir(
+      trained_workdir, tmp_path / name, {('probes', 'raw'): report}, method=method
+    )
+    np.savez(
+      os.path.join(workdir, 'probes_per_sample.npz'),
+      test_index=np.arange(40),
+      labels=np.zeros(40, int),
+      gradient_cosine=cosine,
+      gradient_norm=norm,
+    )
+    workdirs.append(workdir)
+  result, markdown, _ = compare.compare(workdirs)
+  for row in table(result, 'table2')['rows'] + table(result, 'table3')['rows']:
+    for c in row['cells']:
+      assert c['interval'][0] <= c['mean'] <= c['interval'][1], row['label']
+  assert differences.quantile_note(differences.Stats()) in table(result, 'table2')['markdown']
+  assert not any(r['label'].endswith('Δ vs Baseline') for r in table(result, 'table2')['rows'])
