@@ -109,4 +109,6 @@ def write_safetensors(path, tensors, metadata):
   """Writes {key: array} with {str: str} metadata (the keys sorted, as safetensors does)."""
   from safetensors.numpy import save_file
 
-  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path, metadata=metadata)
+  # np.require, not np.ascontiguousarray: that one turns 0-d arrays (num_batches_tracked) 1-d.
+  arrays = {k: np.require(v, requirements='C') for k, v in tensors.items()}
+  save_file(arrays, path, metadata=metadata)
