@@ -8,10 +8,13 @@ are never dependencies of lpd-jax; install them beside it, e.g. in /work/lirpa-v
 `pip install "torch<2.9"` and `pip install <a checkout of Verified-Intelligence/auto_LiRPA>`):
 
   python benchmarks/lirpa_compare.py export --out=/tmp/cmp.npz [--workdir=W] [--num=4]
-      [--eps=0.0005]     # lpd-jax: the members' variables, the points, lpd-jax's bounds
+      [--eps=0.0005]     # lpd-jax: the members as a PyTorch state_dict (the library's
+                         # export, lpd_jax.torch_bridge), the points, lpd-jax's bounds
   /work/lirpa-venv/bin/python benchmarks/lirpa_compare.py reference --npz=/tmp/cmp.npz
-      # ports the members to PyTorch, bounds them with auto_LiRPA, prints the table and
-      # writes benchmarks/out/lirpa_compare.json (or --out)
+      # builds the members with lpd-jax's exported PyTorch module (torch_module.py, read
+      # by path: no lpd-jax), checks their logits against lpd-jax's (1e-5 relative),
+      # bounds them with auto_LiRPA, prints the table and writes
+      # benchmarks/out/lirpa_compare.json (or --out)
 
 Without --workdir the ensemble is K = 3 random width-4 ResNet-18s (random BatchNorm
 statistics) on uniform 32x32x3 points: the paper's certification shape. The reference
@@ -35,7 +38,7 @@ import zlib
 
 import numpy as np
 
-FLAX_BN_EPS = 1e-5
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
@@ -62,6 +65,7 @@ def export(args):
   from lpd_jax.data import load_dataset, to_float
   from lpd_jax.ensemble import Ensemble, Members
   from lpd_jax.models import ResNet18
+  from lpd_jax.torch_bridge.export import to_state_dict
 
   if args.workdir:
     ens = lpd_jax.load(args.workdir, inference='raw')
@@ -90,8 +94,11 @@ def export(args):
     y = jnp.arange(args.num) % 10
     source = 'random width-4 ResNet-18s, uniform points'
   out = dict(x=np.asarray(x), y=np.asarray(y), eps=args.eps)
-  for path, leaf in jax.tree_util.tree_leaves_with_path(ens.variables):
-    out['var' + jax.tree_util.keystr(path)] = np.asarray(leaf)
+  # The members in PyTorch's names and layouts (the library's export, layout 'lpd_jax'):
+  # the reference step builds them with lpd_jax/torch_bridge/torch_module.py.
+  for key, value in to_state_dict(ens.variables, 'resnet18').items():
+    out[f'torch/{key}'] = value
+  out['member_logits'] = np.asarray(ens.member_logits(x))
   for method in args.methods.split(','):
     fn = lambda: certify.margins(ens, x, y, args.eps, method=method).block_until_ready()
     start = time.perf_counter()
@@ -113,72 +120,25 @@ def export(args):
 # -- reference: auto_LiRPA's side (PyTorch, no JAX) ------------------------------------------
 
 
-def member_module(nn, torch, variables, k, width, num_classes):
-  """Member k of the exported variables as a PyTorch ResNet-18 (eval mode)."""
+def exported_members(torch, data):
+  """The npz's members as lpd-jax's exported PyTorch module builds them
+  (lpd_jax/torch_bridge/torch_module.py, torch imports only: loaded by path, no lpd-jax),
+  in eval mode; a ModuleList of K ResNets."""
+  import importlib.util
 
-  def get(name):
-    return torch.tensor(np.asarray(variables[name][k]), dtype=torch.float32)
-
-  def conv(prefix, cin, cout, kernel, stride):
-    padding = 1 if kernel == 3 else 0
-    c = nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
-    c.weight.data = get(f"['params']{prefix}['kernel']").permute(3, 2, 0, 1).contiguous()
-    return c
-
-  def bn(prefix, channels):
-    b = nn.BatchNorm2d(channels, eps=FLAX_BN_EPS)
-    b.weight.data, b.bias.data = (
-      get(f"['params']{prefix}['scale']"),
-      get(f"['params']{prefix}['bias']"),
-    )
-    b.running_mean.data = get(f"['batch_stats']{prefix}['mean']")
-    b.running_var.data = get(f"['batch_stats']{prefix}['var']")
-    return b
-
-  class Block(nn.Module):
-    def __init__(self, prefix, cin, cout, stride):
-      super().__init__()
-      self.conv1, self.bn1 = (
-        conv(f"{prefix}['conv1']", cin, cout, 3, stride),
-        bn(f"{prefix}['bn1']", cout),
-      )
-      self.conv2, self.bn2 = (
-        conv(f"{prefix}['conv2']", cout, cout, 3, 1),
-        bn(f"{prefix}['bn2']", cout),
-      )
-      self.shortcut = None
-      if stride != 1 or cin != cout:
-        self.shortcut = nn.Sequential(
-          conv(f"{prefix}['shortcut_conv']", cin, cout, 1, stride),
-          bn(f"{prefix}['shortcut_bn']", cout),
-        )
-
-    def forward(self, x):
-      y = torch.relu(self.bn1(self.conv1(x)))
-      y = self.bn2(self.conv2(y))
-      return torch.relu(y + (x if self.shortcut is None else self.shortcut(x)))
-
-  class Member(nn.Module):
-    def __init__(self):
-      super().__init__()
-      cin = variables["['params']['stem_conv']['kernel']"].shape[-2]
-      self.stem = nn.Sequential(conv("['stem_conv']", cin, width, 3, 1), bn("['stem_bn']", width))
-      blocks, c, i = [], width, 0
-      for stage, mult in enumerate((1, 2, 4, 8)):
-        for j in range(2):
-          stride = 2 if stage > 0 and j == 0 else 1
-          blocks.append(Block(f"['blocks_{i}']", c, width * mult, stride))
-          c, i = width * mult, i + 1
-      self.blocks = nn.Sequential(*blocks)
-      self.head = nn.Linear(8 * width, num_classes)
-      self.head.weight.data = get("['params']['head']['kernel']").t().contiguous()
-      self.head.bias.data = get("['params']['head']['bias']")
-
-    def forward(self, x):
-      y = self.blocks(torch.relu(self.stem(x)))
-      return self.head(y.mean(dim=(2, 3)))
-
-  return Member().eval()
+  path = os.path.join(REPO, 'lpd_jax', 'torch_bridge', 'torch_module.py')
+  spec = importlib.util.spec_from_file_location('lpd_ensemble', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  state_dict = {
+    k[len('torch/') :]: torch.tensor(data[k]) for k in data.files if k.startswith('torch/')
+  }
+  ensemble = module.from_state_dict(state_dict)
+  x = torch.tensor(data['x']).permute(0, 3, 1, 2).contiguous()
+  with torch.no_grad():  # the port computes lpd-jax's member logits (1e-5 relative)
+    difference = module.relative_difference(ensemble.member_logits(x), data['member_logits'])
+  assert difference <= 1e-5, f'the PyTorch members differ from lpd-jax by {difference:.1e}'
+  return ensemble.members
 
 
 def reference(args):
@@ -191,16 +151,15 @@ def reference(args):
     return
   torch.set_num_threads(os.cpu_count() or 1)
   data = np.load(args.npz)
-  variables = {k[len('var') :]: data[k] for k in data.files if k.startswith('var')}
-  num_members = int(data['num_members'])
-  width = variables["['params']['stem_conv']['kernel']"].shape[-1]
-  num_classes = variables["['params']['head']['bias']"].shape[-1]
-  members = [member_module(nn, torch, variables, k, width, num_classes) for k in range(num_members)]
+  members = exported_members(torch, data)
+  num_members = len(members)
+  width = members[0].stem_conv.out_channels
+  num_classes = members[0].head.out_features
 
   class Mean(nn.Module):
     def __init__(self):
       super().__init__()
-      self.members = nn.ModuleList(members)
+      self.members = members
 
     def forward(self, x):
       return sum(m(x) for m in self.members) / len(self.members)
