@@ -404,9 +404,16 @@ def test_the_compare_command_shows_a_missing_report_and_refuses_another_dataset(
   baseline = os.path.join(golden_root, 'baseline')
   os.remove(os.path.join(baseline, 'eval_robust.json'))
   out = str(tmp_path / 'tables')
-  done = run_module('lpd_jax.compare', f'--workdirs={baseline},{golden_root}/lpd', f'--out={out}')
+  done = run_module(
+    'lpd_jax.compare',
+    f'--workdirs={baseline},{golden_root}/lpd',
+    f'--out={out}',
+    '--reference=LPD',
+    '--seed=3',
+  )
   assert done.returncode == 0, done.stderr[-2000:]
   result = read_json(out, 'comparison.json')
+  assert result['statistics']['reference'] == 'LPD' and result['statistics']['seed'] == 3
   for row in table(result, 'robust')['rows']:
     if row['label'].endswith(', raw'):
       assert row['cells'][0]['n'] == 0 and row['cells'][1]['n'] == 1, row['label']
@@ -480,6 +487,35 @@ def test_a_study_trains_evaluates_compares_and_a_rerun_does_nothing_new(small_st
   with open(os.path.join(root, 'study_log.jsonl')) as f:
     again = [json.loads(line) for line in f]
   assert [r['step'] for r in again[len(log) :]] == ['train']
+
+
+@pytest.mark.xdist_group('small_study')
+def test_the_suites_per_sample_files_pair_two_real_workdirs(small_study_root, tmp_path):
+  """The study's clean and robust reports come with per-sample files holding test_index and
+  labels. A copy labelled Baseline whose ensemble is wrong on 2 points LPD gets right: LPD
+  leads by 2 of 16 points, McNemar p = 2 / 2^2; its robust rows are LPD's own: +0 [0, 0]."""
+  lpd = os.path.join(small_study_root, 'lpd')
+  for name in ('clean_per_sample.npz', 'robust_expected_per_sample.npz'):
+    with np.load(os.path.join(lpd, name)) as f:
+      assert list(f['test_index']) == list(range(16)) and len(f['labels']) == 16, name
+  other = str(tmp_path / 'other')
+  shutil.copytree(lpd, other, ignore=shutil.ignore_patterns('checkpoints', 'tensorboard'))
+  meta = read_json(other, 'ensemble.json')
+  meta['config']['method'] = 'baseline'
+  with open(os.path.join(other, 'ensemble.json'), 'w') as f:
+    json.dump(meta, f)
+  path = os.path.join(other, 'clean_per_sample.npz')
+  with np.load(path) as f:
+    arrays = dict(f)
+  arrays['ensemble'] = arrays['ensemble'].copy()
+  arrays['ensemble'][np.flatnonzero(arrays['ensemble'])[:2]] = False
+  np.savez(path, **arrays)
+  result, markdown, _ = compare.compare([other, lpd])
+  _, clean = cells(result, 'clean', 'ensemble: Δ vs Baseline')
+  assert clean['difference'] == pytest.approx(2 / 16) and clean['discordant'] == [2, 0]
+  assert clean['p_value'] == pytest.approx(0.5) and clean['points'] == 16
+  _, robust = cells(result, 'robust', 'robust, eps 0.1, expected: Δ vs Baseline')
+  assert (robust['difference'], robust['low'], robust['high'], robust['p_value']) == (0, 0, 0, 1)
 
 
 @pytest.mark.xdist_group('small_study')

@@ -10,7 +10,8 @@
 The study is `python -m lpd_jax.study --config=configs/study/digits.py --root=DIR`
 (Baseline and LPD, K = 3 width-4 ResNet-18s, every suite at small budgets, and a width-2
 Baseline surrogate). Kept of each run: ensemble.json, metrics.jsonl, provenance.json and
-every eval_*.json (no checkpoints, plots or per-sample arrays); kept of the study:
+every eval_*.json and per-sample file (*_per_sample.npz: compare's differences and intervals
+pair them by test index; no checkpoints or plots); kept of the study:
 study_log.jsonl. The study's folder is written as `<root>` in every file, so the golden
 files do not depend on where the study ran. tables.json is `compare.compare` over the
 golden Baseline and LPD workdirs: its tables and plot names.
@@ -33,8 +34,10 @@ COLUMNS = ('baseline', 'lpd')  # the comparison's columns (the surrogate is not 
 
 
 def kept(name):
-  return name in ('ensemble.json', 'metrics.jsonl', 'provenance.json') or (
-    name.startswith('eval_') and name.endswith('.json')
+  return (
+    name in ('ensemble.json', 'metrics.jsonl', 'provenance.json')
+    or (name.startswith('eval_') and name.endswith('.json'))
+    or name.endswith('_per_sample.npz')
   )
 
 
@@ -45,11 +48,15 @@ def copy_reports(root, golden):
   for run in RUNS:
     os.makedirs(os.path.join(golden, run))
     for name in sorted(os.listdir(os.path.join(root, run))):
-      if kept(name):
-        with open(os.path.join(root, run, name)) as f:
-          text = f.read().replace(root, ROOT)
-        with open(os.path.join(golden, run, name), 'w') as f:
-          f.write(text)
+      if not kept(name):
+        continue
+      if name.endswith('.npz'):  # binary, and holds no path
+        shutil.copy(os.path.join(root, run, name), os.path.join(golden, run, name))
+        continue
+      with open(os.path.join(root, run, name)) as f:
+        text = f.read().replace(root, ROOT)
+      with open(os.path.join(golden, run, name), 'w') as f:
+        f.write(text)
   shutil.copy(os.path.join(root, 'study_log.jsonl'), os.path.join(golden, 'study_log.jsonl'))
 
 
