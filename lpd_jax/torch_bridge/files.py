@@ -7,6 +7,8 @@ A `.pt` / `.pth` file is a pickle that only PyTorch can read; `.safetensors` nee
 
 import hashlib
 import os
+import pickle
+import re
 
 import numpy as np
 
@@ -31,7 +33,7 @@ def sha256(path):
 
 
 def _first_line(e):
-  text = str(e).strip().splitlines()
+  text = re.sub(r'\x1b\[[0-9;]*m', '', str(e)).strip().splitlines()  # no terminal colours
   return f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')
 
 
@@ -52,11 +54,16 @@ def _read_pickle(path):
     raise CheckpointError(f'{path}: reading a .pt file needs PyTorch; {TORCH_HINT}') from None
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # noqa: BLE001  torch raises many types for files it cannot read
+  except pickle.UnpicklingError as e:
+    found = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+    if found is None:  # not a checkpoint at all
+      raise CheckpointError(f'{path}: PyTorch cannot read it as a checkpoint') from None
     raise CheckpointError(
-      f'{path}: PyTorch cannot read it as a state_dict ({_first_line(e)}); a pickled module '
-      'must be saved as module.state_dict() first'
+      f'{path}: holds a pickled {found.group(1)}, which torch.load(weights_only=True) does not '
+      'run; save its state_dict() instead and import that'
     ) from None
+  except Exception as e:  # noqa: BLE001  torch raises many types for files it cannot read
+    raise CheckpointError(f'{path}: PyTorch cannot read it ({_first_line(e)})') from None
   obj = unwrap(obj, path)
   out = {}
   for key, value in obj.items():
@@ -112,3 +119,6 @@ def write_safetensors(path, tensors, metadata):
   # np.require, not np.ascontiguousarray: that one turns 0-d arrays (num_batches_tracked) 1-d.
   arrays = {k: np.require(v, requirements='C') for k, v in tensors.items()}
   save_file(arrays, path, metadata=metadata)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path, 0o666 & ~umask)  # safetensors writes 0600; a file to hand on reads as others do
