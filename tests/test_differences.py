@@ -90,6 +90,10 @@ def test_each_accuracy_row_gets_its_paired_difference_and_other_points_are_refus
     f'{100 * pgd["low"]:+.1f} to {100 * pgd["high"]:+.1f}; McNemar p = 0.062).'
   ) in markdown
   assert result['statistics']['summary'][0] == '## Summary'
+  assert (
+    '- LPD and Baseline are not told apart on 1 other row(s), e.g. Table 4, No Attack: +0.0 '
+    'points (95% CI +0.0 to +0.0, which includes 0; McNemar p = 1).'
+  ) in markdown
 
   again, _, _ = compare.compare([base, lpd, adp])
   assert again['tables'] == result['tables']  # seeded: same seed, same intervals

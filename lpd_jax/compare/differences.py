@@ -206,6 +206,6 @@ def extend(row, columns, pairs, stats):
 
 
 def notes(lines):
-  """The statistics' lines under a table: each once, in order of first use."""
-  unique = list(dict.fromkeys(lines))
-  return ['', *unique] if unique else []
+  """The statistics' lines under a table: each once, in order of first use, each its own
+  paragraph."""
+  return [out for line in dict.fromkeys(lines) for out in ('', line)]

@@ -15,8 +15,9 @@ TITLES = {
 }
 
 
-def _ci(cell):
+def _ci(cell, includes_zero=False):
   text = f'95% CI {100 * cell["low"]:+.1f} to {100 * cell["high"]:+.1f}'
+  text += ', which includes 0' if includes_zero else ''
   if cell.get('p_value') is not None:
     text += f'; McNemar p = {cell["p_value"]:.2g}'
   return text
@@ -30,8 +31,7 @@ def sentence(column, reference, what, cell):
     verb = 'leads' if cell['low'] > 0 else 'trails'
     return f'{column} {verb} {reference} on {what} by {abs(d):.1f} points ({_ci(cell)}).'
   return (
-    f'{column} and {reference} are not told apart on {what}: {d:+.1f} points ({_ci(cell)}, '
-    'which includes 0).'
+    f'{column} and {reference} are not told apart on {what}: {d:+.1f} points ({_ci(cell, True)}).'
   )
 
 
