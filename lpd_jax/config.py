@@ -49,6 +49,9 @@ def base_config():
   c.log_every_steps = 50
   c.tensorboard = True  # event files in WORKDIR/tensorboard (tensorboard --logdir=WORKDIR)
   c.keep_checkpoints = 2
+  # A workdir whose newest checkpoint the members start from (parameters and BatchNorm
+  # statistics; fresh optimizer and step), e.g. a Baseline for DVERGE; '' = a fresh init.
+  c.init_from = ''
   # Continue a finished run past its num_epochs with a new cosine schedule over the extra
   # epochs (from learning_rate); without it a larger num_epochs on a finished run is refused.
   c.continue_training = False

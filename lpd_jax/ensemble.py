@@ -127,6 +127,25 @@ class Members:
       return map_members(one, (variables, x), self.strategy)
     return map_members(lambda v: one((v, x)), variables, self.strategy)
 
+  def layer_features(self, variables, xs, layer, *, train=True):
+    """xs [K, B, H, W, c] (member k sees xs[k]) -> each member's pre-ReLU activation at
+    `layer` (a Python int; the model's `layer_features` numbering, DVERGE's), [K, B, ...].
+
+    In training mode BatchNorm normalises with each member's statistics of its own batch
+    and the updated running statistics are dropped (DVERGE's distillation only reads).
+    """
+
+    def one(vx):
+      v, inputs = vx
+      if not train:
+        return self.model.apply(v, inputs, False, layer, method='layer_features')
+      out, _ = self.model.apply(
+        v, inputs, True, layer, method='layer_features', mutable=['batch_stats']
+      )
+      return out
+
+    return map_members(one, (variables, xs), self.strategy)
+
   def heads(self, params, h):
     """h [K, B, D] -> logits [K, B, C], member k's head on member k's features."""
     return map_members(

@@ -117,6 +117,23 @@ def member_loss_gradients(member_logits_fn, x, y, num_members):
   return g, member_ce, logits, aux
 
 
+def unit_vectors(g):
+  """g [K, B, ...] -> u [K, B, N], each member's per-sample vector flattened (N the trailing
+  size) and scaled to unit L2 norm; a zero vector stays zero.
+
+  Each vector is first divided by its (stop-gradient) largest |entry|, which leaves the
+  direction unchanged and keeps squares of tiny gradients (|g| < 1e-19 in float32) from
+  underflowing; the norm's square root is taken where it is > 0 only, so derivatives stay
+  finite at a zero vector.
+  """
+  k, b = g.shape[:2]
+  g = g.reshape(k, b, -1)
+  s = jax.lax.stop_gradient(jnp.max(jnp.abs(g), axis=-1, keepdims=True))
+  u = g / jnp.where(s > 0, s, 1)
+  sq = jnp.sum(u * u, axis=-1, keepdims=True)
+  return u / jnp.sqrt(jnp.where(sq > 0, sq, 1))
+
+
 def pairwise_cosines(g):
   """cos(g_i[b], g_j[b]) for every pair i < j: g [K, B, ...] -> [B, P], P = K(K-1)/2.
 
@@ -126,12 +143,8 @@ def pairwise_cosines(g):
   and keeps squares of tiny gradients (|g| < 1e-19 in float32) from underflowing; a zero
   vector gives cos 0 with finite derivatives (no NaN from the norm at 0).
   """
-  k, b = g.shape[:2]
-  g = g.reshape(k, b, -1)
-  s = jax.lax.stop_gradient(jnp.max(jnp.abs(g), axis=-1, keepdims=True))
-  u = g / jnp.where(s > 0, s, 1)
-  sq = jnp.sum(u * u, axis=-1, keepdims=True)
-  u = u / jnp.sqrt(jnp.where(sq > 0, sq, 1))  # unit vectors; zero vectors stay zero
+  k = g.shape[0]
+  u = unit_vectors(g)
   # HIGHEST: no TF32/bf16 passes on accelerators; cosines of interest go down to ~1e-8.
   gram = jnp.einsum('kbd,lbd->bkl', u, u, precision=jax.lax.Precision.HIGHEST)
   i, j = np.triu_indices(k, 1)

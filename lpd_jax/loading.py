@@ -15,7 +15,7 @@ import ml_collections
 from lpd_jax import checkpoint, ensemble, methods
 from lpd_jax import config as config_lib
 from lpd_jax import workdir as workdir_lib
-from lpd_jax.errors import CheckpointError
+from lpd_jax.errors import CheckpointError, ConfigError
 
 
 def read_config(workdir: str) -> Optional[workdir_lib.Meta]:
@@ -91,3 +91,33 @@ def assemble(variables, members, config, meta=None, inference='raw'):
   return ensemble.Ensemble(
     variables, members, inference, keep_rates, ml_collections.FrozenConfigDict(config), meta
   )
+
+
+def starting_point(config, num_classes, like_variables):
+  """config.init_from's newest verified checkpoint as the starting members of a new run
+  (DVERGE's reference starts from trained Baseline members).
+
+  Returns:
+    (variables {'params', 'batch_stats'} [K, ...] cast like `like_variables`, the source's
+    `checkpoint.identity` with its 'workdir' and 'method'). ConfigError naming what differs
+    when that workdir holds another ensemble (dataset, model, K, width, classes).
+  """
+  source = config.init_from
+  saved = read_config(source)
+  if saved is None:
+    raise ConfigError(f'init_from: no trained ensemble in {source} (no ensemble.json there)')
+  fields = ('dataset', 'model', 'num_members', 'width')
+  diffs = [
+    f'{f}: {saved.config.get(f)!r} there, {config[f]!r} here'
+    for f in fields
+    if saved.config.get(f) != config[f]
+  ]
+  if saved.num_classes != num_classes:
+    diffs.append(f'classes: {saved.num_classes} there, {num_classes} here')
+  if diffs:
+    raise ConfigError(f'init_from {source} holds another ensemble ({"; ".join(diffs)})')
+  ens = load(source)
+  identity = dict(ens.meta['checkpoint'], workdir=os.path.abspath(source))
+  identity['method'] = saved.config.method
+  cast = lambda like, value: jax.numpy.asarray(value, like.dtype)
+  return jax.tree.map(cast, like_variables, ens.variables), identity

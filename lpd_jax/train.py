@@ -23,6 +23,7 @@ from lpd_jax import (
   ensemble,
   input_pipeline,
   loading,
+  methods,
   metric_writers,
   predict,
   progress,
@@ -35,9 +36,11 @@ from lpd_jax.errors import CheckpointError, ConfigError, Interrupted, TrainingEr
 from lpd_jax.progress import phase
 from lpd_jax.train_step import (
   TrainState,
+  epochs_phrase,
   init_state,
   make_optimizer,
   make_train_step,
+  schedule_restarts,
   train_step_fn,
 )
 
@@ -107,33 +110,6 @@ def _check_finite(loss, step, epoch):
     )
 
 
-def _epochs(first, last):
-  return f'epoch {first}' if first == last else f'epochs {first}..{last}'
-
-
-def _schedule_restarts(workdir, config, meta, latest):
-  """The schedule's restart epochs for this run; refuses a num_epochs that would silently
-  change the learning-rate schedule of the workdir's run (ConfigError)."""
-  restarts = list(meta.schedule_restarts)
-  saved_epochs = meta.config.num_epochs
-  if config.num_epochs == saved_epochs or latest is None or latest >= config.num_epochs:
-    return restarts, False
-  if latest < saved_epochs:
-    raise ConfigError(
-      f'workdir {workdir} holds epoch {latest} of a run of num_epochs={saved_epochs}; '
-      f'num_epochs={config.num_epochs} would change its learning-rate schedule mid-run. '
-      f'Pass --config.num_epochs={saved_epochs}, or a new --workdir'
-    )
-  if not config.continue_training:
-    raise ConfigError(
-      f'workdir {workdir} finished its run of num_epochs={saved_epochs} (its cosine schedule '
-      f'ended at learning rate {config.final_learning_rate:g}); to train '
-      f'{_epochs(saved_epochs + 1, config.num_epochs)} with a new cosine schedule from '
-      f'{config.learning_rate:g}, pass --config.continue_training=True, or use a new --workdir'
-    )
-  return [*restarts, saved_epochs], True
-
-
 def make_mesh(config):
   """config.sharding -> the ('member', 'data') Mesh, or None on one device."""
   try:
@@ -188,6 +164,9 @@ def load_data(config):
   return ds
 
 
+INIT_FROM_FILE = 'init_from.json'  # the checkpoint a run started from (config.init_from)
+
+
 def resume_or_init(run, meta, latest, restarts, continuing):
   """-> (first epoch to train, TrainState): the newest checkpoint that verifies (damaged
   newer ones moved aside), or a fresh init; metrics.jsonl reconciled with it, and
@@ -196,6 +175,12 @@ def resume_or_init(run, meta, latest, restarts, continuing):
   config, workdir = run.config, run.workdir
   with phase(f'initialising {config.num_members} members ({config.model}, width {config.width})'):
     state = init_state(config, run.members, run.tx, run.ds.input_shape)
+    if config.init_from and (meta is None or latest is None):
+      variables, source = loading.starting_point(config, run.ds.num_classes, state.variables)
+      if jax.process_index() == 0:
+        workdir_lib.write_json_atomically(workdir_lib.path(workdir, INIT_FROM_FILE), source)
+      print(f' from epoch {source["epoch"]} of {config.init_from} ({source["method"]});', end='')
+      state = state.replace(variables=variables)
     state = sharding.place_state(state, run.mesh)
     jax.block_until_ready(state)
     if run.mesh is not None:
@@ -212,7 +197,7 @@ def resume_or_init(run, meta, latest, restarts, continuing):
     workdir_lib.reconcile_metrics(workdir, 0, {})  # drops lines of no checkpoint
   if continuing:
     print(
-      f'continuing {workdir}: {_epochs(restarts[-1] + 1, config.num_epochs)} on a new cosine '
+      f'continuing {workdir}: {epochs_phrase(restarts[-1] + 1, config.num_epochs)} on a new cosine '
       f'schedule from learning rate {config.learning_rate:g} to {config.final_learning_rate:g}'
     )
   if meta is None or continuing:
@@ -238,21 +223,31 @@ def compiling(message):
     said['outcome'] = compilation_cache.outcome(before)
 
 
-def compile_step(run, state, start_epoch, cache):
-  """The compiled training step for `state`'s layout (and the test evaluation warmed up)."""
-  config = run.config
+def compile_step(run, state, epoch, cache, steps=None):
+  """The compiled training step of `epoch` for `state`'s layout, from `steps` (settings ->
+  step, filled here) when an earlier epoch compiled it: one step for every epoch, except
+  for a method that draws settings per epoch (`methods.config_for_epoch`: DVERGE's layer).
+  The first call also warms up the test evaluation."""
+  config, settings = methods.config_for_epoch(run.config, epoch)
+  steps = {} if steps is None else steps
+  key = tuple(sorted(settings.items()))
+  if key in steps:
+    return steps[key]
   where = f'compilation cache {cache}' if cache else 'compilation cache off'
-  with compiling(f'the training step ({where})'):
-    batches = data.train_batches(run.ds, config.batch_size, seed=config.seed, epoch=start_epoch)
+  drawn = ', '.join(f'{k} = {v}' for k, v in settings.items())
+  what = f'the training step of epoch {epoch + 1} ({drawn}; {where})' if drawn else None
+  with compiling(what or f'the training step ({where})'):
+    batches = data.train_batches(run.ds, config.batch_size, seed=config.seed, epoch=epoch)
     x0, y0 = sharding.place_batch(next(batches), run.mesh)
-    train_step = (
+    steps[key] = (
       make_train_step(config, run.members, run.tx, run.steps_per_epoch, run.mesh)
       .lower(state, x0, y0, jax.random.fold_in(run.dropout_key, 0))
       .compile()
     )
-  with compiling('the evaluation'):
-    evaluate_epoch(run.ensemble_at(state, start_epoch), run.ds, config.eval.batch_size, True)
-  return train_step
+  if len(steps) == 1:
+    with compiling('the evaluation'):
+      evaluate_epoch(run.ensemble_at(state, epoch), run.ds, config.eval.batch_size, True)
+  return steps[key]
 
 
 def train_epoch(run, train_step, state, epoch):
@@ -331,7 +326,7 @@ def _train_and_evaluate(config, workdir, cache):
     workdir_lib.check_compatible(workdir, config, meta.config)
     mgr = checkpoint.manager(workdir, keep=config.keep_checkpoints)
     latest = mgr.latest_step()
-    restarts, continuing = _schedule_restarts(workdir, config, meta, latest)
+    restarts, continuing = schedule_restarts(workdir, config, meta, latest)
     if latest is not None and latest >= config.num_epochs:
       try:
         ens = loading.load(workdir, config, epoch=latest)
@@ -355,7 +350,8 @@ def _train_and_evaluate(config, workdir, cache):
     steps_per_epoch=steps_per_epoch,
   )
   start_epoch, state = resume_or_init(run, meta, latest, restarts, continuing)
-  train_step = compile_step(run, state, start_epoch, cache)
+  steps = {}
+  compile_step(run, state, start_epoch, cache, steps)
   epoch, record = start_epoch, None
   # Event files continue the curves from this checkpoint's step (what a killed run wrote
   # after it is purged); only process 0 writes, as for metrics.jsonl.
@@ -364,6 +360,7 @@ def _train_and_evaluate(config, workdir, cache):
   )
   try:
     for epoch in range(start_epoch, config.num_epochs):
+      train_step = compile_step(run, state, epoch, cache, steps)
       state, record = train_epoch(run, train_step, state, epoch)
   except KeyboardInterrupt:
     saved = run.mgr.latest_step()

@@ -15,6 +15,7 @@ import ml_collections
 import optax
 
 from lpd_jax import ensemble, input_pipeline, methods, sharding
+from lpd_jax.errors import ConfigError
 
 
 def make_optimizer(config, steps_per_epoch, restarts=()):
@@ -79,7 +80,8 @@ def train_step_fn(config, members, tx, steps_per_epoch=1, mesh=None):
 
   The method's loss is `methods.adversarial.wrap`ped when config.adv_train.attack is set
   (examples made against the current ensemble each step). `steps_per_epoch` sets the
-  training progress the loss sees (step / (steps_per_epoch * num_epochs)).
+  training progress the loss sees (`methods.Progress`: the fraction step / (steps_per_epoch *
+  num_epochs) and the epoch step // steps_per_epoch).
 
   metrics: loss, terms {name: scalar} and stats {name: array} of the method's aux,
   member_accuracy [K] and ensemble_accuracy (eq. 1) on the batch as the loss saw it.
@@ -88,12 +90,11 @@ def train_step_fn(config, members, tx, steps_per_epoch=1, mesh=None):
   """
   frozen = ml_collections.FrozenConfigDict(config)
   loss_fn = methods.adversarial.wrap(methods.get(config.method).loss, frozen)
-  total_steps = steps_per_epoch * config.num_epochs
 
   def train_step(state, x, y, key):
     x = input_pipeline.device_batch(x, key, config.augment)
     variables = state.variables
-    progress = state.step.astype(jnp.float32) / total_steps
+    progress = methods.progress_at(state.step, steps_per_epoch, config.num_epochs)
     grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
     (loss, aux), grads = grad_fn(
       members, variables['params'], variables['batch_stats'], x, y, key, progress, frozen
@@ -120,3 +121,31 @@ def train_step_fn(config, members, tx, steps_per_epoch=1, mesh=None):
     return new_state, metrics
 
   return train_step
+
+
+def epochs_phrase(first, last):
+  """'epoch 3' or 'epochs 3..5'."""
+  return f'epoch {first}' if first == last else f'epochs {first}..{last}'
+
+
+def schedule_restarts(workdir, config, meta, latest):
+  """The schedule's restart epochs for this run; refuses a num_epochs that would silently
+  change the learning-rate schedule of the workdir's run (ConfigError)."""
+  restarts = list(meta.schedule_restarts)
+  saved_epochs = meta.config.num_epochs
+  if config.num_epochs == saved_epochs or latest is None or latest >= config.num_epochs:
+    return restarts, False
+  if latest < saved_epochs:
+    raise ConfigError(
+      f'workdir {workdir} holds epoch {latest} of a run of num_epochs={saved_epochs}; '
+      f'num_epochs={config.num_epochs} would change its learning-rate schedule mid-run. '
+      f'Pass --config.num_epochs={saved_epochs}, or a new --workdir'
+    )
+  if not config.continue_training:
+    raise ConfigError(
+      f'workdir {workdir} finished its run of num_epochs={saved_epochs} (its cosine schedule '
+      f'ended at learning rate {config.final_learning_rate:g}); to train '
+      f'{epochs_phrase(saved_epochs + 1, config.num_epochs)} with a new cosine schedule from '
+      f'{config.learning_rate:g}, pass --config.continue_training=True, or use a new --workdir'
+    )
+  return [*restarts, saved_epochs], True

@@ -21,7 +21,7 @@ from lpd_jax import (
   pytrees,
   train,
 )
-from lpd_jax.methods import adp, deg, gal, trs
+from lpd_jax.methods import adp, deg, dverge, gal, graddiv, trs
 
 
 class TinyNet(nn.Module):
@@ -45,6 +45,13 @@ class TinyNet(nn.Module):
     h = self.features(x, train)
     return self.classify(h), h
 
+  # DVERGE's layers: 1 the BatchNorm output before its ReLU, 2 the logits.
+  distillation_depth = 2
+
+  def layer_features(self, x, train, layer):
+    pre = self.bn(self.conv(x), use_running_average=not train)
+    return pre if layer == 1 else self.classify(jnp.mean(nn.relu(pre), axis=(1, 2)))
+
 
 def setup(method, k=3, batch=6, strategy='unroll', **groups):
   config = config_lib.base_config()
@@ -61,7 +68,7 @@ def setup(method, k=3, batch=6, strategy='unroll', **groups):
   return config, members, variables, x, y
 
 
-def loss_of(config, members, variables, x, y, progress=0.5):
+def loss_of(config, members, variables, x, y, progress=0.5, epoch=0):
   method = methods.get(config.method)
   return method.loss(
     members,
@@ -70,7 +77,7 @@ def loss_of(config, members, variables, x, y, progress=0.5):
     x,
     y,
     jax.random.key(2),
-    progress,
+    methods.Progress(jnp.float32(progress), jnp.int32(epoch)),
     config,
   )
 
@@ -203,9 +210,9 @@ def test_gal_and_trs_run_at_any_k_and_their_terms_match_numpy(name, k):
     assert float(aux['stats']['pgd_eps']) == pytest.approx(0.02)  # halfway from 0.01 to 0.03
 
 
-def directional_derivative_check(name, **groups):
+def directional_derivative_check(name, k=3, **groups):
   """d loss / d params along a random direction, autodiff vs central differences (float64)."""
-  config, members, variables, x, y = setup(name, **groups)
+  config, members, variables, x, y = setup(name, k=k, **groups)
   with jax.enable_x64(True):
     variables = pytrees.cast_floating(variables, jnp.float64)
     x = jnp.asarray(x, jnp.float64)
@@ -233,8 +240,11 @@ def directional_derivative_check(name, **groups):
     ('gal', {'gal': {'coefficient': 5.0}}),
     ('trs', {'trs': {'pgd_steps': 2}}),
     ('adp', {}),
+    ('graddiv', {'k': 2}),
+    ('graddiv', {'k': 5}),
+    ('graddiv', {'k': 5, 'graddiv': {'variant': 'dpp', 'coefficient': 0.1}}),
   ],
-  ids=['deg', 'gal', 'trs', 'adp'],
+  ids=['deg', 'gal', 'trs', 'adp', 'graddiv_k2', 'graddiv_k5', 'graddiv_dpp_k5'],
 )
 def test_second_order_losses_match_finite_differences_in_float64(name, groups):
   analytic, numeric = directional_derivative_check(name, **groups)
@@ -253,6 +263,8 @@ TERMS = {
   'adp': {'ce', 'entropy', 'log_det'},
   'gal': {'ce', 'gradient_alignment'},
   'trs': {'ce', 'gradient_cosine', 'smoothness'},
+  'graddiv': {'ce', 'gradient_concentration'},
+  'dverge': {'distilled_ce'},
 }
 
 
@@ -264,9 +276,11 @@ TERMS = {
     ('adp', {}),
     ('gal', {}),
     ('trs', {'trs': {'pgd_steps': 1}}),
+    ('graddiv', {}),
+    ('dverge', {'dverge': {'steps': 2}}),  # the layer drawn per epoch: lax.switch
     ('baseline', {'adv_train': {'attack': 'fgsm', 'eps': 0.1, 'mix': 0.5}}),
   ],
-  ids=['baseline', 'deg', 'adp', 'gal', 'trs', 'advt_fgsm'],
+  ids=['baseline', 'deg', 'adp', 'gal', 'trs', 'graddiv', 'dverge', 'advt_fgsm'],
 )
 def test_each_method_lowers_its_loss_in_the_training_step(name, groups):
   """`train.make_train_step` (the optimizer, each member's BatchNorm state, the method's
@@ -289,3 +303,108 @@ def test_each_method_lowers_its_loss_in_the_training_step(name, groups):
   assert methods.label(config) == (
     'AdvT_FGSM + Baseline' if adversarial else methods.display_name(name)
   )
+
+
+# -- GradDiv and DVERGE against direct re-computations ------------------------------------------
+
+
+@pytest.mark.parametrize('k', [2, 5])
+def test_graddiv_concentrations_equal_numpy(k):
+  """The mean resultant length and the DPP term of GradDiv on fixed gradients, by NumPy."""
+  g = np.random.default_rng(k).normal(size=(k, 5, 3, 3, 2)).astype(np.float32)
+  flat = g.reshape(k, g.shape[1], -1).astype(np.float64)
+  u = flat / np.linalg.norm(flat, axis=-1, keepdims=True)
+  r = np.linalg.norm(u.mean(axis=0), axis=-1)
+  dets = [np.linalg.slogdet(u[:, b] @ u[:, b].T + 1e-6 * np.eye(k))[1] for b in range(u.shape[1])]
+  np.testing.assert_allclose(graddiv.mean_resultant_length(jnp.asarray(g)), r, rtol=1e-5)
+  assert float(graddiv.concentration(jnp.asarray(g), 'dpp')) == pytest.approx(
+    -np.mean(dets), rel=1e-4
+  )
+  # identical directions concentrate fully; a vector and its opposite cancel
+  same = np.broadcast_to(g[:1], g.shape)
+  np.testing.assert_allclose(graddiv.mean_resultant_length(jnp.asarray(same)), 1.0, rtol=1e-6)
+  pair = np.stack([g[0], -g[0]])
+  np.testing.assert_allclose(graddiv.mean_resultant_length(jnp.asarray(pair)), 0.0, atol=1e-7)
+
+
+def dverge_reference(model, variables, x, x_target, y, layer, c):
+  """DVERGE as the official code loops it, member by member (float64 arrays): each member's
+  `Linf_distillation` step by step, then l_i = sum_{j != i} CE(member i (x~_j), y)."""
+  k = jax.tree.leaves(variables)[0].shape[0]
+  member = [jax.tree.map(lambda a, i=i: a[i], variables) for i in range(k)]
+
+  def feature(v, z):
+    out, _ = model.apply(v, z, True, layer, method='layer_features', mutable=['batch_stats'])
+    return out
+
+  distilled = []
+  for v in member:
+    target = feature(v, x_target)
+    x_adv, g = np.clip(np.asarray(x), 0, 1), np.zeros(x.shape)
+    for _ in range(c.steps):
+      mse = lambda z, v=v, t=target: jnp.mean((feature(v, z) - t) ** 2)
+      grad = np.asarray(jax.grad(mse)(x_adv))
+      l1 = np.abs(grad).reshape(len(grad), -1).sum(axis=1).reshape(-1, 1, 1, 1)
+      g = g + grad / np.maximum(l1, 1e-12)
+      x_adv = x_adv - c.step_size * np.sign(g)
+      x_adv = np.clip(np.clip(x_adv, x - c.eps, x + c.eps), 0, 1)
+    distilled.append(x_adv)
+  losses = []
+  for i, v in enumerate(member):
+    total = 0.0
+    for j in range(k):
+      if j != i:
+        (logits, _), _ = model.apply(v, distilled[j], train=True, mutable=['batch_stats'])
+        total += float(-np.mean(np.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1)))
+    losses.append(total)
+  return np.stack(distilled), np.mean(losses) / (k - 1)
+
+
+@pytest.mark.parametrize('layer', [1, 2])
+def test_dverge_distillation_and_loss_equal_a_member_by_member_float64_loop(layer):
+  """DVERGE's K distillations in one program and its loss equal the reference's loop over
+  members in float64, for fixed keys; with the layer drawn per epoch (lax.switch) the loss
+  is the fixed layer's at the layer the seed draws for that epoch."""
+  config, members, variables, x, y = setup('dverge', k=3, dverge={'layer': layer, 'steps': 4})
+  c = config.dverge
+  with jax.enable_x64(True):
+    variables = pytrees.cast_floating(variables, jnp.float64)
+    x = jnp.asarray(x, jnp.float64)
+    target_key = jax.random.split(jax.random.key(2), 3)[0]
+    perm = np.asarray(dverge.target_permutation(target_key, x.shape[0]))
+    assert (perm != np.arange(len(perm))).all() and sorted(perm) == list(range(len(perm)))
+    x_target = x[perm]
+    ref_images, ref_loss = dverge_reference(members.model, variables, x, x_target, y, layer, c)
+    images = dverge.distill(members, variables, x, x_target, layer, None, c)
+    np.testing.assert_allclose(images, ref_images, rtol=0, atol=1e-12)
+    assert np.abs(np.asarray(images) - np.asarray(x)).max() <= c.eps + 1e-12
+    value, aux = loss_of(config, members, variables, x, y)
+    assert float(value) == pytest.approx(ref_loss, rel=1e-10)
+    assert float(aux['stats']['distillation_layer']) == layer
+    # the per-epoch draw: seed -> layer, the switch's loss equal to that layer fixed
+    drawn_config = config.copy_and_resolve_references()
+    drawn_config.dverge.layer = 0
+    epoch = next(e for e in range(50) if int(dverge.distillation_layer(0, e, 2)) == layer)
+    drawn_value, drawn_aux = loss_of(drawn_config, members, variables, x, y, epoch=epoch)
+    assert float(drawn_aux['stats']['distillation_layer']) == layer
+    assert float(drawn_value) == pytest.approx(float(value), rel=1e-10)
+
+
+def test_dverge_layers_are_drawn_from_the_seed_per_epoch():
+  """Each epoch's layer is uniform on 1..L from (seed, epoch) alone: the same seed draws the
+  same sequence (a resumed run, another process), another seed another one, every layer is
+  met, and `methods.config_for_epoch` fixes exactly that layer in the step it compiles."""
+  draws = lambda seed: [int(dverge.distillation_layer(seed, e, 18)) for e in range(300)]
+  first, again, other = draws(0), draws(0), draws(1)
+  assert first == again and first != other
+  assert set(first) == set(range(1, 19))
+  counts = np.bincount(first, minlength=19)[1:]
+  assert counts.min() >= 5  # 300 draws of 18 values: about 17 each
+  config = config_lib.base_config()
+  config.method = 'dverge'
+  for epoch in (0, 7):
+    fixed, settings = methods.config_for_epoch(config, epoch)
+    assert settings == {'dverge.layer': first[epoch]} and fixed.dverge.layer == first[epoch]
+    assert config.dverge.layer == 0  # the run's own config keeps drawing
+  config.dverge.layer = 5
+  assert methods.config_for_epoch(config, 3) == (config, {})

@@ -6,12 +6,22 @@ validation, CLI errors and report labels all read it. Adding a method is one mod
 this package plus one line in `REGISTRY` (README, "Extending").
 """
 
-from lpd_jax.methods import adp, adversarial, baseline, deg, gal, lpd, pdd, trs
-from lpd_jax.methods.common import Method
+from lpd_jax.methods import adp, adversarial, baseline, deg, dverge, gal, graddiv, lpd, pdd, trs
+from lpd_jax.methods.common import Method, Progress, progress_at
 
 REGISTRY = {
   m.name: m
-  for m in (baseline.METHOD, lpd.METHOD, pdd.METHOD, deg.METHOD, adp.METHOD, gal.METHOD, trs.METHOD)
+  for m in (
+    baseline.METHOD,
+    lpd.METHOD,
+    pdd.METHOD,
+    deg.METHOD,
+    adp.METHOD,
+    gal.METHOD,
+    trs.METHOD,
+    dverge.METHOD,
+    graddiv.METHOD,
+  )
 }
 
 
@@ -34,6 +44,20 @@ def label(config):
   return adversarial.label(config, name) if 'adv_train' in config else name
 
 
+def config_for_epoch(config, epoch):
+  """-> (config with the method's per-epoch settings fixed, {'group.field': value} of them):
+  `Method.for_epoch`; config itself and {} for methods without per-epoch draws."""
+  method = get(config.method)
+  settings = method.for_epoch(config, epoch) if method.for_epoch else {}
+  if not settings:
+    return config, {}
+  config = config.copy_and_resolve_references()
+  for path, value in settings.items():
+    group, field = path.split('.')
+    config[group][field] = value
+  return config, settings
+
+
 def has_expected_inference(config):
   """Whether 'expected' inference differs from 'raw' for config's method: it has keep
   rates and was trained without 1/p rescaling (docs/methods.md, "Evaluation of
@@ -45,9 +69,12 @@ def has_expected_inference(config):
 __all__ = [
   'REGISTRY',
   'Method',
+  'Progress',
   'adversarial',
+  'config_for_epoch',
   'display_name',
   'get',
   'has_expected_inference',
   'label',
+  'progress_at',
 ]

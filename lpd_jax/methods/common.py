@@ -7,10 +7,30 @@ every method is mean_k CE_k, the members' cross-entropies averaged (the PDD auth
 from typing import Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from lpd_jax import dropout, gradients
 from lpd_jax.errors import need
+
+
+class Progress(NamedTuple):
+  """Where training stands before a step (traced scalars).
+
+  Attributes:
+    fraction: float32 [] in [0, 1), step / (steps per epoch * num_epochs).
+    epoch: int32 [], the 0-based epoch of the step (step // steps per epoch), exact.
+  """
+
+  fraction: jax.Array
+  epoch: jax.Array
+
+
+def progress_at(step, steps_per_epoch, num_epochs):
+  """The `Progress` of step `step` (an int32 [] or a Python int)."""
+  step = jnp.asarray(step, jnp.int32)
+  fraction = step.astype(jnp.float32) / (steps_per_epoch * num_epochs)
+  return Progress(fraction, step // steps_per_epoch)
 
 
 class Method(NamedTuple):
@@ -22,9 +42,9 @@ class Method(NamedTuple):
     defaults: the config group `config.<name>` (defaults: docs/methods.md); {} for none.
     loss: `loss(members, params, batch_stats, x, y, key, progress, config) -> (scalar, aux)`:
       members an `ensemble.Members`, params and batch_stats stacked [K, ...], x [B, ...],
-      y [B], key a PRNG key for this step, progress the fraction of the configured
-      training done before this step (traced float32 in [0, 1): step / (steps per epoch *
-      num_epochs); TRS ramps its eps with it), config the run's config. aux is a dict
+      y [B], key a PRNG key for this step, progress a `Progress` (where training stands
+      before this step: TRS ramps its eps with its fraction, DVERGE draws its layer per
+      epoch), config the run's config. aux is a dict
       with 'batch_stats' (updated, [K, ...]), 'logits' [K, B, C] (what the loss saw),
       'terms' {name: scalar} (the loss's parts, logged per epoch as train_loss_<name>)
       and 'stats' {name: scalar} (diagnostics, logged as train_<name>).
@@ -32,6 +52,9 @@ class Method(NamedTuple):
       or None when the head saw unscaled features in training (no dropout, or 1/p rescaling).
     validate: config -> None; raises ConfigError for settings of this method that cannot work.
     uses: the other methods whose config groups this one reads (DEG: PDD's masks).
+    for_epoch: (config, epoch) -> {'group.field': value}: settings drawn per epoch that the
+      training loop fixes in the step it compiles for that epoch (DVERGE's layer: one
+      program per layer instead of a switch over all of them); None for none.
   """
 
   name: str
@@ -41,6 +64,7 @@ class Method(NamedTuple):
   keep_rates: Optional[Callable] = None
   validate: Optional[Callable] = None
   uses: tuple = ()
+  for_epoch: Optional[Callable] = None
 
 
 def mean_cross_entropy(logits, y):

@@ -85,7 +85,7 @@ def loss(members, params, batch_stats, x, y, key, progress, config):
   ce = member_ce.mean()
   cos = cosine_term(g)
   half = x.shape[0] // 2
-  eps = ramped_eps(progress, c.eps_start, c.eps_end)
+  eps = ramped_eps(progress.fraction, c.eps_start, c.eps_end)
   perturbed = smoothness_pgd(
     members, params, batch_stats, x[half:], y[half:], key, eps, c.pgd_steps
   )

@@ -27,7 +27,10 @@ class BasicBlock(nn.Module):
   conv_impl: str = 'lpd_jax'
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, stop: str = ''):
+    """x [B, H, W, c] -> the block's output after its ReLU; `stop` ends early with a
+    pre-ReLU activation for DVERGE's feature distillation: 'inner' (bn1's output) or
+    'output' (bn2's output plus the shortcut)."""
     norm = lambda name: nn.BatchNorm(
       use_running_average=not train, momentum=0.9, dtype=self.dtype, name=name
     )
@@ -41,7 +44,10 @@ class BasicBlock(nn.Module):
       conv_impl=self.conv_impl,
       name='conv1',
     )(x)
-    y = nn.relu(norm('bn1')(y))
+    y = norm('bn1')(y)
+    if stop == 'inner':
+      return y
+    y = nn.relu(y)
     y = Conv(
       self.filters,
       (3, 3),
@@ -64,7 +70,7 @@ class BasicBlock(nn.Module):
         name='shortcut_conv',
       )(x)
       x = norm('shortcut_bn')(x)
-    return nn.relu(y + x)
+    return y + x if stop == 'output' else nn.relu(y + x)
 
 
 class ResNet(FeatureClassifier):
@@ -99,6 +105,32 @@ class ResNet(FeatureClassifier):
     for block in self.blocks:
       y = block(y, train)
     return jnp.mean(y.astype(jnp.float32), axis=(1, 2))
+
+  @property
+  def distillation_depth(self):
+    """L, the number of layers DVERGE can distill at (`layer_features`): the stem, two per
+    block, the logits (18 for ResNet-18, 34 for ResNet-34: the depth in the name)."""
+    return 2 * sum(self.blocks_per_stage) + 2
+
+  def layer_features(self, x, train: bool, layer: int):
+    """x [B, H, W, c] -> the pre-ReLU activation of `layer` (1..L, a Python int), numbered
+    as DVERGE's ResNet numbers its layers (zjysteven/DVERGE, models/resnet.py `get_features`
+    with before_relu=True): 1 the stem's BatchNorm output [B, H, W, w]; 2b + 2 block b's
+    first BatchNorm output and 2b + 3 block b's sum with its shortcut (b = 0 .. blocks - 1,
+    counted across stages); L the logits [B, C]. Layers after `layer` are not computed."""
+    depth = self.distillation_depth
+    if not 1 <= layer <= depth:
+      raise ValueError(f'layer {layer} is outside 1..{depth}')
+    y = self.stem_bn(self.stem_conv(x.astype(self.dtype)), use_running_average=not train)
+    if layer == 1:
+      return y.astype(jnp.float32)
+    y = nn.relu(y)
+    for b, block in enumerate(self.blocks):
+      if layer in (2 * b + 2, 2 * b + 3):
+        stop = 'inner' if layer == 2 * b + 2 else 'output'
+        return block(y, train, stop).astype(jnp.float32)
+      y = block(y, train)
+    return self.classify(jnp.mean(y.astype(jnp.float32), axis=(1, 2)))
 
 
 class ResNet18(ResNet):
