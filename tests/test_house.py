@@ -76,6 +76,7 @@ PURE = (
   'lpd_jax.models',
   'lpd_jax.gradients',
   'lpd_jax.certify',
+  'lpd_jax.compare.paired',  # compare's statistics: NumPy only, usable from a notebook
 )
 FORBIDDEN_FOR_PURE = (
   'lpd_jax.config',
