@@ -498,6 +498,13 @@ def test_the_suites_per_sample_files_pair_two_real_workdirs(small_study_root, tm
   for name in ('clean_per_sample.npz', 'robust_expected_per_sample.npz'):
     with np.load(os.path.join(lpd, name)) as f:
       assert list(f['test_index']) == list(range(16)) and len(f['labels']) == 16, name
+  run = compare.read_run(lpd)
+  for (suite, variant), records in run.records.items():  # each record is its samples' mean
+    for key, metric in records.items():
+      found = run.samples(suite, variant, key)
+      if found is not None and found.statistic == 'mean':
+        assert np.mean(found.values) == pytest.approx(metric.value), (suite, variant, key)
+  assert run.samples('robust', 'expected', 'worst/0.1') is not None
   other = str(tmp_path / 'other')
   shutil.copytree(lpd, other, ignore=shutil.ignore_patterns('checkpoints', 'tensorboard'))
   meta = read_json(other, 'ensemble.json')
