@@ -116,8 +116,8 @@ def test_every_layout_converts_both_ways_bit_for_bit(model):
   assert names[last].shape == (16, 16, 3, 3) and names['linear.weight'].shape == (10, 16)
 
 
-def _bad(tmp_path, change):
-  state_dict = load_file(golden('kuangliu_1.safetensors'))
+def _bad(tmp_path, change, base='kuangliu_1.safetensors'):
+  state_dict = load_file(golden(base))
   change(state_dict)
   path = str(tmp_path / 'bad.safetensors')
   save_file(state_dict, path)
@@ -195,6 +195,17 @@ def test_an_imported_pdd_ensemble_is_a_workdir_that_evaluates(tmp_path):
 def test_layouts_files_and_inference_that_cannot_work_are_one_line(tmp_path, trained_workdir):
   with pytest.raises(ConfigError, match="unknown layout 'torchvision'; choose one of lpd_jax,"):
     torch_bridge.get('torchvision')
+  # In a file of several members the key is named as the file spells it.
+  shortcut = 'model_2.conv3_x.0.shortcut.0.weight'
+  path = _bad(
+    tmp_path,
+    lambda sd: sd.update({shortcut: np.zeros((4, 2, 3, 3), np.float32)}),
+    'pdd.safetensors',
+  )
+  with pytest.raises(
+    CheckpointError, match=rf'key {shortcut} has shape \[4, 2, 3, 3\], expected \[4, 2, 1, 1\]'
+  ):
+    torch_bridge.read_members([path], torch_bridge.get('pdd'))
   if importlib.util.find_spec('torch') is None:
     (tmp_path / 'm.pt').write_bytes(b'')
     with pytest.raises(CheckpointError, match=r'm\.pt: reading a \.pt file needs PyTorch; pip'):

@@ -47,8 +47,8 @@ def read_members(paths, layout):
       raise CheckpointError(f'{path}: {e} (layout {layout.name})') from None
     first = len(members)
     for j, part in enumerate(parts):
-      where = path if len(parts) == 1 else f'{path} (member {j + 1} of {len(parts)})'
-      model, variables = convert.from_torch(part, layout, where)
+      prefix = '' if part is state_dict else layout.member_prefix.format(k=j, k1=j + 1)
+      model, variables = convert.from_torch(part, layout, path, prefix=prefix)
       members.append(variables)
       models.add(model)
     sources.append(

@@ -47,6 +47,8 @@ class Layout(NamedTuple):
       how several members share one file.
     input_size: the only image side this architecture computes lpd-jax's function on
       (None: any).
+    member_prefix: how a file holding several members prefixes the keys of its member k
+      (`{k}` from 0, `{k1}` from 1), for messages that name a key.
     notes: what differs from lpd-jax, or what a user must know, in one sentence.
   """
 
@@ -60,6 +62,7 @@ class Layout(NamedTuple):
   split: Callable
   input_size: Optional[int] = None
   notes: str = ''
+  member_prefix: str = ''
 
   def block_name(self, stage, index, number):
     return self.block.format(s1=stage + 1, s2=stage + 2, i=index, b=number)
@@ -199,11 +202,11 @@ def _blocks_per_stage(state_dict, layout):
   return tuple(counts)
 
 
-def _architecture(state_dict, layout, where):
+def _architecture(state_dict, layout, where, prefix=''):
   """(model name, width, num_classes, in_channels) that the state_dict's keys describe."""
   for name in (layout.stem_conv, layout.head):
     if f'{name}.weight' not in state_dict:
-      raise CheckpointError(f'{where}: missing key {name}.weight (layout {layout.name})')
+      raise CheckpointError(f'{where}: missing key {prefix}{name}.weight (layout {layout.name})')
   width, in_channels = np.shape(state_dict[f'{layout.stem_conv}.weight'])[:2]
   num_classes = np.shape(state_dict[f'{layout.head}.weight'])[0]
   counts = _blocks_per_stage(state_dict, layout)
@@ -213,19 +216,19 @@ def _architecture(state_dict, layout, where):
     have = ', '.join(f'{m} {tuple(b)}' for m, b in resnet_models().items())
     raise CheckpointError(
       f'{where}: {tuple(counts)} BasicBlocks per stage (layout {layout.name}, keys '
-      f'{layout.block_name(0, 0, 0)}.{conv1}.weight ...): lpd-jax has {have}'
+      f'{prefix}{layout.block_name(0, 0, 0)}.{conv1}.weight ...): lpd-jax has {have}'
     )
   return found[0], int(width), int(num_classes), int(in_channels)
 
 
-def from_torch(state_dict, layout, where, ignored=()):
+def from_torch(state_dict, layout, where, ignored=(), prefix=''):
   """One member's state_dict in `layout`'s names -> (model name, variables as NumPy).
 
   Every key must be one lpd-jax's ResNet has, with its shape (`num_batches_tracked` may be
   absent, and the keys in `ignored` are skipped); anything else raises CheckpointError in
-  one line naming the key.
+  one line naming the key (as the file spells it: `prefix` + key).
   """
-  model, width, num_classes, in_channels = _architecture(state_dict, layout, where)
+  model, width, num_classes, in_channels = _architecture(state_dict, layout, where, prefix)
   blocks = resnet_models()[model]
   shapes = flax_shapes(model, width, num_classes, in_channels)
   leaves = _leaves(shapes)
@@ -234,12 +237,12 @@ def from_torch(state_dict, layout, where, ignored=()):
   for collection, path, name, leaf in leaves:
     key = torch_key(layout, blocks, path, name)
     if key not in state_dict:
-      raise CheckpointError(f'{where}: missing key {key} (layout {layout.name})')
+      raise CheckpointError(f'{where}: missing key {prefix}{key} (layout {layout.name})')
     a = np.asarray(state_dict[key])
     want = _to_torch_array(name, np.zeros(leaf.shape, np.int8)).shape
     if a.shape != want:
       raise CheckpointError(
-        f'{where}: key {key} has shape {list(a.shape)}, expected {list(want)} '
+        f'{where}: key {prefix}{key} has shape {list(a.shape)}, expected {list(want)} '
         f'(a {model} of width {width}, {num_classes} classes, {in_channels} input channels; '
         f'layout {layout.name})'
       )
@@ -253,7 +256,7 @@ def from_torch(state_dict, layout, where, ignored=()):
   if extra:
     more = f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''
     raise CheckpointError(
-      f"{where}: unexpected key {extra[0]}{more}: not part of lpd-jax's {model} "
+      f"{where}: unexpected key {prefix}{extra[0]}{more}: not part of lpd-jax's {model} "
       f'(layout {layout.name})'
     )
   return model, variables

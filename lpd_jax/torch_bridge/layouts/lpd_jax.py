@@ -14,4 +14,5 @@ LAYOUT = Layout(
   block='blocks.{b}',
   block_layers={name: name for name in BLOCK_LAYERS},
   split=by_prefix(r'members\.(\d+)\.', first=0),
+  member_prefix='members.{k}.',
 )

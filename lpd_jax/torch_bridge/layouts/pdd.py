@@ -63,4 +63,5 @@ LAYOUT = Layout(
   ),
   split=split,
   notes="a `_fc` ensemble's heads are fc1..fcK; each member's own fc is unused there",
+  member_prefix='model_{k1}.',  # (a message about a `_fc` ensemble's head says model_k.fc)
 )
