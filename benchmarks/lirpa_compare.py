@@ -120,16 +120,44 @@ def export(args):
 # -- reference: auto_LiRPA's side (PyTorch, no JAX) ------------------------------------------
 
 
-def exported_members(torch, data):
-  """The npz's members as lpd-jax's exported PyTorch module builds them
-  (lpd_jax/torch_bridge/torch_module.py, torch imports only: loaded by path, no lpd-jax),
-  in eval mode; a ModuleList of K ResNets."""
+def torch_module():
+  """lpd-jax's exported PyTorch module file (lpd_jax/torch_bridge/torch_module.py: torch
+  imports only), loaded by path: no lpd-jax or JAX needed."""
   import importlib.util
 
   path = os.path.join(REPO, 'lpd_jax', 'torch_bridge', 'torch_module.py')
   spec = importlib.util.spec_from_file_location('lpd_ensemble', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def member_module(nn, torch, variables, k, width, num_classes):
+  """Member k of flat flax variables ({"['params']['stem_conv']['kernel']": [K, ...], ...},
+  as a script without the library's export saves them) as the exported module's ResNet in
+  eval mode: the export's names mirror flax's (layout 'lpd_jax'), kernels HWIO -> OIHW.
+  Kept for benchmarks/autoattack_compare.py; new scripts save `to_state_dict`'s arrays."""
+  del nn, width, num_classes  # read from the shapes
+  suffix = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean'}
+  suffix['var'] = 'running_var'
+  state_dict = {}
+  for path, value in variables.items():
+    names = [n.strip("'") for n in path.strip('[]').split('][')][1:]
+    modules = [n.replace('blocks_', 'blocks.') for n in names[:-1]]
+    a = np.asarray(value[k], np.float32)
+    if names[-1] == 'kernel':
+      a = a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T
+    key = '.'.join(modules + [suffix[names[-1]]])
+    state_dict[f'members.0.{key}'] = torch.tensor(np.ascontiguousarray(a))
+    if names[-1] == 'mean':  # torch's BatchNorm step counter, which flax has not
+      state_dict[f'members.0.{".".join(modules)}.num_batches_tracked'] = torch.tensor(0)
+  return torch_module().from_state_dict(state_dict).members[0]
+
+
+def exported_members(torch, data):
+  """The npz's members as lpd-jax's exported PyTorch module builds them (`torch_module`), in
+  eval mode; a ModuleList of K ResNets."""
+  module = torch_module()
   state_dict = {
     k[len('torch/') :]: torch.tensor(data[k]) for k in data.files if k.startswith('torch/')
   }
