@@ -6,6 +6,8 @@ A tiny conv + BatchNorm member network keeps compile times low; the methods only
 """
 
 import itertools
+import json
+import os
 
 import flax.linen as nn
 import jax
@@ -408,3 +410,73 @@ def test_dverge_layers_are_drawn_from_the_seed_per_epoch():
     assert config.dverge.layer == 0  # the run's own config keeps drawing
   config.dverge.layer = 5
   assert methods.config_for_epoch(config, 3) == (config, {})
+
+
+# -- from the command line --------------------------------------------------------------------
+
+
+# Two narrow members: compile time is the cost here.
+FAMILY_CLI = ['--config=configs/quickstart.py', '--config.width=2', '--config.num_members=2']
+
+
+def test_dverge_resumes_with_the_seeds_layers_and_reports_from_the_command_line(tmp_path):
+  """The quickstart with DVERGE: epoch 1, then a second process that resumes from its
+  checkpoint for epoch 2; each epoch distils at the layer its seed draws for it, and eval.py
+  reports on the result."""
+  from conftest import run_cli
+
+  workdir = str(tmp_path / 'dverge')
+  # seed 45 draws layers 1 and 4 for epochs 1 and 2: short programs to compile
+  args = [*FAMILY_CLI, '--config.method=dverge', '--config.seed=45', f'--workdir={workdir}']
+  first = run_cli('train.py', *args, '--config.num_epochs=1')
+  assert first.returncode == 0, first.stderr
+  assert 'the training step of epoch 1 (dverge.layer = 1;' in first.stdout
+  second = run_cli('train.py', *args, '--config.num_epochs=2', '--config.continue_training=True')
+  assert second.returncode == 0, second.stderr
+  assert 'resuming from the checkpoint of epoch 1' in second.stdout
+  records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  drawn = [int(dverge.distillation_layer(45, e, 18)) for e in range(2)]
+  assert [r['train_distillation_layer'] for r in records] == drawn == [1, 4]
+  report = run_cli('eval.py', f'--workdir={workdir}')
+  assert report.returncode == 0, report.stderr
+  with open(os.path.join(workdir, 'eval_clean.json')) as f:
+    clean = json.load(f)
+  assert clean['ensemble_accuracy'] == pytest.approx(records[-1]['test_ensemble_accuracy'])
+
+
+def test_graddiv_trains_an_epoch_from_the_command_line_and_reports(tmp_path):
+  from conftest import run_cli
+
+  workdir = str(tmp_path / 'graddiv')
+  args = [*FAMILY_CLI, '--config.num_epochs=1', '--config.method=graddiv']
+  result = run_cli('train.py', *args, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr
+  (record,) = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert 0 < record['train_loss_gradient_concentration'] <= 1  # a mean resultant length
+  report = run_cli('eval.py', f'--workdir={workdir}')
+  assert report.returncode == 0, report.stderr
+  with open(os.path.join(workdir, 'eval_clean.json')) as f:
+    assert json.load(f)['ensemble_accuracy'] == pytest.approx(record['test_ensemble_accuracy'])
+
+
+def test_a_run_starts_from_another_workdirs_checkpoint_or_says_what_differs(trained_workdir):
+  """config.init_from (DVERGE's start from Baseline): the source's newest verified variables
+  and its identity; another ensemble is one ConfigError naming the fields."""
+  from conftest import tiny_config
+
+  from lpd_jax import load, loading
+  from lpd_jax.errors import ConfigError
+
+  config = tiny_config(method='dverge', init_from=trained_workdir)
+  source = load(trained_workdir)
+  like = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), source.variables)
+  variables, identity = loading.starting_point(config, 10, like)
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(source.variables)):
+    np.testing.assert_array_equal(a, b)
+  assert identity == dict(source.meta['checkpoint'], workdir=trained_workdir, method='lpd')
+  with pytest.raises(
+    ConfigError,
+    match=r'holds another ensemble \(num_members: 3 there, 2 here; '
+    r'width: 4 there, 2 here\)',
+  ):
+    loading.starting_point(tiny_config(num_members=2, width=2, init_from=trained_workdir), 10, like)
