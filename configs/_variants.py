@@ -1,7 +1,8 @@
 """The variant grammar shared by the dataset configs: `--config=configs/<dataset>.py:<spec>`.
 
 spec = comma-separated tokens, the first a method of `lpd_jax.methods.REGISTRY`:
-  baseline | lpd | pdd | deg | adp | gal | trs     the method (deg = the paper's "PDD")
+  baseline | lpd | pdd | deg | adp | gal | trs |  the method (deg = the paper's "PDD")
+  dverge | graddiv
   k5                                               K = 5 members (Table 1); PDD/DEG masks
                                                    use 20 bins, as the PDD authors' code
   advt_fgsm | advt_pgd                             adversarial training (Table 6; the paper

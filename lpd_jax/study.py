@@ -21,7 +21,9 @@ A study config (`configs/study/*.py`) is an ml_collections ConfigDict:
                    (fields of that run's config: seed, model, width ...), suites (this run's
                    list instead of the study's; '' = the study's), surrogates (run names whose
                    workdirs are this run's transfer surrogates), audit_surrogate (a run name),
-                   compare (False: a run trained only as someone's surrogate, not a column)
+                   compare (False: a run trained only as someone's surrogate, not a column),
+                   start_from (a run name: its members start from that run's checkpoint,
+                   `config.init_from`; DVERGE from Baseline as its reference does)
 
 Each run lives in DIR/<name>; runs are trained and evaluated one after the other in
 `order` (a run's surrogates come before it), so the first reports are there early.
@@ -52,6 +54,7 @@ RUN_DEFAULTS = dict(
   surrogates='',
   audit_surrogate='',
   compare=True,
+  start_from='',
 )
 
 
@@ -116,11 +119,11 @@ def runs_of(study):
       if key not in run:
         raise ConfigError(f'study.runs.{name}.{key}: a run has {", ".join(RUN_DEFAULTS)}')
       run[key] = value
-    for other in split(run.surrogates) + split(run.audit_surrogate):
+    for other in split(run.surrogates) + split(run.audit_surrogate) + split(run.start_from):
       if other not in order[:position]:
         raise ConfigError(
-          f'study.runs.{name}: surrogate {other!r} must be a run of the study that comes '
-          f'before it in study.order'
+          f'study.runs.{name}: {other!r} (a surrogate or start_from) must be a run of the '
+          f'study that comes before it in study.order'
         )
     out.append((name, run))
   return out
@@ -137,6 +140,8 @@ def run_config(study, root, name, run):
     config.eval.transfer.workdir = ','.join(surrogates)
   if run.audit_surrogate:
     config.eval.audit.surrogate = os.path.join(root, run.audit_surrogate)
+  if run.start_from:  # its members start from that run's checkpoint (DVERGE from Baseline)
+    config.init_from = os.path.join(root, run.start_from)
   return config_lib.validate(config)
 
 
@@ -326,6 +331,8 @@ def commands(study, root, only=()):
       if value:
         eval_flags.append(f'--config.eval.{field}={value}')
     train_flags = [*_flat(study.train, ''), *eval_flags, *_flat(run.overrides, '')]
+    if config.init_from:
+      train_flags.append(f'--config.init_from={config.init_from}')
     lines.append(
       f'python train.py --config={study.dataset_config}{spec} --workdir={workdir} '
       + ' '.join(once(train_flags))

@@ -5,9 +5,12 @@ import ml_collections
 from lpd_jax.names import split_names
 
 
-def run(spec, suites='', surrogates='', audit_surrogate='', compare=True, **overrides):
+def run(
+  spec, suites='', surrogates='', audit_surrogate='', compare=True, start_from='', **overrides
+):
   """One run: the dataset file's variant `spec`, its own config `overrides`, its
-  evaluations ('' = the study's), its transfer surrogates and audit surrogate (run names)."""
+  evaluations ('' = the study's), its transfer surrogates and audit surrogate (run names),
+  and the run whose checkpoint its members start from (DVERGE: Baseline)."""
   return ml_collections.ConfigDict(
     dict(
       spec=spec,
@@ -16,6 +19,7 @@ def run(spec, suites='', surrogates='', audit_surrogate='', compare=True, **over
       surrogates=surrogates,
       audit_surrogate=audit_surrogate,
       compare=compare,
+      start_from=start_from,
     )
   )
 
@@ -47,9 +51,10 @@ def paper_runs():
   """Every run of the paper's tables at full size, for a dataset file of configs/:
 
   K = 3 width-64 ResNet-18s of Baseline, ADP, PDD (+ DEG), LPD, GAL and TRS (Tables 2-5,
-  Figure 3, the timing table); the same at K = 5 (Table 1); the Type I surrogate (a
-  Baseline VGG-16) and Type II surrogates (a ResNet-34 trained with the same defence, as
-  the authors' code); the six adversarially trained ensembles of Table 6; and K = 3
+  Figure 3, the timing table), and of GradDiv and DVERGE, which the paper cites (DVERGE
+  starting from the Baseline run, as its reference code); the same at K = 5 (Table 1); the
+  Type I surrogate (a Baseline VGG-16) and Type II surrogates (a ResNet-34 trained with the
+  same defence, as the authors' code); the six adversarially trained ensembles of Table 6; and K = 3
   width-4 ResNet-18s of Baseline, ADP, PDD and LPD for certification (Figure 2, section
   4.4: "in_channels" 64 -> 4).
   """
@@ -60,10 +65,11 @@ def paper_runs():
     runs.append(
       (f'{method}_resnet34', run(method, surrogate_suites, compare=False, model='resnet34'))
     )
-  for method in ('baseline', 'adp', 'deg', 'lpd', 'gal', 'trs'):
+  for method in ('baseline', 'adp', 'deg', 'lpd', 'gal', 'trs', 'graddiv', 'dverge'):
     type_ii = f'{method}_resnet34' if method in ('baseline', 'adp', 'deg', 'lpd') else ''
     surrogates = ','.join(s for s in (type_i, type_ii) if s)
-    runs.append((method, run(method, MAIN, surrogates, type_i)))
+    start = 'baseline' if method == 'dverge' else ''  # as DVERGE's reference code
+    runs.append((method, run(method, MAIN, surrogates, type_i, start_from=start)))
   for method in ('baseline', 'adp', 'deg', 'lpd'):
     runs.append((f'{method}_k5', run(f'{method},k5', 'clean,probes,' + expected('clean,probes'))))
   for attack in ('fgsm', 'pgd'):

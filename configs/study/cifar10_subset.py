@@ -16,7 +16,9 @@ paper's FGSM/BIM/PGD settings, runs JSMA at gamma 0.05 only and C&W for 30 steps
 (RobustBench: 100 steps, 9 targets, 5000 queries), so robust accuracy here is an upper bound that a
 stronger budget may lower. Baseline and LPD have three seeds (clean accuracy and the probes: mean +-
 std; the attack suites on seed 0), and seed 1 is seed 0's Type II surrogate. The Type I surrogate is
-a Baseline VGG-16 of width 4. GAL and TRS (11x a Baseline step) and the third seeds come last.
+a Baseline VGG-16 of width 4. GAL, TRS (11x a Baseline step), GradDiv and DVERGE (started from
+the Baseline run's members, as its reference code, for DVERGE_EPOCHS epochs) and the third seeds
+come last.
 `--only=baseline,lpd` runs a part of it.
 """
 
@@ -29,6 +31,7 @@ SUITES = 'clean,probes,paper,sweep,robust,audit,transfer,certify,' + EXPECTED
 SEEDS = 'clean,probes'  # the extra seeds of Baseline and LPD
 ADVT = 'clean,probes,paper,robust,audit'  # Table 6
 TYPE_I = 'vgg16_baseline'
+DVERGE_EPOCHS = 3
 ADVT_RUN = dict(adv_train=dict(steps=2, step_size=0.5 * 8 / 255), num_epochs=6)
 
 
@@ -46,9 +49,13 @@ def get_config():
       'advt_pgd_lpd',
       run('lpd,advt_pgd', ADVT + ',' + expected('clean,probes,robust'), '', TYPE_I, **ADVT_RUN),
     ),
-    # Last: GAL, TRS (11x a Baseline step) and the third seeds.
+    # Last: GAL, TRS (11x a Baseline step), GradDiv, DVERGE and the third seeds.
     ('gal', run('gal', MAIN, '', TYPE_I)),
     ('trs', run('trs', MAIN, '', TYPE_I)),
+    ('graddiv', run('graddiv', MAIN, '', TYPE_I)),
+    # DVERGE from the Baseline run's members, as its reference code starts (10 feature-PGD
+    # steps per member per batch: the epochs below are what the study could afford)
+    ('dverge', run('dverge', MAIN, '', TYPE_I, start_from='baseline', num_epochs=DVERGE_EPOCHS)),
     ('baseline_s2', run('baseline', SEEDS, seed=2)),
     ('lpd_s2', run('lpd', SEEDS + ',' + expected(SEEDS), seed=2)),
   ]
