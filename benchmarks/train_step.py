@@ -44,6 +44,8 @@ def make_runner(method, args):
       dtype=args.dtype,
     )
   )
+  if method == 'dverge':  # the layer fixed, as the training loop compiles each epoch's step
+    config.dverge.layer = getattr(args, 'dverge_layer', 9)
   validate(config)
   members = ensemble.create(config, num_classes=args.num_classes)
   tx, _ = train.make_optimizer(config, steps_per_epoch=100)
@@ -73,7 +75,14 @@ def make_runner(method, args):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--methods', default='baseline,lpd,pdd,deg,adp,gal,trs')
+  parser.add_argument('--methods', default='baseline,lpd,pdd,deg,adp,gal,trs,graddiv,dverge')
+  parser.add_argument(
+    '--dverge_layer',
+    type=int,
+    default=9,
+    help="DVERGE's distillation layer (1..18 of a ResNet-18; a drawn layer costs about the "
+    'middle one on average)',
+  )
   parser.add_argument('--width', type=int, default=8)
   parser.add_argument('--batch_size', type=int, default=64)
   parser.add_argument('--num_members', type=int, default=3)

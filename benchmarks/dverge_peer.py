@@ -1,0 +1,148 @@
+"""DVERGE's training step: lpd-jax beside the official PyTorch code, same CPU, one run.
+
+The official side is benchmarks/dverge_torch_worker.py run by a Python with PyTorch (never the
+project's environment; `--torch_python`), importing `distillation.py` from a checkout of
+zjysteven/DVERGE (`--dverge_repo`). The lpd-jax side is `train.make_train_step` of
+`method='dverge'` with the layer fixed (what the training loop compiles for an epoch). Same
+K = 3 ResNet-18s of width w, batch 64 of random 32x32x3 images, the official defaults (eps
+0.07, 10 steps of 0.007 with momentum, no random start); each side warmed up, then timed
+alternately for --rounds rounds of --steps steps (the order swapped every round), per layer.
+The layer sets the cost (the distillation runs the network up to it): the default times a
+shallow, a middle and the last layer (the logits, the official code's fixed-layer default).
+
+  python benchmarks/dverge_peer.py --dverge_repo=PATH/TO/DVERGE \
+    --torch_python=PATH/TO/VENV/bin/python
+
+Prints a Markdown table and writes JSON (benchmarks/results/dverge_peer_cpu.json with --out).
+Set OMP_WAIT_POLICY=PASSIVE for PyTorch on shared cores: with busy-waiting OpenMP threads
+PyTorch ran 4-8x slower on 2 shared cores.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import _results
+import jax
+import jax.numpy as jnp
+
+from lpd_jax import ensemble, train
+from lpd_jax.config import base_config, validate
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class TorchWorker:
+  """The official step in a child process with PyTorch; 'run N' -> seconds per step."""
+
+  def __init__(self, args, layer):
+    cmd = [
+      args.torch_python, os.path.join(HERE, 'dverge_torch_worker.py'),
+      '--dverge_repo', args.dverge_repo, '--width', str(args.width),
+      '--batch_size', str(args.batch_size), '--layer', str(layer),
+      '--threads', str(args.threads),
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE='1')
+    pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    self.p = subprocess.Popen(cmd, text=True, env=env, **pipes)
+    self.info = self._read()
+
+  def _read(self):
+    for line in self.p.stdout:
+      if line.startswith('@@'):
+        return json.loads(line[2:])
+    raise RuntimeError('the PyTorch worker stopped (its stderr is above)')
+
+  def run(self, steps):
+    self.p.stdin.write(f'run {steps}\n')
+    self.p.stdin.flush()
+    return self._read()['s']
+
+  def close(self):
+    self.p.stdin.write('quit\n')
+    self.p.stdin.flush()
+    self.p.wait(timeout=60)
+
+
+def jax_runner(args, layer):
+  """lpd-jax's DVERGE step at `layer` -> (run(steps) -> seconds per step, compile seconds)."""
+  config = base_config()
+  config.update(dict(method='dverge', num_members=3, width=args.width, batch_size=args.batch_size))
+  config.dverge.layer = layer
+  validate(config)
+  members = ensemble.create(config, num_classes=10)
+  tx, _ = train.make_optimizer(config, steps_per_epoch=100)
+  state = train.init_state(config, members, tx, (32, 32, 3))
+  step = train.make_train_step(config, members, tx, steps_per_epoch=100)
+  x = jax.random.uniform(jax.random.key(0), (args.batch_size, 32, 32, 3))
+  y = jnp.arange(args.batch_size) % 10
+  start = time.perf_counter()
+  state, m = step(state, x, y, jax.random.key(1))
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - start
+  holder = {'state': state}
+
+  def run(steps):
+    s, start = holder['state'], time.perf_counter()
+    for i in range(steps):
+      s, m = step(s, x, y, jax.random.key(i))
+    jax.block_until_ready((s, m))
+    holder['state'] = s
+    return (time.perf_counter() - start) / steps
+
+  run(1)
+  return run, compile_s
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--dverge_repo', required=True, help='a checkout of zjysteven/DVERGE')
+  parser.add_argument('--torch_python', default=sys.executable, help='a Python with torch')
+  parser.add_argument('--width', type=int, default=16)
+  parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument('--layers', default='1,9,18', help='DVERGE layers of the ResNet-18')
+  parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--steps', type=int, default=2)
+  parser.add_argument('--threads', type=int, default=2, help='PyTorch threads')
+  parser.add_argument('--out', default='')
+  args = parser.parse_args()
+  if not os.path.exists(os.path.join(args.dverge_repo, 'distillation.py')):
+    sys.exit(f'no distillation.py in {args.dverge_repo}: pass a checkout of zjysteven/DVERGE')
+  rows = []
+  for layer in [int(v) for v in args.layers.split(',')]:
+    torch_side = TorchWorker(args, layer)
+    run_jax, compile_s = jax_runner(args, layer)
+    times = {'official': [], 'lpd_jax': []}
+    for r in range(args.rounds):
+      order = [('official', torch_side.run), ('lpd_jax', run_jax)]
+      for name, run in order if r % 2 == 0 else order[::-1]:
+        times[name].append(run(args.steps))
+    torch_side.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows.append(
+      dict(layer=layer, official_s=med['official'], lpd_jax_s=med['lpd_jax'],
+           official_over_lpd_jax=med['official'] / med['lpd_jax'], times=times,
+           lpd_jax_compile_s=compile_s, torch=torch_side.info.get('torch'))
+    )  # fmt: skip
+    print(f'layer {layer}: official {med["official"]:.3f} s, lpd-jax {med["lpd_jax"]:.3f} s')
+  print(
+    f'\nDVERGE step, K = 3 ResNet-18 width {args.width}, batch {args.batch_size}, 32x32x3, '
+    f'10 distillation steps; median of {args.rounds} alternating rounds of {args.steps} steps\n'
+  )
+  print('| layer | official PyTorch s | lpd-jax s | official / lpd-jax |')
+  print('| ---: | ---: | ---: | ---: |')
+  for row in rows:
+    print(
+      f'| {row["layer"]} | {row["official_s"]:.3f} | {row["lpd_jax_s"]:.3f} | '
+      f'{row["official_over_lpd_jax"]:.2f}x |'
+    )
+  result = _results.machine(args, rows=rows)
+  _results.write(result, 'dverge_peer', jax.default_backend(), args.out)
+
+
+if __name__ == '__main__':
+  main()
