@@ -25,9 +25,9 @@ PATH/TO/VENV/bin/pip install numpy torch git+https://github.com/fra31/auto-attac
 
 With JAX, lpd-jax and PyTorch in one environment, `python benchmarks/autoattack_compare.py
 both --workdir=W` runs the two steps in turn. The torch step exits with a message (status 0)
-where PyTorch or AutoAttack is missing. The members are ported to PyTorch as
-`benchmarks/lirpa_compare.py` ports them (Flax's BatchNorm epsilon, OIHW kernels); the
-torch step checks the ported ensemble's log-probabilities against lpd-jax's first.
+where PyTorch or AutoAttack is missing. The members become PyTorch modules through
+`benchmarks/lirpa_compare.member_module` (the export's module, `lpd_jax.export`); the torch
+step checks the ported ensemble's log-probabilities against lpd-jax's first.
 """
 
 import argparse
