@@ -32,8 +32,10 @@ import jax.numpy as jnp
 
 from lpd_jax import ensemble, train
 from lpd_jax.config import base_config, validate
+from lpd_jax.methods import dverge
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PHASE_HEAD = ' distill: official s | lpd-jax s | train: official s | lpd-jax s |'
 
 
 class TorchWorker:
@@ -57,8 +59,8 @@ class TorchWorker:
         return json.loads(line[2:])
     raise RuntimeError('the PyTorch worker stopped (its stderr is above)')
 
-  def run(self, steps):
-    self.p.stdin.write(f'run {steps}\n')
+  def run(self, steps, phase='step'):
+    self.p.stdin.write(f'run {steps} {phase}\n')
     self.p.stdin.flush()
     return self._read()['s']
 
@@ -68,8 +70,44 @@ class TorchWorker:
     self.p.wait(timeout=60)
 
 
+def jax_phases(config, members, state, x, y):
+  """{'distill', 'train'} -> run(steps) -> seconds per call: the step's K distillations
+  (`dverge.distill`) and its training value_and_grad on fixed distilled images, each jitted
+  alone (the profile of where a step's time goes)."""
+  c = config.dverge
+  variables = state.variables
+  x_target = x[dverge.target_permutation(jax.random.key(0), x.shape[0])]
+  distill = jax.jit(lambda v: dverge.distill(members, v, x, x_target, c.layer, None, c))
+  fixed = distill(variables)[dverge.others(config.num_members)]
+
+  def train_loss(params):
+    logits, _ = dverge.cross_member_logits(members, params, variables['batch_stats'], fixed)
+    return jnp.mean(
+      jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, y[None, None, :, None], -1)[..., 0]
+    )
+
+  grad = jax.jit(jax.value_and_grad(train_loss))
+  calls = {'distill': lambda: distill(variables), 'train': lambda: grad(variables['params'])}
+
+  def runner(name):
+    call = calls[name]
+    jax.block_until_ready(call())
+
+    def run(steps):
+      start = time.perf_counter()
+      for _ in range(steps):
+        out = call()
+      jax.block_until_ready(out)
+      return (time.perf_counter() - start) / steps
+
+    return run
+
+  return {name: runner(name) for name in calls}
+
+
 def jax_runner(args, layer):
-  """lpd-jax's DVERGE step at `layer` -> (run(steps) -> seconds per step, compile seconds)."""
+  """lpd-jax's DVERGE step at `layer` -> (run(steps) -> seconds per step, compile seconds,
+  the phases' runners (`jax_phases`) or None without --phases)."""
   config = base_config()
   config.update(dict(method='dverge', num_members=3, width=args.width, batch_size=args.batch_size))
   config.dverge.layer = layer
@@ -95,7 +133,8 @@ def jax_runner(args, layer):
     return (time.perf_counter() - start) / steps
 
   run(1)
-  return run, compile_s
+  phases = jax_phases(config, members, holder['state'], x, y) if args.phases else None
+  return run, compile_s, phases
 
 
 def main():
@@ -108,6 +147,9 @@ def main():
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--steps', type=int, default=2)
   parser.add_argument('--threads', type=int, default=2, help='PyTorch threads')
+  parser.add_argument(
+    '--phases', action='store_true', help='also time the distillation and the training alone'
+  )
   parser.add_argument('--out', default='')
   args = parser.parse_args()
   if not os.path.exists(os.path.join(args.dverge_repo, 'distillation.py')):
@@ -115,17 +157,22 @@ def main():
   rows = []
   for layer in [int(v) for v in args.layers.split(',')]:
     torch_side = TorchWorker(args, layer)
-    run_jax, compile_s = jax_runner(args, layer)
-    times = {'official': [], 'lpd_jax': []}
+    run_jax, compile_s, jax_phase = jax_runner(args, layer)
+    sides = {'official': torch_side.run, 'lpd_jax': run_jax}
+    if jax_phase:
+      for phase in ('distill', 'train'):
+        sides[f'official_{phase}'] = lambda n, p=phase: torch_side.run(n, p)
+        sides[f'lpd_jax_{phase}'] = jax_phase[phase]
+    times = {name: [] for name in sides}
     for r in range(args.rounds):
-      order = [('official', torch_side.run), ('lpd_jax', run_jax)]
+      order = list(sides.items())
       for name, run in order if r % 2 == 0 else order[::-1]:
         times[name].append(run(args.steps))
     torch_side.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     rows.append(
       dict(layer=layer, official_s=med['official'], lpd_jax_s=med['lpd_jax'],
-           official_over_lpd_jax=med['official'] / med['lpd_jax'], times=times,
+           official_over_lpd_jax=med['official'] / med['lpd_jax'], times=times, medians=med,
            lpd_jax_compile_s=compile_s, torch=torch_side.info.get('torch'))
     )  # fmt: skip
     print(f'layer {layer}: official {med["official"]:.3f} s, lpd-jax {med["lpd_jax"]:.3f} s')
@@ -133,12 +180,19 @@ def main():
     f'\nDVERGE step, K = 3 ResNet-18 width {args.width}, batch {args.batch_size}, 32x32x3, '
     f'10 distillation steps; median of {args.rounds} alternating rounds of {args.steps} steps\n'
   )
-  print('| layer | official PyTorch s | lpd-jax s | official / lpd-jax |')
-  print('| ---: | ---: | ---: | ---: |')
+  print(
+    '| layer | official PyTorch s | lpd-jax s | official / lpd-jax |' + PHASE_HEAD * args.phases
+  )
+  print('| ---: | ---: | ---: | ---: |' + ' ---: |' * (4 * args.phases))
   for row in rows:
+    m = row['medians']
+    phases = ''.join(
+      f' {m[f"{side}_{phase}"]:.3f} |' for phase in ('distill', 'train')
+      for side in ('official', 'lpd_jax')
+    ) if args.phases else ''  # fmt: skip
     print(
       f'| {row["layer"]} | {row["official_s"]:.3f} | {row["lpd_jax_s"]:.3f} | '
-      f'{row["official_over_lpd_jax"]:.2f}x |'
+      f'{row["official_over_lpd_jax"]:.2f}x |{phases}'
     )
   result = _results.machine(args, rows=rows)
   _results.write(result, 'dverge_peer', jax.default_backend(), args.out)

@@ -10,8 +10,9 @@ PyTorch ResNet-18 of lpd-jax's architecture (3x3 stem, no max-pool, widths w..8w
 `get_features(x, layer, before_relu)` in DVERGE's layer numbering, as lpd-jax's
 `ResNet.layer_features`: the official ResNet-20 has no ResNet-18 counterpart.
 
-Protocol: prints '@@{json}' when ready, then answers 'run N' (seconds per step over N steps)
-and 'quit' on stdin.
+Protocol: prints '@@{json}' when ready, then answers 'run N [step|distill|train]' (seconds
+per call over N calls: the whole step, its K distillations, or its K training updates on fixed
+distilled images) and 'quit' on stdin.
 """
 
 import argparse
@@ -114,10 +115,14 @@ def main():
   si, ti = torch.rand(a.batch_size, 3, 32, 32), torch.rand(a.batch_size, 3, 32, 32)
   sl = torch.arange(a.batch_size) % 10
 
-  def step():
+  def distill():
     for m in models:
       m.train()
-    distilled = [Linf_distillation(m, si, ti, **cfg) for m in models]
+    return [Linf_distillation(m, si, ti, **cfg) for m in models]
+
+  fixed = distill()
+
+  def learn(distilled):
     for i, m in enumerate(models):
       loss = 0
       for j, d in enumerate(distilled):
@@ -128,16 +133,22 @@ def main():
       optimizers[i].step()
       loss.item()
 
+  def step():
+    learn(distill())
+
+  phases = {'step': step, 'distill': distill, 'train': lambda: learn(fixed)}
+
   start = time.perf_counter()
   step()
   warm = time.perf_counter() - start
   print('@@' + json.dumps(dict(ready=True, warmup_s=warm, torch=torch.__version__)), flush=True)
   for line in sys.stdin:
     cmd = line.split()
-    if cmd and cmd[0] == 'run':
+    if cmd and cmd[0] == 'run':  # run N [phase]: the step, or its distillation or training
+      call = phases[cmd[2] if len(cmd) > 2 else 'step']
       start = time.perf_counter()
       for _ in range(int(cmd[1])):
-        step()
+        call()
       print('@@' + json.dumps(dict(s=(time.perf_counter() - start) / int(cmd[1]))), flush=True)
     elif cmd and cmd[0] == 'quit':
       break
