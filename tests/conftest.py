@@ -52,6 +52,19 @@ def compilation_cache(tmp_path_factory):
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
+# Modules of quick tests (no compile to speak of), collected last. `--dist loadgroup` hands
+# out the groups, largest first, then the other tests in collection order, and keeps up to
+# three queued on each worker: when the queue runs dry, one worker may still have three
+# tests to go while the other idles. Quick tests at the end keep that tail short.
+RUN_LAST = ('test_configs.py', 'test_paired.py', 'test_house.py')
+
+
+def pytest_collection_modifyitems(session, config, items):
+  last = [item for item in items if item.path.name in RUN_LAST]
+  if last:
+    items[:] = [item for item in items if item.path.name not in RUN_LAST] + last
+
+
 def tiny_config(**overrides):
   """A K = 3 LPD ensemble of width-4 ResNet-18s on digits: compiles in seconds on a CPU."""
   c = base_config()

@@ -195,6 +195,7 @@ def test_reports_of_a_workdir_that_must_not_change_go_to_another_folder(trained_
   with open(os.path.join(reports, 'eval_clean.json')) as f:
     assert json.load(f) == result and result['test_examples'] == 32
   assert sorted(os.listdir(reports)) == [
+    'clean_per_sample.npz',  # the suite's per-sample outcomes (compare pairs them)
     'ensemble.json',
     'eval_clean.json',
     'eval_clean.md',
