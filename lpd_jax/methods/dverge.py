@@ -155,17 +155,22 @@ def cross_member_logits(members, params, batch_stats, xs):
   """xs [K, J, B, ...] (member i sees its J batches xs[i]) -> (logits [K, J, B, C], new
   batch_stats [K, ...]): training mode, BatchNorm statistics per batch as the reference's
   separate forwards have them; the running statistics kept move by the mean of the J
-  batches' statistics (the reference moves them J times in a row, and also during its PGD)."""
+  batches' statistics (the reference moves them J times in a row, and also during its PGD).
+
+  The J forwards of a member are unrolled: vmapped over J (weights shared) the kernel
+  gradients of the models' convolutions ran 2.5x slower on XLA:CPU, `lax.map` 30x
+  (benchmarks/dverge_peer.py --phases); the compile time is the same.
+  """
 
   def one(vx):
     v, inputs = vx
-
-    def apply(xj):
-      (logits, _), updates = members.model.apply(v, xj, train=True, mutable=['batch_stats'])
-      return logits, updates['batch_stats']
-
-    logits, stats = jax.vmap(apply)(inputs)
-    return logits, jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
+    outs = []
+    for j in range(inputs.shape[0]):
+      (logits, _), updates = members.model.apply(v, inputs[j], train=True, mutable=['batch_stats'])
+      outs.append((logits, updates['batch_stats']))
+    logits = jnp.stack([o[0] for o in outs])
+    stats = jax.tree.map(lambda *s: jnp.mean(jnp.stack(s), axis=0), *[o[1] for o in outs])
+    return logits, stats
 
   variables = {'params': params, 'batch_stats': batch_stats}
   return ensemble.map_members(one, (variables, xs), members.strategy)
