@@ -75,7 +75,7 @@ def jax_phases(config, members, state, x, y):
   (`dverge.distill`) and its training value_and_grad on fixed distilled images, each jitted
   alone (the profile of where a step's time goes)."""
   c = config.dverge
-  variables = state.variables
+  variables = jax.tree.map(jnp.copy, state.variables)  # the step donates the state's buffers
   x_target = x[dverge.target_permutation(jax.random.key(0), x.shape[0])]
   distill = jax.jit(lambda v: dverge.distill(members, v, x, x_target, c.layer, None, c))
   fixed = distill(variables)[dverge.others(config.num_members)]
