@@ -29,8 +29,9 @@ import time
 import _results
 import jax
 import jax.numpy as jnp
+import train_step
 
-from lpd_jax import ensemble, train
+from lpd_jax import ensemble, gradients
 from lpd_jax.config import base_config, validate
 from lpd_jax.methods import dverge
 
@@ -70,21 +71,26 @@ class TorchWorker:
     self.p.wait(timeout=60)
 
 
-def jax_phases(config, members, state, x, y):
-  """{'distill', 'train'} -> run(steps) -> seconds per call: the step's K distillations
+def jax_phases(args, layer):
+  """{'distill', 'train'} -> run(steps) -> seconds per call: a step's K distillations
   (`dverge.distill`) and its training value_and_grad on fixed distilled images, each jitted
-  alone (the profile of where a step's time goes)."""
+  alone (the profile of where a step's time goes), on freshly initialised members."""
+  config = base_config()
+  config.update(dict(method='dverge', num_members=3, width=args.width, batch_size=args.batch_size))
+  config.dverge.layer = layer
+  validate(config)
+  members = ensemble.create(config, num_classes=10)
+  variables = members.init(jax.random.key(0), config.num_members, (32, 32, 3))
+  x = jax.random.uniform(jax.random.key(0), (args.batch_size, 32, 32, 3))
+  y = jnp.arange(args.batch_size) % 10
   c = config.dverge
-  variables = jax.tree.map(jnp.copy, state.variables)  # the step donates the state's buffers
   x_target = x[dverge.target_permutation(jax.random.key(0), x.shape[0])]
   distill = jax.jit(lambda v: dverge.distill(members, v, x, x_target, c.layer, None, c))
   fixed = distill(variables)[dverge.others(config.num_members)]
 
   def train_loss(params):
     logits, _ = dverge.cross_member_logits(members, params, variables['batch_stats'], fixed)
-    return jnp.mean(
-      jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, y[None, None, :, None], -1)[..., 0]
-    )
+    return jnp.mean(gradients.cross_entropy(logits, jnp.broadcast_to(y, logits.shape[:-1])))
 
   grad = jax.jit(jax.value_and_grad(train_loss))
   calls = {'distill': lambda: distill(variables), 'train': lambda: grad(variables['params'])}
@@ -106,35 +112,15 @@ def jax_phases(config, members, state, x, y):
 
 
 def jax_runner(args, layer):
-  """lpd-jax's DVERGE step at `layer` -> (run(steps) -> seconds per step, compile seconds,
-  the phases' runners (`jax_phases`) or None without --phases)."""
-  config = base_config()
-  config.update(dict(method='dverge', num_members=3, width=args.width, batch_size=args.batch_size))
-  config.dverge.layer = layer
-  validate(config)
-  members = ensemble.create(config, num_classes=10)
-  tx, _ = train.make_optimizer(config, steps_per_epoch=100)
-  state = train.init_state(config, members, tx, (32, 32, 3))
-  step = train.make_train_step(config, members, tx, steps_per_epoch=100)
-  x = jax.random.uniform(jax.random.key(0), (args.batch_size, 32, 32, 3))
-  y = jnp.arange(args.batch_size) % 10
-  start = time.perf_counter()
-  state, m = step(state, x, y, jax.random.key(1))
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - start
-  holder = {'state': state}
-
-  def run(steps):
-    s, start = holder['state'], time.perf_counter()
-    for i in range(steps):
-      s, m = step(s, x, y, jax.random.key(i))
-    jax.block_until_ready((s, m))
-    holder['state'] = s
-    return (time.perf_counter() - start) / steps
-
-  run(1)
-  phases = jax_phases(config, members, holder['state'], x, y) if args.phases else None
-  return run, compile_s, phases
+  """lpd-jax's DVERGE step at `layer` (`train_step.make_runner`, the step benchmark's runner)
+  -> (run(steps) -> seconds per step, compile seconds, the phases' runners (`jax_phases`) or
+  None without --phases)."""
+  step_args = argparse.Namespace(
+    num_members=3, width=args.width, batch_size=args.batch_size, strategy='auto',
+    dtype='float32', num_classes=10, size=32, dverge_layer=layer,
+  )  # fmt: skip
+  run, compile_s = train_step.make_runner('dverge', step_args)
+  return run, compile_s, jax_phases(args, layer) if args.phases else None
 
 
 def main():

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpd_jax import ensemble, models
+from lpd_jax import ensemble, gradients, models
 from lpd_jax.methods.common import Method, need, result
 
 DEFAULTS = dict(
@@ -125,7 +125,7 @@ def member_adversarial(members, variables, x, y, key, c):
   def objective(xs):
     h, _ = members.features(variables, xs, train=True, per_member_inputs=True)
     logits = members.heads(variables['params'], h)
-    return jnp.sum(_cross_entropy(logits, y[None]).mean(axis=-1))
+    return jnp.sum(_member_ce(logits, y).mean(axis=-1))
 
   start = x_nat + jax.random.uniform(key, x_nat.shape, x.dtype, -c.adv_eps, c.adv_eps)
   start = jnp.clip(start, 0.0, 1.0)
@@ -141,9 +141,9 @@ def member_adversarial(members, variables, x, y, key, c):
   )
 
 
-def _cross_entropy(logits, y):
-  """logits [..., C], integer y broadcastable to logits[..., 0] -> [...]."""
-  return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], axis=-1)[..., 0]
+def _member_ce(logits, y):
+  """logits [..., B, C], y [B] -> [..., B]: `gradients.cross_entropy` with y broadcast."""
+  return gradients.cross_entropy(logits, jnp.broadcast_to(y, logits.shape[:-1]))
 
 
 def others(k):
@@ -205,7 +205,7 @@ def loss(members, params, batch_stats, x, y, key, progress, config):
   logits, new_batch_stats = cross_member_logits(
     members, params, batch_stats, distilled[others(k)]
   )  # [K, K-1, B, C]: member i on x~_j, j != i
-  ce = _cross_entropy(logits, y[None, None]).mean(axis=-1)  # [K, K-1]
+  ce = _member_ce(logits, y).mean(axis=-1)  # [K, K-1]
   member_loss = c.coeff * ce.sum(axis=1) if c.plus_adv else ce.sum(axis=1)
   terms = {'distilled_ce': ce.mean()}
   if c.plus_adv:
@@ -216,7 +216,7 @@ def loss(members, params, batch_stats, x, y, key, progress, config):
       train=True,
       per_member_inputs=True,
     )
-    adv_ce = _cross_entropy(members.heads(params, h), y[None]).mean(axis=-1)  # [K]
+    adv_ce = _member_ce(members.heads(params, h), y).mean(axis=-1)  # [K]
     member_loss = member_loss + adv_ce
     terms['adversarial_ce'] = adv_ce.mean()
   return result(
