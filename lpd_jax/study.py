@@ -69,7 +69,8 @@ def overlay(config, overrides, where='config'):
   group (one with a `type`) under config.eval."""
   for key, value in dict(overrides).items():
     if key not in config:
-      new_group = where == 'config.eval' and isinstance(value, dict) and 'type' in value
+      group = isinstance(value, (dict, ml_collections.ConfigDict))
+      new_group = where == 'config.eval' and group and 'type' in value
       if new_group:
         if value['type'] not in suites.REGISTRY:
           raise ConfigError(f'study {where}.{key}.type: unknown suite {value["type"]!r}')

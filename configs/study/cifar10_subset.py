@@ -13,7 +13,8 @@ to fit (eval below): the attack suites run on the first 100 test images (clean a
 probes on all 500, certification on the first 8 every member gets right); the paper suite keeps the
 paper's FGSM/BIM/PGD settings, runs JSMA at gamma 0.05 only and C&W for 30 steps x 2 binary searches
 (the authors: 1000 x 5); the strong attacks run 10-step APGD, 1 APGD-T target and 100 Square queries
-(RobustBench: 100 steps, 9 targets, 5000 queries), so robust accuracy here is an upper bound that a
+(RobustBench: 100 steps, 9 targets, 5000 queries), and so does AutoAttack's `standard` preset
+beside them (FAB-T 10 steps, 1 target), so robust accuracy here is an upper bound that a
 stronger budget may lower. Baseline and LPD have three seeds (clean accuracy and the probes: mean +-
 std; the attack suites on seed 0), and seed 1 is seed 0's Type II surrogate. The Type I surrogate is
 a Baseline VGG-16 of width 4. GAL, TRS (11x a Baseline step), GradDiv and DVERGE (started from
@@ -25,11 +26,11 @@ come last.
 from configs.study._lineup import expected, run, study
 
 EXPECTED = expected('clean,probes,robust,audit')  # for the methods with keep rates
-MAIN = 'clean,probes,paper,sweep,robust,audit,' + EXPECTED
+MAIN = 'clean,probes,paper,sweep,robust,robust_standard,audit,' + EXPECTED
 # Baseline, ADP, PDD and LPD: the paper's Table 5 and Fig. 2
-SUITES = 'clean,probes,paper,sweep,robust,audit,transfer,certify,' + EXPECTED
+SUITES = 'clean,probes,paper,sweep,robust,robust_standard,audit,transfer,certify,' + EXPECTED
 SEEDS = 'clean,probes'  # the extra seeds of Baseline and LPD
-ADVT = 'clean,probes,paper,robust,audit'  # Table 6
+ADVT = 'clean,probes,paper,robust,robust_standard,audit'  # Table 6
 TYPE_I = 'vgg16_baseline'
 DVERGE_EPOCHS = 3
 ADVT_RUN = dict(adv_train=dict(steps=2, step_size=0.5 * 8 / 255), num_epochs=6)
@@ -74,6 +75,16 @@ def get_config():
         apgd_t=dict(steps=10, num_targets=1),
         square=dict(queries=100),
         pgd_margin=dict(steps=10),
+      ),
+      # AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square with AutoAttack's
+      # schedule and windows) at the budgets of `robust` above: 10 steps, 1 target, 100 queries
+      robust_standard=dict(
+        type='robust',
+        preset='standard',
+        apgd_ce=dict(steps=10),
+        apgd_t=dict(steps=10, num_targets=1),
+        fab_t=dict(steps=10, num_targets=1),
+        square=dict(queries=100),
       ),
       audit=dict(num_examples=100, strong_steps=20, restarts=1, square_queries=100),
       # IBP, CROWN-IBP, full CROWN and alpha-CROWN (last pass optimised: with its
