@@ -13,6 +13,7 @@ from test_compare import cells, fake_workdir, paper_report, table
 
 from lpd_jax import compare
 from lpd_jax.compare import differences
+from lpd_jax.compare.figures import difference_rows, plot_differences
 from lpd_jax.errors import ConfigError
 
 N = 100
@@ -95,8 +96,23 @@ def test_each_accuracy_row_gets_its_paired_difference_and_other_points_are_refus
     'points (95% CI +0.0 to +0.0, which includes 0; McNemar p = 1).'
   ) in markdown
 
-  again, _, _ = compare.compare([base, lpd, adp])
+  again, _, files = compare.compare([base, lpd, adp])
   assert again['tables'] == result['tables']  # seeded: same seed, same intervals
+
+  # differences.png: a point and bar per paired cell at its difference and interval (ADP's
+  # refused cells and the reference drawn nowhere), filled where the interval excludes 0.
+  assert 'differences.png' in files
+  (ax,) = plot_differences(result['tables']).axes
+  labels = [t.get_text() for t in ax.get_yticklabels()]
+  assert labels == ['No Attack', 'PGD 0.02 (all)', 'PGD 0.02 (clean-correct)']
+  assert [row[1] for row in difference_rows(result['tables'])] == labels
+  drawn = [line for line in ax.lines if line.get_marker() == 'o']
+  assert len(drawn) == len(labels)  # one paired column (LPD) per row
+  at_pgd = drawn[labels.index('PGD 0.02 (all)')]
+  assert at_pgd.get_xdata()[0] == pytest.approx(5.0) and at_pgd.get_markerfacecolor() != 'white'
+  ends = [seg[:, 0] for c in ax.collections for seg in c.get_segments()]
+  assert any(np.allclose(e, [100 * pgd['low'], 100 * pgd['high']]) for e in ends)
+  assert drawn[labels.index('No Attack')].get_markerfacecolor() == 'white'  # [0, 0]
 
   flipped, markdown, _ = compare.compare([base, lpd], reference='LPD')
   base_cell, _ = cells(flipped, 'table4', 'PGD 0.02 (all): Δ vs LPD')

@@ -79,7 +79,7 @@ def compare(workdirs, *, run_missing_evaluations=(), reference=None, seed=0, res
   built = build_tables(columns, stats)
   origins, differs = provenance_table(columns)
   built.append(origins)
-  files = figures(columns, stats)
+  files = figures(columns, stats, built)
   described = [
     dict(col.describe(), provenance_differs=differs.get(col.label, [])) for col in columns
   ]

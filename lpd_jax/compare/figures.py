@@ -1,6 +1,7 @@
 """The comparison's plots: Figure 3 (accuracy under PGD against eps, every column on one
 axis per norm, error bars the 95% bootstrap intervals), Figure 2 (each workdir's
-certification scatter) and the keep-rate and margin drift over training."""
+certification scatter), the keep-rate and margin drift over training, and the paired
+differences to the reference column with their intervals (`differences.png`)."""
 
 import numpy as np
 
@@ -165,11 +166,73 @@ def plot_drift(columns):
   return fig
 
 
-def figures(columns, stats=None):
-  """{file name: PNG bytes} of the plots that have data (`stats`: Figure 3's intervals)."""
+def difference_rows(tables):
+  """[(table name, row label, reference, [(column, cell)])] of every 'Δ vs R' row of the
+  built tables whose cells hold an interval (`differences.difference_row`), in table order."""
+  out = []
+  for table in tables:
+    for row in table['rows']:
+      if 'reference' not in row:
+        continue
+      cells = [(c, cell) for c, cell in zip(table['columns'], row['cells']) if 'low' in cell]
+      if cells:
+        out.append((table['name'], row['of'].strip(), row['reference'], cells))
+  return out
+
+
+def plot_differences(tables):
+  """A forest plot of the paired differences: per 'Δ vs R' row (y) each column's difference
+  to the reference column in points, with its 95% bootstrap interval as a bar, filled
+  where the interval excludes 0; one panel per table, a color per column."""
+  from matplotlib.figure import Figure
+  from matplotlib.lines import Line2D
+
+  rows = difference_rows(tables)
+  if not rows:
+    return None
+  names = list(dict.fromkeys(name for name, _, _, _ in rows))
+  columns = list(dict.fromkeys(c for _, _, _, cells in rows for c, _ in cells))
+  references = ' or '.join(dict.fromkeys(ref for _, _, ref, _ in rows))
+  colors = dict(zip(columns, _colors(len(columns))))
+  counts = [sum(1 for n, _, _, _ in rows if n == name) for name in names]
+  height = 0.28 * len(columns) * sum(counts) + 1.2 * len(names)
+  fig = Figure(figsize=(9, max(3.0, height)), layout='constrained')
+  axes = fig.subplots(len(names), 1, squeeze=False, height_ratios=counts)[:, 0]
+  offsets = np.linspace(-0.3, 0.3, len(columns)) if len(columns) > 1 else np.zeros(1)
+  for ax, name in zip(axes, names):
+    mine = [(label, cells) for n, label, _, cells in rows if n == name]
+    for y, (_, cells) in enumerate(mine):
+      for column, cell in cells:
+        at = y + offsets[columns.index(column)]
+        d, lo, hi = (100 * cell[k] for k in ('difference', 'low', 'high'))
+        ax.errorbar(
+          d,
+          at,
+          xerr=[[d - lo], [hi - d]],
+          fmt='o',
+          color=colors[column],
+          capsize=2,
+          ms=4,
+          mfc=colors[column] if cell.get('excludes_zero') else 'white',
+        )
+    ax.axvline(0, color='black', lw=0.8)
+    ax.set_yticks(range(len(mine)), [label for label, _ in mine], fontsize='small')
+    ax.set_ylim(len(mine) - 0.5, -0.5)
+    ax.grid(axis='x', alpha=0.3)
+    ax.set_title(name, fontsize='medium', loc='left')
+  axes[-1].set_xlabel(f'difference to {references} (points; filled: the 95% interval excludes 0)')
+  handles = [Line2D([], [], marker='o', ls='', color=colors[c], label=c) for c in columns]
+  axes[0].legend(handles=handles, fontsize='x-small', loc='best')
+  return fig
+
+
+def figures(columns, stats=None, tables=()):
+  """{file name: PNG bytes} of the plots that have data (`stats`: Figure 3's intervals;
+  `tables`: the built tables, whose difference rows make differences.png)."""
   plots = {
     'figure3.png': plot_figure3(columns, stats),
     'figure2.png': plot_figure2(columns),
     'drift.png': plot_drift(columns),
+    'differences.png': plot_differences(tables),
   }
   return {name: figure_png(fig) for name, fig in plots.items() if fig is not None}
