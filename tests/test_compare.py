@@ -311,7 +311,7 @@ def test_compare_builds_the_golden_tables_of_the_digits_study(golden_root, tmp_p
     assert t['columns'] == ['Baseline', 'LPD'], t['name']
     for r in t['rows']:
       assert all(c['n'] == 1 for c in r['cells']), (t['name'], r['label'])
-  assert set(result['plots']) == {'figure2.png', 'figure3.png', 'drift.png'}
+  assert set(result['plots']) == {'figure2.png', 'figure3.png', 'drift.png', 'differences.png'}
   for name in ('comparison.md', 'comparison.json', *result['plots']):
     assert os.path.getsize(os.path.join(out, name)) > 0
   for built, want in zip(json.loads(json.dumps(result['tables'])), golden['tables']):

@@ -7,6 +7,7 @@ import numpy as np
 
 from lpd_jax.compare import paired
 from lpd_jax.compare.differences import column_samples
+from lpd_jax.compare.summary import TITLES
 from lpd_jax.compare.workdirs import RAW
 from lpd_jax.suites import certify_figures
 from lpd_jax.suites.common import figure_png
@@ -167,16 +168,18 @@ def plot_drift(columns):
 
 
 def difference_rows(tables):
-  """[(table name, row label, reference, [(column, cell)])] of every 'Δ vs R' row of the
-  built tables whose cells hold an interval (`differences.difference_row`), in table order."""
+  """[(table title, row label, reference, [(column, cell)])] of every 'Δ vs R' row of the
+  built tables whose cells hold an interval (`differences.difference_row`), in table order;
+  the robust table's per-attack cascade rows ('after apgd-ce ...') left to the table."""
   out = []
   for table in tables:
     for row in table['rows']:
-      if 'reference' not in row:
+      if 'reference' not in row or row['of'].strip().startswith('after '):
         continue
       cells = [(c, cell) for c, cell in zip(table['columns'], row['cells']) if 'low' in cell]
       if cells:
-        out.append((table['name'], row['of'].strip(), row['reference'], cells))
+        title = TITLES.get(table['name'], table['name'])
+        out.append((title, row['of'].strip(), row['reference'], cells))
   return out
 
 
@@ -195,7 +198,7 @@ def plot_differences(tables):
   references = ' or '.join(dict.fromkeys(ref for _, _, ref, _ in rows))
   colors = dict(zip(columns, _colors(len(columns))))
   counts = [sum(1 for n, _, _, _ in rows if n == name) for name in names]
-  height = 0.28 * len(columns) * sum(counts) + 1.2 * len(names)
+  height = max(0.3, 0.09 * len(columns)) * sum(counts) + 1.0 * len(names)
   fig = Figure(figsize=(9, max(3.0, height)), layout='constrained')
   axes = fig.subplots(len(names), 1, squeeze=False, height_ratios=counts)[:, 0]
   offsets = np.linspace(-0.3, 0.3, len(columns)) if len(columns) > 1 else np.zeros(1)
