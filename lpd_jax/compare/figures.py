@@ -211,7 +211,7 @@ def plot_differences(tables):
         ax.errorbar(
           d,
           at,
-          xerr=[[d - lo], [hi - d]],
+          xerr=[[max(d - lo, 0)], [max(hi - d, 0)]],  # percentile ends may not straddle it
           fmt='o',
           color=colors[column],
           capsize=2,
