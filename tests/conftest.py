@@ -46,7 +46,8 @@ TINY_CLI = ['--config=configs/quickstart.py', '--config.width=4', '--config.num_
 def compilation_cache(tmp_path_factory):
   """A persistent XLA cache per worker (its CLI children share it): identical steps compile
   once. Not shared between workers: JAX writes an entry in place, and a reader racing a
-  writer warns on stderr."""
+  writer warns on stderr; JAX's locked mode (a cache size limit) rescans every entry on each
+  write, and with the suite's ~5,000 entries a shared locked cache made the run slower."""
   if os.environ.get('LPD_TEST_SHARED_CACHE'):
     path = run_root(tmp_path_factory) / 'xla_cache_shared'
     path.mkdir(exist_ok=True)
