@@ -48,13 +48,7 @@ def compilation_cache(tmp_path_factory):
   once. Not shared between workers: JAX writes an entry in place, and a reader racing a
   writer warns on stderr; JAX's locked mode (a cache size limit) rescans every entry on each
   write, and with the suite's ~5,000 entries a shared locked cache made the run slower."""
-  if os.environ.get('LPD_TEST_SHARED_CACHE'):
-    path = run_root(tmp_path_factory) / 'xla_cache_shared'
-    path.mkdir(exist_ok=True)
-    jax.config.update('jax_compilation_cache_max_size', 8 << 30)
-    jax.config.update('jax_compilation_cache_dir', str(path))
-  else:
-    jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
@@ -175,7 +169,6 @@ def cli_env():
     JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or '',
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
-    JAX_COMPILATION_CACHE_MAX_SIZE=str(jax.config.jax_compilation_cache_max_size),
   )
 
 
