@@ -173,13 +173,14 @@ def difference_rows(tables):
   the robust table's per-attack cascade rows ('after apgd-ce ...') left to the table."""
   out = []
   for table in tables:
+    title = TITLES.get(table['name'], table['name'])
     for row in table['rows']:
-      if 'reference' not in row or row['of'].strip().startswith('after '):
+      of = row.get('of', '').strip()
+      if 'reference' not in row or of.startswith('after '):
         continue
       cells = [(c, cell) for c, cell in zip(table['columns'], row['cells']) if 'low' in cell]
       if cells:
-        title = TITLES.get(table['name'], table['name'])
-        out.append((title, row['of'].strip(), row['reference'], cells))
+        out.append((title, of, row['reference'], cells))
   return out
 
 
