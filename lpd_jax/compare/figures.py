@@ -7,7 +7,7 @@ import numpy as np
 
 from lpd_jax.compare import paired
 from lpd_jax.compare.differences import column_samples
-from lpd_jax.compare.summary import TITLES
+from lpd_jax.compare.summary import difference_rows_of
 from lpd_jax.compare.workdirs import RAW
 from lpd_jax.suites import certify_figures
 from lpd_jax.suites.common import figure_png
@@ -173,11 +173,7 @@ def difference_rows(tables):
   the robust table's per-attack cascade rows ('after apgd-ce ...') left to the table."""
   out = []
   for table in tables:
-    title = TITLES.get(table['name'], table['name'])
-    for row in table['rows']:
-      of = row.get('of', '').strip()
-      if 'reference' not in row or of.startswith('after '):
-        continue
+    for title, of, row in difference_rows_of([table]):
       cells = [(c, cell) for c, cell in zip(table['columns'], row['cells']) if 'low' in cell]
       if cells:
         out.append((title, of, row['reference'], cells))
