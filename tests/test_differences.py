@@ -143,6 +143,23 @@ def test_several_seeds_are_resampled_and_a_column_without_files_says_so(trained_
   assert pgd['missing'] and differences.MISSING_NOTE in markdown
   assert f'| {row} | reference | n/a |' in markdown
 
+  # A seed with no report at all (a study attacking seed 0 only): the cell is '(1 of 2)' and
+  # its difference pairs the seed that has one, with McNemar's p as for one seed.
+  os.remove(os.path.join(seeds[1], 'eval_paper.json'))
+  result, markdown, _ = compare.compare([base, *seeds])
+  assert cells(result, 'table4', 'PGD 0.02 (all)')[1]['n'] == 1
+  _, pgd = cells(result, 'table4', row)
+  assert pgd['n'] == 1 and pgd['difference'] == pytest.approx(0.05)
+  assert pgd['discordant'] == [5, 0] and pgd['p_value'] == pytest.approx(0.0625)
+  # A column without the report at all: '-' as its value, and no 'n/a' note.
+  adp = fake_workdir(trained_workdir, tmp_path / 'a', {}, method='adp')
+  result, markdown, _ = compare.compare([base, *seeds, adp])
+  assert 'difference' not in cells(result, 'table4', row)[2]
+  assert f'| {row} | reference | +5.00 [' in markdown and differences.MISSING_NOTE not in markdown
+  assert next(line for line in markdown.splitlines() if line.startswith(f'| {row} |')).endswith(
+    '| - |'
+  )
+
 
 def test_quantile_rows_get_each_columns_interval(trained_workdir, tmp_path):
   """Tables 2-3: each quantile cell is followed by its bootstrap interval, which holds it."""

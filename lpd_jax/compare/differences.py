@@ -11,7 +11,9 @@ Pairing is by test index: two columns pair where their samples hold the same tes
 (and the same labels where both recorded them); otherwise the cell says 'not paired' and
 one line under the table names both columns and how their points differ. A column whose
 seeds were evaluated on other points, or some of whose seeds lack the per-sample file,
-gets no interval either ('n/a', said under the table).
+gets no interval either ('n/a', said under the table); a column without the report at all
+gets '-', as its value. A column's seeds are those with a report for the row, the seeds of
+its value ('(1 of 3)': that one seed).
 """
 
 import dataclasses
@@ -23,7 +25,7 @@ import numpy as np
 from lpd_jax.compare import paired
 
 MARK = '*'
-NOT_PAIRED, MISSING, REFERENCE = 'not paired', 'n/a', 'reference'
+NOT_PAIRED, MISSING, REFERENCE, NO_REPORT = 'not paired', 'n/a', 'reference', '-'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +91,20 @@ def how_points_differ(a, b, names=('the first', 'the second')):
   return f'{names[0]}: {a.points}; {names[1]}: {b.points}; {common} in common'
 
 
+def has_report(column, row):
+  """Whether some seed of `column` has a report holding `row` (its cell is not '-')."""
+  return any(row.value(r) is not None for r in column.runs)
+
+
 def column_samples(column, row):
   """-> (values [seeds, n], Samples of its first seed) or (None, None) where the column has
-  no per-sample values for `row` (or not from all its seeds on the same points)."""
-  found = [row.samples(r) for r in column.runs]
-  if any(s is None for s in found):
+  no per-sample values for `row` (or not from all its seeds on the same points).
+
+  The seeds are those whose reports hold the row, as in the cell's value: a study that attacks
+  only seed 0 of a three-seed column ('(1 of 3)') pairs that seed; a seed whose report holds
+  the row but whose per-sample file is missing leaves the column without values."""
+  found = [row.samples(r) for r in column.runs if row.value(r) is not None]
+  if not found or any(s is None for s in found):
     return None, None
   found = [_sorted(s) for s in found]
   if any(how_points_differ(found[0], s) for s in found[1:]):
@@ -115,6 +126,8 @@ def difference_cell(stats, row, columns, data, i, ref):
   (values, samples), (ref_values, ref_samples) = data[i], data[ref]
   out = dict(n=0 if values is None else len(values))
   if values is None or ref_values is None:
+    if not (has_report(columns[i], row) and has_report(columns[ref], row)):
+      return dict(out, missing=True), NO_REPORT, None  # '-' as in the value's cell
     return dict(out, missing=True), MISSING, MISSING_NOTE
   a, b = columns[ref].label, columns[i].label
   differ = how_points_differ(ref_samples, samples, (a, b))

@@ -38,6 +38,9 @@ class _SweepRow:
   def __init__(self, key):
     self.key = key
 
+  def value(self, run):
+    return run.value('sweep', RAW, self.key)
+
   def samples(self, run):
     return run.samples('sweep', RAW, self.key)
 
