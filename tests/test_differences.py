@@ -53,13 +53,13 @@ def binomial_quantile(n, p, q):
 def test_each_accuracy_row_gets_its_paired_difference_and_other_points_are_refused(
   trained_workdir, tmp_path
 ):
-  """LPD is right on 5 points more than Baseline under PGD (and equal elsewhere): +5 points,
-  McNemar p = 2 / 2^5, the interval the binomial quantiles of Bin(100, 0.05) / 100; equal
+  """LPD is right on 8 points more than Baseline under PGD (and equal elsewhere): +8 points,
+  McNemar p = 2 / 2^8, the interval the binomial quantiles of Bin(100, 0.08) / 100; equal
   clean columns: +0 [0, 0], p = 1. LPD's file predates test_index (read as the prefix). ADP
   ran on 120 images: not paired, in one line naming both columns and their points."""
   clean = right((0, 60))
   base = paper_workdir(trained_workdir, tmp_path / 'b', clean, right((0, 30)), method='baseline')
-  lpd = paper_workdir(trained_workdir, tmp_path / 'l', clean, right((0, 35)), old_file=True)
+  lpd = paper_workdir(trained_workdir, tmp_path / 'l', clean, right((0, 38)), old_file=True)
   adp = paper_workdir(
     trained_workdir, tmp_path / 'a', right((0, 70), n=120), right((0, 40), n=120), method='adp'
   )
@@ -67,17 +67,17 @@ def test_each_accuracy_row_gets_its_paired_difference_and_other_points_are_refus
   t4 = table(result, 'table4')
   assert t4['columns'] == ['Baseline', 'LPD', 'ADP']
   ref, pgd, refused = cells(result, 'table4', 'PGD 0.02 (all): Δ vs Baseline')
-  assert ref['reference'] and pgd['difference'] == pytest.approx(0.05)
-  assert pgd['discordant'] == [5, 0] and pgd['p_value'] == pytest.approx(0.0625)
-  low, high = (binomial_quantile(N, 0.05, q) / N for q in (0.025, 0.975))
+  assert ref['reference'] and pgd['difference'] == pytest.approx(0.08)
+  assert pgd['discordant'] == [8, 0] and pgd['p_value'] == pytest.approx(2 / 2**8)
+  low, high = (binomial_quantile(N, 0.08, q) / N for q in (0.025, 0.975))
   assert abs(pgd['low'] - low) <= 1 / N and abs(pgd['high'] - high) <= 1 / N
-  assert pgd['excludes_zero'] and pgd['points'] == N
-  text = f'+5.00 [{100 * pgd["low"]:+.2f}, {100 * pgd["high"]:+.2f}]* p=0.062'
+  assert pgd['told_apart'] and pgd['points'] == N
+  text = f'+8.00 [{100 * pgd["low"]:+.2f}, {100 * pgd["high"]:+.2f}]* p=0.0078'
   assert f'| PGD 0.02 (all): Δ vs Baseline | reference | {text} | not paired |' in markdown
   same = cells(result, 'table4', 'No Attack: Δ vs Baseline')[1]
   assert (same['difference'], same['low'], same['high'], same['p_value']) == (0, 0, 0, 1)
   on_clean = cells(result, 'table4', 'PGD 0.02 (clean-correct): Δ vs Baseline')[1]
-  assert on_clean['difference'] == pytest.approx(5 / 60) and on_clean['points'] == 60
+  assert on_clean['difference'] == pytest.approx(8 / 60) and on_clean['points'] == 60
 
   line = (
     'Not paired: Baseline and ADP were evaluated on other test points (Baseline: the first '
@@ -87,8 +87,8 @@ def test_each_accuracy_row_gets_its_paired_difference_and_other_points_are_refus
   assert t4['markdown'].splitlines().count(line) == 1  # one line, however many rows
   assert differences.difference_note(differences.Stats()) in t4['markdown']
   assert (
-    'LPD leads Baseline on Table 4, PGD 0.02 (all) by 5.0 points (95% CI '
-    f'{100 * pgd["low"]:+.1f} to {100 * pgd["high"]:+.1f}; McNemar p = 0.062).'
+    'LPD leads Baseline on Table 4, PGD 0.02 (all) by 8.0 points (95% CI '
+    f'{100 * pgd["low"]:+.1f} to {100 * pgd["high"]:+.1f}; McNemar p = 0.0078).'
   ) in markdown
   assert result['statistics']['summary'][0] == '## Summary'
   assert (
@@ -109,15 +109,15 @@ def test_each_accuracy_row_gets_its_paired_difference_and_other_points_are_refus
   drawn = [line for line in ax.lines if line.get_marker() == 'o']
   assert len(drawn) == len(labels)  # one paired column (LPD) per row
   at_pgd = drawn[labels.index('PGD 0.02 (all)')]
-  assert at_pgd.get_xdata()[0] == pytest.approx(5.0) and at_pgd.get_markerfacecolor() != 'white'
+  assert at_pgd.get_xdata()[0] == pytest.approx(8.0) and at_pgd.get_markerfacecolor() != 'white'
   ends = [seg[:, 0] for c in ax.collections for seg in c.get_segments()]
   assert any(np.allclose(e, [100 * pgd['low'], 100 * pgd['high']]) for e in ends)
   assert drawn[labels.index('No Attack')].get_markerfacecolor() == 'white'  # [0, 0]
 
   flipped, markdown, _ = compare.compare([base, lpd], reference='LPD')
   base_cell, _ = cells(flipped, 'table4', 'PGD 0.02 (all): Δ vs LPD')
-  assert base_cell['difference'] == pytest.approx(-0.05) and base_cell['p_value'] == 0.0625
-  assert 'Baseline trails LPD on Table 4, PGD 0.02 (all) by 5.0 points' in markdown
+  assert base_cell['difference'] == pytest.approx(-0.08) and base_cell['p_value'] == 2 / 2**8
+  assert 'Baseline trails LPD on Table 4, PGD 0.02 (all) by 8.0 points' in markdown
   with pytest.raises(ConfigError, match=r"--reference='Nope': no such column.*'Baseline'"):
     compare.compare([base, lpd], reference='Nope')
 
@@ -151,6 +151,10 @@ def test_several_seeds_are_resampled_and_a_column_without_files_says_so(trained_
   _, pgd = cells(result, 'table4', row)
   assert pgd['n'] == 1 and pgd['difference'] == pytest.approx(0.05)
   assert pgd['discordant'] == [5, 0] and pgd['p_value'] == pytest.approx(0.0625)
+  # Its interval excludes 0 (no point goes the other way) but McNemar's p does not: no mark.
+  assert pgd['excludes_zero'] and not pgd['told_apart']
+  line = next(x for x in markdown.splitlines() if x.startswith(f'| {row} |'))
+  assert '*' not in line and 'LPD (2 seeds) leads' not in markdown
   # A column without the report at all: '-' as its value, and no 'n/a' note.
   adp = fake_workdir(trained_workdir, tmp_path / 'a', {}, method='adp')
   result, markdown, _ = compare.compare([base, *seeds, adp])

@@ -71,6 +71,9 @@ def test_n_points_right_only_in_one_column_give_the_binomial_p_and_interval():
   low, high = (binomial_quantile(n, flips / n, q) / n for q in (0.025, 0.975))
   assert abs(got.low - low) <= 1 / n and abs(got.high - high) <= 1 / n
   assert got.excludes_zero  # never below 0: no point goes the other way
+  assert not got.told_apart  # but McNemar's exact p = 0.0625: five points are not enough
+  eight = paired.paired_difference(np.r_[np.ones(8), second[8:]], second, resamples=400, seed=1)
+  assert eight.p_value == pytest.approx(2 / 2**8) and eight.told_apart
   flipped = paired.paired_difference(second, first, resamples=4000, seed=1)
   assert flipped.discordant == (0, flips) and flipped.p_value == got.p_value
 

@@ -54,7 +54,8 @@ def difference_note(stats):
     'index), in percentage points, with its 95% bootstrap percentile interval (B = '
     f'{stats.resamples}; the test points resampled, and the seeds too where a column has '
     "several) and, for two single-seed columns, McNemar's exact p; "
-    f'{MARK} marks an interval that excludes 0 (docs/methods.md, "Differences and intervals").'
+    f"{MARK} marks a difference told apart from 0: its interval excludes 0 and, where McNemar's "
+    'p is given, p < 0.05 too (docs/methods.md, "Differences and intervals").'
   )
 
 
@@ -146,13 +147,14 @@ def difference_cell(stats, row, columns, data, i, ref):
     low=interval.low,
     high=interval.high,
     excludes_zero=interval.excludes_zero,
+    told_apart=interval.told_apart,
     p_value=interval.p_value,
     discordant=None if interval.discordant is None else list(interval.discordant),
     points=int(values.shape[1]),
     resamples=interval.resamples,
   )
   text = f'{_pp(interval.estimate)} [{_pp(interval.low)}, {_pp(interval.high)}]'
-  text += MARK if interval.excludes_zero else ''
+  text += MARK if interval.told_apart else ''
   if interval.p_value is not None:
     text += f' p={interval.p_value:.2g}'
   return cell, text, None

@@ -186,7 +186,8 @@ def difference_rows(tables):
 def plot_differences(tables):
   """A forest plot of the paired differences: per 'Δ vs R' row (y) each column's difference
   to the reference column in points, with its 95% bootstrap interval as a bar, filled
-  where the interval excludes 0; one panel per table, a color per column."""
+  where the difference is told apart from 0 (`paired.Interval.told_apart`); one panel per
+  table, a color per column."""
   from matplotlib.figure import Figure
   from matplotlib.lines import Line2D
 
@@ -216,14 +217,14 @@ def plot_differences(tables):
           color=colors[column],
           capsize=2,
           ms=4,
-          mfc=colors[column] if cell.get('excludes_zero') else 'white',
+          mfc=colors[column] if cell.get('told_apart') else 'white',
         )
     ax.axvline(0, color='black', lw=0.8)
     ax.set_yticks(range(len(mine)), [label for label, _ in mine], fontsize='small')
     ax.set_ylim(len(mine) - 0.5, -0.5)
     ax.grid(axis='x', alpha=0.3)
     ax.set_title(name, fontsize='medium', loc='left')
-  axes[-1].set_xlabel(f'difference to {references} (points; filled: the 95% interval excludes 0)')
+  axes[-1].set_xlabel(f'difference to {references} (points; filled: told apart from 0)')
   handles = [Line2D([], [], marker='o', ls='', color=colors[c], label=c) for c in columns]
   axes[0].legend(handles=handles, fontsize='x-small', loc='best')
   return fig

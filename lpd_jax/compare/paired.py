@@ -65,6 +65,14 @@ class Interval(NamedTuple):
   def excludes_zero(self) -> bool:
     return self.low > 0 or self.high < 0
 
+  @property
+  def told_apart(self) -> bool:
+    """The difference is told apart from 0: the interval excludes 0 and, where McNemar's
+    exact p was computed, p < 1 - LEVEL too. With few discordant points the percentile
+    interval is narrower than the exact test (b = 5, c = 0 of 100: it excludes 0 while
+    p = 2 / 2^5 = 0.0625), so a single-seed pair needs both."""
+    return self.excludes_zero and (self.p_value is None or self.p_value < 1 - LEVEL)
+
 
 def mcnemar_exact(b, c):
   """Two-sided exact McNemar p-value of b and c discordant pairs (see the module doc).

@@ -1,7 +1,8 @@
 """The comparison's summary sentences, generated from the paired differences and their
 intervals (`differences`): 'LPD leads Baseline on Table 4, PGD 0.02 (all) by 12.0 points
 (95% CI +5.0 to +19.0; McNemar p = 0.003).' Nothing here is written by hand: a difference
-whose interval excludes 0 leads or trails, any other is not told apart from 0."""
+told apart from 0 (its interval excludes 0 and, between single seeds, McNemar's p < 0.05:
+`paired.Interval.told_apart`) leads or trails, any other is not told apart from 0."""
 
 # What a table is called in a sentence.
 TITLES = {
@@ -27,11 +28,13 @@ def sentence(column, reference, what, cell):
   """One difference (a JSON cell of `differences.difference_cell`: difference, low, high in
   [0, 1] units, p_value or None) as a sentence with its numbers."""
   d = 100 * cell['difference']
-  if cell['low'] > 0 or cell['high'] < 0:
+  if cell['told_apart']:
     verb = 'leads' if cell['low'] > 0 else 'trails'
     return f'{column} {verb} {reference} on {what} by {abs(d):.1f} points ({_ci(cell)}).'
+  includes_zero = not (cell['low'] > 0 or cell['high'] < 0)
   return (
-    f'{column} and {reference} are not told apart on {what}: {d:+.1f} points ({_ci(cell, True)}).'
+    f'{column} and {reference} are not told apart on {what}: {d:+.1f} points '
+    f'({_ci(cell, includes_zero)}).'
   )
 
 
@@ -78,9 +81,9 @@ def summary(tables):
   ]
   for column in dict.fromkeys(c for c, _, _, _ in found):
     mine = [f for f in found if f[0] == column]
-    told = [f for f in mine if f[3]['excludes_zero']]
+    told = [f for f in mine if f[3]['told_apart']]
     lines += [f'- {sentence(*f)}' for f in told]
-    rest = [f for f in mine if not f[3]['excludes_zero']]
+    rest = [f for f in mine if not f[3]['told_apart']]
     if rest:
       other = ' other' if told else ''
       lines.append(
