@@ -200,6 +200,7 @@ def plot_differences(tables):
   colors = dict(zip(columns, _colors(len(columns))))
   counts = [sum(1 for n, _, _, _ in rows if n == name) for name in names]
   height = max(0.3, 0.09 * len(columns)) * sum(counts) + 1.0 * len(names)
+  height += 0.2 * -(-len(columns) // 3)  # the legend's rows
   fig = Figure(figsize=(9, max(3.0, height)), layout='constrained')
   axes = fig.subplots(len(names), 1, squeeze=False, height_ratios=counts)[:, 0]
   offsets = np.linspace(-0.3, 0.3, len(columns)) if len(columns) > 1 else np.zeros(1)
@@ -226,7 +227,8 @@ def plot_differences(tables):
     ax.set_title(name, fontsize='medium', loc='left')
   axes[-1].set_xlabel(f'difference to {references} (points; filled: told apart from 0)')
   handles = [Line2D([], [], marker='o', ls='', color=colors[c], label=c) for c in columns]
-  axes[0].legend(handles=handles, fontsize='x-small', loc='best')
+  # above the panels: inside one it hides the points it would sit on
+  fig.legend(handles=handles, fontsize='x-small', loc='outside upper center', ncols=3)
   return fig
 
 
