@@ -3,10 +3,9 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import cli_env, tiny_config
 
 from lpd_jax import config as config_lib
 from lpd_jax import data, evaluate, load, probes
@@ -125,10 +124,11 @@ def test_notebook_runs_on_two_workdirs_side_by_side(module_copy, tmp_path, monke
   png = tmp_path / 'probes.png'
   # The kernel is a subprocess: it inherits these, and finds the editable lpd_jax.
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
-  # The session's persistent XLA cache (conftest): the second run reuses the first's compiles.
-  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', jax.config.jax_compilation_cache_dir or '')
-  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
-  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+  # The worker's persistent XLA cache (conftest.cli_env): the second run reuses the first's
+  # compiles.
+  for name, value in cli_env().items():
+    if name.startswith('JAX_'):
+      monkeypatch.setenv(name, value)
   monkeypatch.setenv('LPD_WORKDIRS', ':'.join([module_copy] * copies))
   monkeypatch.setenv('LPD_PROBE_EXAMPLES', '64')
   monkeypatch.setenv('LPD_PROBE_PNG', str(png))
