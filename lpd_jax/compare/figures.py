@@ -175,11 +175,10 @@ def difference_rows(tables):
   built tables whose cells hold an interval (`differences.difference_row`), in table order;
   the robust table's per-attack cascade rows ('after apgd-ce ...') left to the table."""
   out = []
-  for table in tables:
-    for title, of, row in difference_rows_of([table]):
-      cells = [(c, cell) for c, cell in zip(table['columns'], row['cells']) if 'low' in cell]
-      if cells:
-        out.append((title, of, row['reference'], cells))
+  for table, title, of, row in difference_rows_of(tables):
+    cells = [(c, cell) for c, cell in zip(table['columns'], row['cells']) if 'low' in cell]
+    if cells:
+      out.append((title, of, row['reference'], cells))
   return out
 
 

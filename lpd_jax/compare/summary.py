@@ -39,16 +39,16 @@ def sentence(column, reference, what, cell):
 
 
 def difference_rows_of(tables):
-  """[(table title, row label, row)] of every 'Δ vs R' row of the built tables, in table
-  order, but the robust table's per-attack cascade rows ('after apgd-ce ...'): what is left
-  after each attack of the cascade is the table's detail, its worst case the headline."""
+  """[(table, table title, row label, row)] of every 'Δ vs R' row of the built tables, in
+  table order, but the robust table's per-attack cascade rows ('after apgd-ce ...'): what is
+  left after each attack of the cascade is the table's detail, its worst case the headline."""
   out = []
   for table in tables:
     title = TITLES.get(table['name'], table['name'])
     for row in table['rows']:
       of = row.get('of', '').strip()
       if 'reference' in row and not of.startswith('after '):
-        out.append((title, of, row))
+        out.append((table, title, of, row))
   return out
 
 
@@ -56,11 +56,10 @@ def differences_of(tables):
   """[(column, reference, what, cell)] of every computed difference of `difference_rows_of`
   (the columns in the order of their table)."""
   out = []
-  for table in tables:
-    for title, of, row in difference_rows_of([table]):
-      for column, cell in zip(table['columns'], row['cells']):
-        if 'difference' in cell:
-          out.append((column, row['reference'], f'{title}, {of}', cell))
+  for table, title, of, row in difference_rows_of(tables):
+    for column, cell in zip(table['columns'], row['cells']):
+      if 'difference' in cell:
+        out.append((column, row['reference'], f'{title}, {of}', cell))
   return out
 
 
