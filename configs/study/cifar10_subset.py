@@ -4,24 +4,22 @@ K = 3 ResNet-18s of width 4, 10 epochs, on 2 CPU cores.
 
 python -m lpd_jax.study --config=configs/study/cifar10_subset.py --root=workdirs/study_subset
 
-Sized for 2 CPU cores: the whole study took 2 hours 8 minutes as three `--only=NAME` processes
-side by side (21,134 s of steps, each beside two others; docs/results.md). Width 4
-is the width the paper certifies (section 4.4, "in_channels" 64 -> 4), and on 2 CPU cores it attacks
-3x faster than width 8 (PGD-10: 366 vs 125 image-gradients/s) for a few points of clean accuracy (15
-epochs: 44.8% vs 51.6% for a Baseline). Adversarial training takes 2 PGD steps of eps/2 instead of 7
-of 2/255 (a step costs 3x a Baseline step instead of 8x), for 6 epochs. The attack budgets are cut
-to fit (eval below): the attack suites run on the first 100 test images (clean accuracy and the
-probes on all 500, certification of Baseline and LPD on the first 8 every member gets right); the
-paper suite keeps the
+Sized for 2 CPU cores: the whole study took 2 hours 8 minutes as three `--only=NAME` processes side
+by side (21,134 s of steps, each beside two others; docs/results.md). Width 4 is the width the paper
+certifies (section 4.4, "in_channels" 64 -> 4), and on 2 CPU cores it attacks 3x faster than width 8
+(PGD-10: 366 vs 125 image-gradients/s) for a few points of clean accuracy (15 epochs: 44.8% vs 51.6%
+for a Baseline). Adversarial training takes 2 PGD steps of eps/2 instead of 7 of 2/255 (a step costs
+3x a Baseline step instead of 8x), for 6 epochs. The attack budgets are cut to fit (eval below): the
+attack suites run on the first 100 test images (clean accuracy and the probes on all 500,
+certification of Baseline and LPD on the first 8 every member gets right); the paper suite keeps the
 paper's FGSM/BIM/PGD settings, runs JSMA at gamma 0.05 only and C&W for 30 steps x 2 binary searches
 (the authors: 1000 x 5); the strong attacks run 10-step APGD, 1 APGD-T target and 100 Square queries
-(RobustBench: 100 steps, 9 targets, 5000 queries), and so does AutoAttack's `standard` preset
-beside them (FAB-T 10 steps, 1 target), so robust accuracy here is an upper bound that a
-stronger budget may lower. Baseline and LPD have three seeds (clean accuracy and the probes: mean +-
-std; the attack suites on seed 0), and seed 1 is seed 0's Type II surrogate. The Type I surrogate is
-a Baseline VGG-16 of width 4. GAL, TRS (11x a Baseline step), GradDiv and DVERGE (started from
-the Baseline run's members, as its reference code, for DVERGE_EPOCHS epochs) and the third seeds
-come last.
+(RobustBench: 100 steps, 9 targets, 5000 queries), and so does AutoAttack's `standard` preset beside
+them (FAB-T 10 steps, 1 target), so robust accuracy here is an upper bound that a stronger budget
+may lower. Baseline and LPD have three seeds (clean accuracy and the probes: mean +- std; the attack
+suites on seed 0), and seed 1 is seed 0's Type II surrogate. The Type I surrogate is a Baseline
+VGG-16 of width 4. GAL, TRS (11x a Baseline step), GradDiv and DVERGE (started from the Baseline
+run's members, as its reference code, for DVERGE_EPOCHS epochs) and the third seeds come last.
 `--only=baseline,lpd` runs a part of it.
 """
 
