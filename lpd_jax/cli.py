@@ -11,7 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lpd_jax import config as config_lib
-from lpd_jax import workdir_config
+from lpd_jax import interrupts, workdir_config
 from lpd_jax.errors import USER_ERRORS, Interrupted
 
 
@@ -130,11 +130,15 @@ def run(main):
 
 
 def _quiet_half_built_bars(previous):
-  """A `sys.unraisablehook` that drops what tqdm's `__del__` raises on a bar whose `__init__`
-  a Ctrl-C cut short (AttributeError: no 'pos' yet): the interrupt is reported in its one
-  line; everything else goes to `previous` (lpd_jax.checkpoint's, then Python's)."""
+  """A `sys.unraisablehook` that drops what a Ctrl-C leaves behind in finalisers: the
+  KeyboardInterrupt itself where it landed in one (`interrupts` recorded it, and the next
+  `interrupts.check` stops the run), and what tqdm's `__del__` raises on a bar whose `__init__`
+  it cut short (AttributeError: no 'pos' yet). The interrupt is reported in its one line;
+  everything else goes to `previous` (lpd_jax.checkpoint's, then Python's)."""
 
   def hook(unraisable):
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and interrupts.pending():
+      return
     where = getattr(unraisable.object, '__module__', '') or ''
     if isinstance(unraisable.exc_value, AttributeError) and where.startswith('tqdm'):
       return
@@ -147,8 +151,11 @@ def run_reporting_user_errors(fn, *args):
   """Calls fn(*args); a user error becomes one line on stderr and exit status 1."""
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   sys.unraisablehook = _quiet_half_built_bars(sys.unraisablehook)
+  interrupts.install()
   try:
-    return fn(*args)
+    result = fn(*args)
+    interrupts.check()  # a Ctrl-C swallowed after the last check: still reported as one
+    return result
   except USER_ERRORS as e:
     if debugging():
       raise

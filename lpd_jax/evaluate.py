@@ -17,7 +17,16 @@ import shutil
 
 import ml_collections
 
-from lpd_jax import compilation_cache, data, evaluations, loading, provenance, sharding, suites
+from lpd_jax import (
+  compilation_cache,
+  data,
+  evaluations,
+  interrupts,
+  loading,
+  provenance,
+  sharding,
+  suites,
+)
 from lpd_jax import config as config_lib
 from lpd_jax import workdir as workdir_lib
 from lpd_jax.errors import ConfigError
@@ -100,6 +109,7 @@ def evaluate(config, workdir):
   results = {}
   evaluated_under = provenance.collect(ens.config.dtype)
   for evaluation in chosen:
+    interrupts.check()  # a Ctrl-C that a finaliser swallowed stops before the next one
     images, labels = test_prefix(ds, evaluation.num_examples)
     ctx = suites.SuiteContext(
       config=frozen,

@@ -22,6 +22,7 @@ from lpd_jax import (
   data,
   ensemble,
   input_pipeline,
+  interrupts,
   loading,
   methods,
   metric_writers,
@@ -268,6 +269,7 @@ def train_epoch(run, train_step, state, epoch):
       sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
       seen += 1
       progress.tick()
+      interrupts.check()  # a Ctrl-C that a finaliser swallowed stops the run here
       if seen % config.log_every_steps == 0:
         loss = float(m['loss'])
         _check_finite(loss, step, epoch)
@@ -362,6 +364,7 @@ def _train_and_evaluate(config, workdir, cache):
     for epoch in range(start_epoch, config.num_epochs):
       train_step = compile_step(run, state, epoch, cache, steps)
       state, record = train_epoch(run, train_step, state, epoch)
+      interrupts.check()
   except KeyboardInterrupt:
     saved = run.mgr.latest_step()
     raise Interrupted(

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY_CLI, run_cli, start_cli, tiny_config
+from conftest import TINY_CLI, lines, run_cli, start_cli, tiny_config
 
 from lpd_jax import checkpoint, compilation_cache, evaluate, train
 from lpd_jax.errors import CheckpointError, ConfigError
@@ -158,3 +158,51 @@ def test_a_progress_bar_cut_short_by_ctrl_c_prints_nothing_on_its_deletion():
   assert plain.stderr.count('Exception ignored') == 2  # the bar's and the other's
   quiet = subprocess.run([sys.executable, '-c', code, 'cli'], capture_output=True, text=True)
   assert quiet.stderr.count('Exception ignored') == 1 and 'not a bar' in quiet.stderr
+
+
+class _SwallowsCtrlC:
+  """A finaliser during which SIGINT arrives: Python raises the KeyboardInterrupt inside
+  `__del__`, prints 'Exception ignored' and drops it (what a tqdm bar's `__del__` did to a
+  Ctrl-C in CI, and the run trained on to exit 0)."""
+
+  def __del__(self):
+    signal.raise_signal(signal.SIGINT)
+    sum(range(1000))  # the handler runs at the next bytecode: here, inside the finaliser
+
+
+def test_a_ctrl_c_swallowed_by_a_finaliser_still_stops_training_in_one_line(
+  tmp_path, monkeypatch, capsys
+):
+  """SIGINT landing in a finaliser mid-epoch 2 (the fixture's config: compiles are cached) stops
+  the run at the next step, through the CLI's one line, exit 130, epoch 1 saved."""
+  from lpd_jax import cli, interrupts
+
+  workdir = str(tmp_path / 'w')
+  tick, ticks = train.progress.tick, []
+
+  def tick_then_swallow(k=1):
+    tick(k)
+    ticks.append(k)
+    if len(ticks) == 22 + 5:  # the fixture's config: 22 steps an epoch
+      _SwallowsCtrlC()  # dropped at once: its __del__ runs here and eats the interrupt
+
+  monkeypatch.setattr(train.progress, 'tick', tick_then_swallow)
+  monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)  # the CLI replaces it
+  handler = signal.getsignal(signal.SIGINT)
+  try:
+    with pytest.raises(SystemExit) as stopped:
+      cli.run_reporting_user_errors(train.train_and_evaluate, tiny_config(), workdir)
+    assert interrupts.pending()
+  finally:
+    signal.signal(signal.SIGINT, handler)
+  err = capsys.readouterr().err
+  assert stopped.value.code == 130 and len(ticks) == 22 + 5, err
+  assert 'Exception ignored' not in err and 'Traceback' not in err, err
+  (message,) = lines(err, 'interrupted:')
+  assert f'in epoch 2; the last saved checkpoint is epoch 1 in {workdir}' in message
+  assert checkpoint.manager(workdir).all_steps() == [1]
+
+  # Without the recorder, the same finaliser loses the Ctrl-C: the test's premise.
+  monkeypatch.setattr(sys, 'unraisablehook', lambda unraisable: ticks.append('lost'))
+  _SwallowsCtrlC()
+  assert ticks[-1] == 'lost'

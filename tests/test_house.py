@@ -29,6 +29,7 @@ FLOORS = (
       'lpd_jax.workdir',
       'lpd_jax.metric_writers',
       'lpd_jax.progress',
+      'lpd_jax.interrupts',
       'lpd_jax.names',
       'lpd_jax.compilation_cache',
       'lpd_jax.provenance',
