@@ -151,10 +151,10 @@ def run_reporting_user_errors(fn, *args):
   """Calls fn(*args); a user error becomes one line on stderr and exit status 1."""
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   sys.unraisablehook = _quiet_half_built_bars(sys.unraisablehook)
-  interrupts.install()
   try:
-    result = fn(*args)
-    interrupts.check()  # a Ctrl-C swallowed after the last check: still reported as one
+    with interrupts.recording():
+      result = fn(*args)
+      interrupts.check()  # a Ctrl-C swallowed after the last check: still reported as one
     return result
   except USER_ERRORS as e:
     if debugging():

@@ -2,12 +2,13 @@
 
 Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be.
 Raised inside a finaliser (a tqdm bar's `__del__`, a weakref callback) it is printed as
-'Exception ignored ...' and dropped, and the program runs on to the end. `install` (the
+'Exception ignored ...' and dropped, and the program runs on to the end. `recording` (the
 command-line entry points) records every SIGINT before raising; the long loops call `check`
 at their boundaries (each training step, each evaluation), so a swallowed Ctrl-C still stops
 the work there, through the same one-line report.
 """
 
+import contextlib
 import signal
 
 _STATE = {'pending': False}
@@ -19,14 +20,21 @@ def _on_sigint(signum, frame):
   raise KeyboardInterrupt
 
 
-def install():
-  """Routes SIGINT through the recorder (main thread only; `cli.run_reporting_user_errors`)."""
+@contextlib.contextmanager
+def recording():
+  """Within the block, SIGINT goes through the recorder; after it, the previous handler is back
+  and nothing is pending (main thread only; `cli.run_reporting_user_errors`)."""
+  previous = signal.signal(signal.SIGINT, _on_sigint)
   _STATE['pending'] = False
-  signal.signal(signal.SIGINT, _on_sigint)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    _STATE['pending'] = False
 
 
 def pending():
-  """True once a SIGINT arrived since `install` (it stays so: the process is stopping)."""
+  """True once a SIGINT arrived within `recording` (until the block ends)."""
   return _STATE['pending']
 
 

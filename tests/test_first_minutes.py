@@ -189,12 +189,10 @@ def test_a_ctrl_c_swallowed_by_a_finaliser_still_stops_training_in_one_line(
   monkeypatch.setattr(train.progress, 'tick', tick_then_swallow)
   monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)  # the CLI replaces it
   handler = signal.getsignal(signal.SIGINT)
-  try:
-    with pytest.raises(SystemExit) as stopped:
-      cli.run_reporting_user_errors(train.train_and_evaluate, tiny_config(), workdir)
-    assert interrupts.pending()
-  finally:
-    signal.signal(signal.SIGINT, handler)
+  with pytest.raises(SystemExit) as stopped:
+    cli.run_reporting_user_errors(train.train_and_evaluate, tiny_config(), workdir)
+  # The recorder is scoped to the call: this process's own handler is back, nothing pending.
+  assert signal.getsignal(signal.SIGINT) is handler and not interrupts.pending()
   err = capsys.readouterr().err
   assert stopped.value.code == 130 and len(ticks) == 22 + 5, err
   assert 'Exception ignored' not in err and 'Traceback' not in err, err
