@@ -10,6 +10,7 @@ the work there, through the same one-line report.
 
 import contextlib
 import signal
+import threading
 
 _STATE = {'pending': False}
 
@@ -23,7 +24,11 @@ def _on_sigint(signum, frame):
 @contextlib.contextmanager
 def recording():
   """Within the block, SIGINT goes through the recorder; after it, the previous handler is back
-  and nothing is pending (main thread only; `cli.run_reporting_user_errors`)."""
+  and nothing is pending (`cli.run_reporting_user_errors`). Off the main thread, where Python
+  takes no signal handler, the block runs as it is."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
   previous = signal.signal(signal.SIGINT, _on_sigint)
   _STATE['pending'] = False
   try:

@@ -204,3 +204,22 @@ def test_a_ctrl_c_swallowed_by_a_finaliser_still_stops_training_in_one_line(
   monkeypatch.setattr(sys, 'unraisablehook', lambda unraisable: ticks.append('lost'))
   _SwallowsCtrlC()
   assert ticks[-1] == 'lost'
+
+
+def test_the_ctrl_c_recorder_runs_a_block_off_the_main_thread_as_it_is():
+  """`signal.signal` works on the main thread only: a CLI function called from another thread
+  (a notebook's worker) runs without the recorder instead of failing."""
+  import threading
+
+  from lpd_jax import interrupts
+
+  handler, seen = signal.getsignal(signal.SIGINT), []
+
+  def body():
+    with interrupts.recording():
+      seen.append(signal.getsignal(signal.SIGINT))
+
+  thread = threading.Thread(target=body)
+  thread.start()
+  thread.join()
+  assert seen == [handler] and signal.getsignal(signal.SIGINT) is handler
