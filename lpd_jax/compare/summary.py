@@ -26,15 +26,14 @@ def _ci(cell, includes_zero=False):
 
 def sentence(column, reference, what, cell):
   """One difference (a JSON cell of `differences.difference_cell`: difference, low, high in
-  [0, 1] units, p_value or None) as a sentence with its numbers."""
+  [0, 1] units, excludes_zero, told_apart, p_value or None) as a sentence with its numbers."""
   d = 100 * cell['difference']
   if cell['told_apart']:
     verb = 'leads' if cell['low'] > 0 else 'trails'
     return f'{column} {verb} {reference} on {what} by {abs(d):.1f} points ({_ci(cell)}).'
-  includes_zero = not (cell['low'] > 0 or cell['high'] < 0)
   return (
     f'{column} and {reference} are not told apart on {what}: {d:+.1f} points '
-    f'({_ci(cell, includes_zero)}).'
+    f'({_ci(cell, not cell["excludes_zero"])}).'
   )
 
 
