@@ -129,7 +129,7 @@ def run(main):
   app.run(main, flags_parser=_parse_flags)
 
 
-def _quiet_half_built_bars(previous):
+def _drop_ctrl_c_leftovers(previous):
   """A `sys.unraisablehook` that drops what a Ctrl-C leaves behind in finalisers: the
   KeyboardInterrupt itself where it landed in one (`interrupts` recorded it, and the next
   `interrupts.check` stops the run), and what tqdm's `__del__` raises on a bar whose `__init__`
@@ -150,7 +150,7 @@ def _quiet_half_built_bars(previous):
 def run_reporting_user_errors(fn, *args):
   """Calls fn(*args); a user error becomes one line on stderr and exit status 1."""
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  sys.unraisablehook = _quiet_half_built_bars(sys.unraisablehook)
+  sys.unraisablehook = _drop_ctrl_c_leftovers(sys.unraisablehook)
   try:
     with interrupts.recording():
       result = fn(*args)

@@ -364,7 +364,7 @@ def _train_and_evaluate(config, workdir, cache):
     for epoch in range(start_epoch, config.num_epochs):
       train_step = compile_step(run, state, epoch, cache, steps)
       state, record = train_epoch(run, train_step, state, epoch)
-      interrupts.check()
+      interrupts.check()  # one swallowed by the epoch's evaluation or save: before a compile
   except KeyboardInterrupt:
     saved = run.mgr.latest_step()
     raise Interrupted(
